@@ -1,0 +1,182 @@
+"""Text data for the course: a byte-level tokenizer and a real corpus that needs no download.
+
+The corpus is the Python standard library's own ``.py`` sources on the running interpreter — real,
+varied, human-written text (code, docstrings, comments) that every machine with Python already has,
+under the PSF licence. See ``data/README.md`` (the dataset card).
+
+Build: the sorted list of ``.py`` files under ``sysconfig.get_paths()["stdlib"]``, without
+``site-packages`` and the test suites; a file goes to *validation* when ``crc32(relative path) % 10 == 0``
+(≈10 %, stable when files are added), else to *train*. It is exposed as a Hugging Face
+``datasets.DatasetDict`` (columns ``path``, ``text``) and cached under ``data/cache/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["ByteTokenizer", "TokenData", "stdlib_files", "load_stdlib_dataset", "load_corpus",
+           "unigram_entropy", "cache_dir"]
+
+_EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: vocabulary 256, no merges, no unknown token.
+
+    ``decode(encode(text)) == text`` for every string that is valid Unicode (no lone surrogates).
+    """
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise ValueError(f"text: expected str, got {type(text).__name__}")
+        try:
+            return list(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"text: not encodable as UTF-8 ({exc.reason} at {exc.start})") from None
+
+    def decode(self, ids, errors: str = "replace") -> str:
+        """Bytes back to text. Sampled bytes need not be valid UTF-8: ``errors="replace"`` shows
+        broken sequences as U+FFFD; ``errors="strict"`` raises instead."""
+        if torch.is_tensor(ids):
+            ids = ids.tolist()
+        ids = list(ids)
+        if any((not isinstance(i, int)) or i < 0 or i > 255 for i in ids):
+            raise ValueError("ids: expected integers in [0, 255]")
+        return bytes(ids).decode("utf-8", errors=errors)
+
+    def __repr__(self) -> str:
+        return "ByteTokenizer(vocab_size=256)"
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files() -> list[str]:
+    """Sorted relative paths of the stdlib's ``.py`` files (tests and site-packages excluded)."""
+    root = stdlib_root()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _EXCLUDED_DIRS)
+        for name in filenames:
+            if name.endswith(".py"):
+                found.append(Path(dirpath, name).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def is_validation_file(path: str) -> bool:
+    return zlib.crc32(path.encode()) % 10 == 0
+
+
+def cache_dir() -> Path:
+    """``$KIMI_MINI_CACHE`` or the repository's ``data/cache/`` (gitignored)."""
+    env = os.environ.get("KIMI_MINI_CACHE")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "cache"
+
+
+def _fingerprint(files: list[str]) -> str:
+    root = stdlib_root()
+    h = hashlib.sha256(sys.version.encode())
+    for f in files:
+        h.update(f.encode())
+        h.update(str((root / f).stat().st_size).encode())
+    return h.hexdigest()[:12]
+
+
+def load_stdlib_dataset(cache: Path | None = None):
+    """The corpus as a ``datasets.DatasetDict`` with splits ``train`` and ``validation``.
+
+    Built once per interpreter (the cache key hashes the Python version and the file list) and
+    then loaded from ``data/cache/``. Files that are not valid UTF-8 are skipped (none in 3.11).
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
+    files = stdlib_files()
+    target = (cache or cache_dir()) / f"stdlib-py{sys.version_info.major}.{sys.version_info.minor}-{_fingerprint(files)}"
+    if target.exists():
+        return datasets.load_from_disk(str(target))
+    root = stdlib_root()
+    rows: dict[str, dict[str, list[str]]] = {"train": {"path": [], "text": []},
+                                              "validation": {"path": [], "text": []}}
+    for f in files:
+        try:
+            text = (root / f).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        split = "validation" if is_validation_file(f) else "train"
+        rows[split]["path"].append(f)
+        rows[split]["text"].append(text)
+    dd = datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in rows.items()})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+    dd.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, target)  # atomic: parallel builders (pytest workers) cannot half-write it
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is identical
+    return datasets.load_from_disk(str(target))
+
+
+@dataclass
+class TokenData:
+    """Token streams for training: ``train`` and ``val`` are uint8 tensors of byte tokens
+    (files joined by a blank line)."""
+
+    train: Tensor
+    val: Tensor
+
+    def get_batch(self, split: str, batch_size: int, seq_len: int,
+                  generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
+        """``batch_size`` random windows: ``x [B, T]`` and the next-token targets ``y [B, T]`` (int64)."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size, seq_len: expected positive, got {batch_size}, {seq_len}")
+        data = self.train if split == "train" else self.val
+        if len(data) <= seq_len + 1:
+            raise ValueError(f"seq_len: {seq_len} is too long for the {split} split ({len(data)} tokens)")
+        starts = torch.randint(0, len(data) - seq_len - 1, (batch_size,), generator=generator)
+        idx = starts[:, None] + torch.arange(seq_len + 1)  # [B, T+1]
+        window = data[idx].long()
+        return window[:, :-1].to(device), window[:, 1:].to(device)
+
+    def __repr__(self) -> str:
+        return f"TokenData(train={len(self.train):,} tokens, val={len(self.val):,} tokens)"
+
+
+def _tokens(texts: list[str]) -> Tensor:
+    blob = "\n\n".join(texts).encode("utf-8")
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+
+
+def load_corpus(cache: Path | None = None) -> TokenData:
+    """The stdlib corpus as byte tokens (≈11 M train / ≈1 M validation on CPython 3.11)."""
+    dd = load_stdlib_dataset(cache)
+    return TokenData(train=_tokens(dd["train"]["text"]), val=_tokens(dd["validation"]["text"]))
+
+
+def unigram_entropy(tokens: Tensor, vocab_size: int = 256) -> float:
+    """Entropy of the token frequency distribution, in nats: H = −Σ p(x) ln p(x).
+
+    The loss of the best model that ignores context — the bar a language model must get under.
+    """
+    if not torch.is_tensor(tokens) or tokens.numel() == 0:
+        raise ValueError("tokens: expected a non-empty tensor of token ids")
+    counts = torch.bincount(tokens.flatten().long(), minlength=vocab_size).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
