@@ -9,8 +9,10 @@ PRESET ?= toy
 # The CPU build of torch lies on disk on the course machines; use it when it is there.
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
-# pytest workers: the notebook cases dominate, two cores run two at a time.
+# pytest workers: the notebook cases dominate, two cores run two at a time — one thread each, since
+# two 2-thread torch processes on 2 cores spend their time spinning on each other.
 WORKERS ?= 2
+TEST_THREADS ?= 1
 
 .PHONY: setup reproduce test lab bench notebooks lint clean
 
@@ -28,7 +30,7 @@ reproduce: $(STAMP)
 	$(BIN)/kimi-mini reproduce --preset $(PRESET)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -5,6 +5,16 @@ Importing the package registers every model component (attention / FFN variants)
 
 __version__ = "0.1.0"
 
+import os as _os
+
+import torch as _torch
+
+# Without a GPU, Triton kernels run in its CPU interpreter, which must be switched on before triton is
+# first imported (triton's own helpers such as tl.sum are @jit functions created at import time —
+# and torch itself may import triton, e.g. when a model is built on the meta device).
+if not _torch.cuda.is_available():
+    _os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from . import layers  # noqa: F401  (registers "mha" and "dense")
 from .model import KimiConfig, KimiMini, count_params  # noqa: F401
 

@@ -153,7 +153,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: TokenData, *
         optimizer.step()
         record: dict[str, Any] = {
             "step": step + 1,
-            "loss": float(loss),
+            "loss": loss.item(),
             "lr": optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "tokens": (step + 1) * batch_size * seq_len,

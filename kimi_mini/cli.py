@@ -1,0 +1,170 @@
+"""The ``kimi-mini`` command.
+
+    kimi-mini reproduce [--preset toy|gpu] [--only 00,02]   run notebooks, write runs/<preset>/REPORT.md
+    kimi-mini bench <topic>|all [--json] [--quick]          side-by-side benchmarks
+    kimi-mini list                                          notebooks, bench topics, presets
+
+Bad input prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+# Modules that add a subcommand: each has add_parser(subparsers) and run(args) -> int.
+SUBCOMMAND_MODULES: list[str] = ["kimi_mini.train_cli"]
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+def _select_notebooks(directory: Path, only: str | None) -> list[Path]:
+    from kimi_mini.notebooks import list_notebooks
+
+    available = list_notebooks(directory)
+    if not available:
+        raise UsageError(f"no notebooks (NN_topic.ipynb) in {directory}")
+    if not only:
+        return available
+    chosen = []
+    for key in (k.strip() for k in only.split(",") if k.strip()):
+        match = [p for p in available if p.stem == key or p.stem.split("_")[0] == key]
+        if not match:
+            names = ", ".join(p.stem for p in available)
+            raise UsageError(f"--only: unknown notebook {key!r}; expected a number or name among: {names}")
+        chosen += [p for p in match if p not in chosen]
+    return chosen
+
+
+def _error_summary(exc: BaseException) -> str:
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    cell = getattr(exc, "exec_count", None)
+    where = f"cell [{cell}]" if cell is not None else "notebook"
+    return f"{where}: {ename}: {str(evalue).splitlines()[0] if evalue else ''}".strip()
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    from kimi_mini.notebooks import notebook_dir
+    from kimi_mini.presets import get_preset
+    from kimi_mini.report import write_report
+
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as exc:
+        raise UsageError(f"--preset: {str(exc).split(': ', 1)[1]}") from None
+    directory = Path(args.notebooks) if args.notebooks else notebook_dir()
+    notebooks = _select_notebooks(directory, args.only)
+    run_dir = (Path(args.out) / preset.name).resolve()
+    (run_dir / "claims").mkdir(parents=True, exist_ok=True)
+    results = []
+    bar = tqdm(notebooks, desc=f"reproduce ({preset.name})", unit="notebook", dynamic_ncols=True)
+    for nb in bar:
+        bar.set_postfix_str(nb.stem)
+        (run_dir / "claims" / f"{nb.stem}.json").unlink(missing_ok=True)  # claims are this run's only
+        t0 = time.perf_counter()
+        error = None
+        try:
+            pm.execute_notebook(str(nb), str(run_dir / nb.name), cwd=str(directory), progress_bar=False,
+                                parameters={"PRESET": preset.name, "RUN_DIR": str(run_dir)},
+                                execution_timeout=args.timeout)
+        except Exception as exc:  # one failing notebook must not stop the others
+            error = _error_summary(exc)
+            tqdm.write(f"FAILED {nb.stem}: {error} (executed copy: {run_dir / nb.name})")
+        results.append({"notebook": nb.stem, "seconds": time.perf_counter() - t0, "ok": error is None,
+                        "error": error})
+    report = write_report(run_dir, preset.name, results)
+    summary = report.read_text().strip().splitlines()[-1]
+    print(f"wrote {report}\n{summary}")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kimi_mini.bench import discover, format_table, machine_info
+
+    topics = discover()
+    names = sorted(topics) if args.topic == "all" else [args.topic]
+    for name in names:
+        if name not in topics:
+            raise UsageError(f"topic: unknown benchmark {name!r}; expected 'all' or one of {sorted(topics)}")
+    out = {}
+    for name in names:
+        result = topics[name].fn(quick=args.quick)
+        out[name] = result
+        if not args.json:
+            print(f"\n== bench {name}: {topics[name].help} ==")
+            print(format_table(result.rows))
+            for note in result.notes:
+                print(f"note: {note}")
+            print("summary: " + json.dumps(result.summary, default=float))
+    if args.json:
+        machine = machine_info()
+        if len(names) == 1:
+            r = out[names[0]]
+            payload = {"rows": r.rows, "summary": r.summary, "machine": machine}
+        else:
+            payload = {n: {"rows": r.rows, "summary": r.summary} for n, r in out.items()}
+            payload["machine"] = machine
+        print(json.dumps(payload, default=float))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from kimi_mini.bench import discover
+    from kimi_mini.notebooks import list_notebooks
+    from kimi_mini.presets import PRESETS
+
+    print("notebooks:", ", ".join(p.stem for p in list_notebooks()))
+    print("bench topics:", ", ".join(sorted(discover())))
+    print("presets:", ", ".join(f"{p.name} ({p.description})" for p in PRESETS.values()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kimi-mini", description="kimi-mini: run the course, benchmark kernels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("reproduce", help="run the notebooks with papermill and write the reproduction report")
+    p.add_argument("--preset", default="toy", help="toy (CPU) or gpu (one H100/H200); default toy")
+    p.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 00,02")
+    p.add_argument("--out", default="runs", help="output root; the run goes to <out>/<preset>/ (default runs)")
+    p.add_argument("--notebooks", help="notebook folder (default: the course's notebooks/)")
+    p.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds (default 1800)")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("bench", help="side-by-side benchmarks (tables; --json for one JSON object)")
+    p.add_argument("topic", help="a topic name, or 'all'")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs, numbers mean little")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("list", help="list notebooks, benchmark topics and presets")
+    p.set_defaults(func=cmd_list)
+
+    for module in SUBCOMMAND_MODULES:
+        mod = importlib.import_module(module)
+        mod.add_parser(sub).set_defaults(func=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"kimi-mini {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Exercises: the learner writes a function, a checker says pass / fail / not attempted.
+
+Every exercise is registered with its checker, the library's solution and a deliberately wrong
+answer; the test suite proves each checker accepts the solution and rejects the wrong answer, so a
+checker can never silently pass everything. In a notebook::
+
+    def unigram_entropy(tokens):
+        raise NotImplementedError  # your code here
+
+    check("unigram_entropy", unigram_entropy)   # prints PASS / FAIL / NOT ATTEMPTED, never raises
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Exercise", "EXERCISES", "register_exercise", "check"]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str
+    checker: Callable[[Callable], None]  # raises AssertionError (with a hint) when the candidate is wrong
+    solution: Callable
+    wrong: Callable
+    description: str = ""
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def register_exercise(name: str, *, solution: Callable, wrong: Callable,
+                      checker: Callable[[Callable], None], description: str = "") -> Exercise:
+    if name in EXERCISES and EXERCISES[name].checker is not checker:
+        raise ValueError(f"name: exercise {name!r} is already registered")
+    EXERCISES[name] = Exercise(name, checker, solution, wrong, description)
+    return EXERCISES[name]
+
+
+def check(name: str, candidate: Callable, quiet: bool = False) -> str:
+    """Run exercise ``name``'s checker on ``candidate``; returns ``"pass"``, ``"fail"`` or
+    ``"not attempted"`` and prints a one-line verdict (with the checker's hint on failure)."""
+    if name not in EXERCISES:
+        raise ValueError(f"name: unknown exercise {name!r}; expected one of {sorted(EXERCISES)}")
+    try:
+        EXERCISES[name].checker(candidate)
+        status, detail = "pass", "well done."
+    except NotImplementedError:
+        status, detail = "not attempted", "replace the `raise NotImplementedError` with your code."
+    except AssertionError as exc:
+        status, detail = "fail", str(exc) or "a check did not hold."
+    except Exception as exc:  # a learner's bug must not crash the notebook
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        status, detail = "fail", f"{type(exc).__name__}: {exc} (line {frame.lineno})"
+    if not quiet:
+        print(f"[{name}] {status.upper()}: {detail}")
+    return status

@@ -1,0 +1,156 @@
+"""The notebook harness: what every notebook calls first, and how notebooks are kept tidy.
+
+- :func:`start_notebook` — validates the preset, seeds, points :func:`record_claim` at the run
+  directory papermill passed in, and saves figures there.
+- The ``.py`` (jupytext py:percent) twin is the file to edit and review; the ``.ipynb`` is generated
+  from it without outputs (``make notebooks`` / ``python -m kimi_mini.notebooks sync``) and committed,
+  so JupyterLab, GitHub and Colab open it directly. :func:`check_notebook` is what the tests enforce.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from kimi_mini import report
+from kimi_mini.presets import Preset, get_preset
+
+__all__ = ["NotebookContext", "start_notebook", "notebook_dir", "list_notebooks", "sync", "check_notebook"]
+
+
+def notebook_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "notebooks"
+
+
+class NotebookContext:
+    """What a running notebook knows about itself: its name, preset, run directory and clock."""
+
+    def __init__(self, name: str, preset: Preset, run_dir: Path | None):
+        self.name, self.preset, self.run_dir = name, preset, run_dir
+        self.t0 = time.perf_counter()
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.preset.device)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def record_claim(self, claim: str, paper_value: str, ours: str, holds: bool | None, explanation: str,
+                     *, paper: str) -> report.Claim:
+        return report.record_claim(claim, paper_value, ours, holds, explanation, paper=paper,
+                                   notebook=self.name, run_dir=self.run_dir)
+
+    def savefig(self, fig, name: str):
+        """Save ``fig`` as ``<run dir>/figures/<notebook>-<name>.png`` (when there is a run dir) and
+        return it so the notebook still displays it."""
+        if self.run_dir is not None:
+            path = self.run_dir / "figures" / f"{self.name}-{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=110, bbox_inches="tight")
+        return fig
+
+    def __repr__(self) -> str:
+        return f"NotebookContext({self.name!r}, preset={self.preset.name!r}, run_dir={self.run_dir})"
+
+
+def start_notebook(name: str, preset: str, run_dir: str | None = None, seed: int = 0) -> NotebookContext:
+    """Call in the cell after ``parameters``: ``nb = start_notebook("00_tour", PRESET, RUN_DIR)``."""
+    p = get_preset(preset)
+    p.check_device()
+    torch.manual_seed(seed)
+    run = Path(run_dir) if run_dir else None
+    report.set_run(run, name)
+    try:
+        import matplotlib
+
+        matplotlib.rcParams.update({"figure.figsize": (7, 3.6), "axes.grid": True, "grid.alpha": 0.3,
+                                    "axes.spines.top": False, "axes.spines.right": False})
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        pass
+    print(f"{name} · preset {p.name} ({p.description}) · torch {torch.__version__} · "
+          f"{torch.get_num_threads()} CPU threads" + (f" · run dir {run}" if run else ""))
+    return NotebookContext(name, p, run)
+
+
+def list_notebooks(directory: Path | None = None) -> list[Path]:
+    """Course notebooks in order: ``NN_topic.ipynb``."""
+    d = directory or notebook_dir()
+    return sorted(p for p in d.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _read_py(path: Path):
+    import jupytext
+
+    return jupytext.read(path, fmt="py:percent")
+
+
+def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.cell_type, c.source.strip(), tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+
+def sync(directory: Path | None = None) -> list[Path]:
+    """Regenerate every ``NN_topic.ipynb`` from ``NN_topic.py``, without outputs."""
+    import nbformat
+
+    d = directory or notebook_dir()
+    written = []
+    for py in sorted(d.glob("[0-9][0-9]_*.py")):
+        nb = _read_py(py)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        out = py.with_suffix(".ipynb")
+        text = nbformat.writes(nb)
+        if not out.exists() or out.read_text() != text:
+            out.write_text(text)
+            written.append(out)
+    return written
+
+
+def check_notebook(ipynb: Path) -> list[str]:
+    """Problems with a committed notebook (empty list: fine): outputs left in, the py:percent twin out of
+    sync, or no ``parameters`` cell first among the code cells."""
+    import nbformat
+
+    problems = []
+    nb = nbformat.read(ipynb, as_version=4)
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None):
+            problems.append(f"cell {i} has outputs or an execution count (commit notebooks stripped)")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or "parameters" not in code[0].get("metadata", {}).get("tags", []):
+        problems.append("the first code cell must be tagged 'parameters'")
+    elif "PRESET" not in code[0].source:
+        problems.append("the parameters cell must define PRESET")
+    py = ipynb.with_suffix(".py")
+    if not py.exists():
+        problems.append(f"no py:percent twin {py.name}")
+    elif _cells(_read_py(py)) != _cells(nb):
+        problems.append(f"{py.name} and {ipynb.name} differ: run `make notebooks` and commit both")
+    return problems
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["sync"]:
+        for path in sync():
+            print(f"wrote {path}")
+        return 0
+    if argv[:1] == ["check"]:
+        bad = 0
+        for nb in list_notebooks():
+            for problem in check_notebook(nb):
+                print(f"{nb.name}: {problem}")
+                bad += 1
+        return 1 if bad else 0
+    print("usage: python -m kimi_mini.notebooks sync|check", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,32 @@
+"""Benchmarks run (quick sizes) and print the promised JSON shape. They never assert speed."""
+
+import json
+
+import pytest
+
+from kimi_mini.bench import discover, format_table, peak_memory, time_it
+from kimi_mini.cli import main
+
+TOPICS = sorted(discover())
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_bench_topic_json_shape(topic, capsys):
+    assert main(["bench", topic, "--json", "--quick"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload) == {"rows", "summary", "machine"}
+    assert payload["rows"] and isinstance(payload["summary"], dict) and payload["machine"]["torch"]
+
+
+def test_unknown_topic_exits_2(capsys):
+    assert main(["bench", "nope"]) == 2
+    assert "model" in capsys.readouterr().err
+
+
+def test_helpers_measure_something():
+    import torch
+
+    assert time_it(lambda: sum(range(1000)), warmup=0, repeat=3) > 0
+    mem = peak_memory(lambda: torch.ones(20_000_000).sum())  # 80 MB
+    assert mem is None or mem > 40 * 2**20
+    assert "a" in format_table([{"a": 1.0, "b": None}])

@@ -1,0 +1,79 @@
+"""Byte tokenizer and the stdlib corpus."""
+
+import math
+
+import pytest
+import torch
+
+from kimi_mini.data import ByteTokenizer, TokenData, is_validation_file, load_corpus, stdlib_files, unigram_entropy
+
+TEXTS = ["", "hello", "naïve café — ∑ λx. x² 🚀🧪", "tabs\tand\nnewlines\r\n", "中文字符と日本語", "\x00\x7f\u0080\uffff"]
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
+def test_byte_tokenizer_round_trips_exactly(text):
+    tok = ByteTokenizer()
+    ids = tok.encode(text)
+    assert all(0 <= i < 256 for i in ids) and len(ids) == len(text.encode("utf-8"))
+    assert tok.decode(ids, errors="strict") == text
+
+
+def test_tokenizer_errors():
+    tok = ByteTokenizer()
+    with pytest.raises(ValueError, match="text"):
+        tok.encode(b"bytes")
+    with pytest.raises(ValueError, match="text"):
+        tok.encode("\ud800")  # a lone surrogate is not UTF-8 text
+    with pytest.raises(ValueError, match="ids"):
+        tok.decode([256])
+    assert tok.decode([0xE2, 0x82]) == "\ufffd"  # a cut multi-byte sequence shows, not crashes
+
+
+def test_stdlib_file_list_is_sorted_and_split_by_file():
+    files = stdlib_files()
+    assert files == sorted(files) and len(files) > 500
+    assert not any("/test/" in f or f.startswith("test/") or "site-packages" in f for f in files)
+    val = [f for f in files if is_validation_file(f)]
+    assert 0.05 < len(val) / len(files) < 0.15
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus()
+
+
+def test_corpus_is_real_python_and_deterministic(corpus):
+    assert len(corpus.train) > 5_000_000 and len(corpus.val) > 300_000
+    text = bytes(corpus.val[:20000].tolist()).decode("utf-8", errors="replace")
+    assert "def " in text and "import" in text
+    again = load_corpus()  # from the cache: identical tokens
+    assert torch.equal(again.train, corpus.train) and torch.equal(again.val, corpus.val)
+
+
+def test_dataset_is_a_hf_datasetdict_with_disjoint_files():
+    from kimi_mini.data import load_stdlib_dataset
+
+    dd = load_stdlib_dataset()
+    assert set(dd) == {"train", "validation"}
+    train, val = set(dd["train"]["path"]), set(dd["validation"]["path"])
+    assert train and val and not (train & val)
+    assert all(is_validation_file(p) for p in val)
+
+
+def test_get_batch_targets_are_inputs_shifted_by_one(corpus):
+    g = torch.Generator().manual_seed(0)
+    x, y = corpus.get_batch("train", 4, 32, g)
+    assert x.shape == y.shape == (4, 32) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    with pytest.raises(ValueError, match="split"):
+        corpus.get_batch("test", 4, 32)
+    small = TokenData(torch.zeros(10, dtype=torch.uint8), torch.zeros(10, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="seq_len"):
+        small.get_batch("val", 1, 32)
+
+
+def test_unigram_entropy():
+    assert unigram_entropy(torch.tensor([3, 3, 3])) == 0.0
+    assert math.isclose(unigram_entropy(torch.tensor([0, 1, 2, 3])), math.log(4))
+    with pytest.raises(ValueError, match="tokens"):
+        unigram_entropy(torch.tensor([], dtype=torch.long))
