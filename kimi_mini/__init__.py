@@ -15,7 +15,7 @@ import torch as _torch
 if not _torch.cuda.is_available():
     _os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from . import layers  # noqa: F401  (registers "mha" and "dense")
+from . import data, layers  # noqa: F401  (layers registers "mha" and "dense"; data its exercise)
 from .model import KimiConfig, KimiMini, count_params  # noqa: F401
 
 # Components: one line each, the module registers itself on import.

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 # Modules that add a subcommand: each has add_parser(subparsers) and run(args) -> int.
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["kimi_mini.train_cli"]
 
 
 class UsageError(Exception):

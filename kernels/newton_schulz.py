@@ -1,0 +1,206 @@
+"""Triton kernels for the symmetric products of a Newton–Schulz step (Muon / Moonlight, arXiv 2502.16982).
+
+One quintic NS step on ``X [m, n]`` (m ≤ n) is::
+
+    A = X·Xᵀ                    [m, m]  symmetric               → _ns_gram_fwd_kernel
+    B = b·A + c·A·A             [m, m]  symmetric (A·A = A·Aᵀ)  → _ns_poly_fwd_kernel
+    X ← a·X + B·X               [m, n]                          → one torch matmul (addmm)
+
+Both kernels exploit symmetry: with square ``BLOCK×BLOCK`` tiles, a program is launched only for the
+tiles on or above the diagonal (``T·(T+1)/2`` of the ``T²``, T = ⌈m / BLOCK⌉ — about half the FLOPs),
+and each program stores its tile twice, at ``(i, j)`` and transposed at ``(j, i)``. Inside diagonal
+tiles only the entries with row ≤ column are stored (to both places), so the output is *bitwise*
+symmetric — a plain matmul is symmetric only up to rounding, and NS would amplify the asymmetry.
+
+Because ``A`` is symmetric, ``A·A = A·Aᵀ``: the second kernel is the first applied to ``A`` with a fused
+epilogue ``b·A[i, j] + c·acc`` (one read of the ``A`` tile, no ``A·A`` temporary in memory).
+
+Accumulation is fp32; the stored result has the input's dtype. Inputs in the CPU interpreter are upcast
+to fp32 right after loading (``UPCAST``) because the interpreter computes bf16 wrongly; on a GPU the
+16-bit tiles go straight to the tensor cores. Batched over a leading dim (the grid's second axis).
+
+Order, as in Triton's tutorials: reference (:func:`kimi_mini.optim.newton_schulz_step`), kernels, host
+wrappers, check (``tests/test_newton_schulz_kernel.py``), benchmark (``__main__``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+from kimi_mini.kernels import INTERPRETED
+from torch import Tensor
+
+
+@triton.jit
+def _gram_tile(X, stride_m, stride_k, ti, tj, M, K, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+               UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """fp32 tile ``(X·Xᵀ)[ti-block, tj-block]``: rows ``ti`` of X times rows ``tj`` of X, transposed."""
+    rm = ti * BLOCK + tl.arange(0, BLOCK)
+    rn = tj * BLOCK + tl.arange(0, BLOCK)
+    rk = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        a = tl.load(X + rm[:, None] * stride_m + kk[None, :] * stride_k,
+                    mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)  # [BLOCK, BLOCK_K]
+        bt = tl.load(X + kk[:, None] * stride_k + rn[None, :] * stride_m,
+                     mask=(kk[:, None] < K) & (rn[None, :] < M), other=0.0)  # [BLOCK_K, BLOCK] = X[rn, kk]ᵀ
+        if UPCAST:
+            a = a.to(tl.float32)
+            bt = bt.to(tl.float32)
+        acc += tl.dot(a, bt, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def _store_symmetric(C, stride_cm, stride_cn, tile, ti, tj, M, BLOCK: tl.constexpr):
+    """Store ``tile`` at block ``(ti, tj)`` and its transpose at ``(tj, ti)``, entries with row ≤ col only."""
+    rm = ti * BLOCK + tl.arange(0, BLOCK)
+    rn = tj * BLOCK + tl.arange(0, BLOCK)
+    upper = (rm[:, None] <= rn[None, :]) & (rm[:, None] < M) & (rn[None, :] < M)  # all-true off the diagonal
+    tile = tile.to(C.dtype.element_ty)
+    tl.store(C + rm[:, None] * stride_cm + rn[None, :] * stride_cn, tile, mask=upper)
+    lower = (rn[:, None] >= rm[None, :]) & (rn[:, None] < M) & (rm[None, :] < M)  # upperᵀ
+    tl.store(C + rn[:, None] * stride_cm + rm[None, :] * stride_cn, tl.trans(tile), mask=lower)
+
+
+@triton.jit
+def _ns_gram_fwd_kernel(X, C, TILE_I, TILE_J, stride_xb, stride_xm, stride_xk,
+                        stride_cb, stride_cm, stride_cn, M, K, BLOCK: tl.constexpr,
+                        BLOCK_K: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """``C = X·Xᵀ`` for ``X [batch, M, K]``; program ``(pid, b)`` computes the upper tile
+    ``(TILE_I[pid], TILE_J[pid])`` of matrix ``b``."""
+    pid = tl.program_id(0)
+    bid = tl.program_id(1).to(tl.int64)
+    ti = tl.load(TILE_I + pid)
+    tj = tl.load(TILE_J + pid)
+    acc = _gram_tile(X + bid * stride_xb, stride_xm, stride_xk, ti, tj, M, K,
+                     BLOCK, BLOCK_K, UPCAST, PRECISION)
+    _store_symmetric(C + bid * stride_cb, stride_cm, stride_cn, acc, ti, tj, M, BLOCK)
+
+
+@triton.jit
+def _ns_poly_fwd_kernel(A, C, TILE_I, TILE_J, stride_ab, stride_am, stride_an,
+                        stride_cb, stride_cm, stride_cn, M, coef_b, coef_c, BLOCK: tl.constexpr,
+                        BLOCK_K: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """``C = b·A + c·A·A`` for symmetric ``A [batch, M, M]`` (``A·A = A·Aᵀ``: the Gram tile of A)."""
+    pid = tl.program_id(0)
+    bid = tl.program_id(1).to(tl.int64)
+    ti = tl.load(TILE_I + pid)
+    tj = tl.load(TILE_J + pid)
+    base = A + bid * stride_ab
+    acc = _gram_tile(base, stride_am, stride_an, ti, tj, M, M, BLOCK, BLOCK_K, UPCAST, PRECISION)
+    rm = ti * BLOCK + tl.arange(0, BLOCK)
+    rn = tj * BLOCK + tl.arange(0, BLOCK)
+    a_ij = tl.load(base + rm[:, None] * stride_am + rn[None, :] * stride_an,
+                   mask=(rm[:, None] < M) & (rn[None, :] < M), other=0.0).to(tl.float32)
+    out = coef_b * a_ij + coef_c * acc
+    _store_symmetric(C + bid * stride_cb, stride_cm, stride_cn, out, ti, tj, M, BLOCK)
+
+
+# ----------------------------------------------------------------------------------------------------
+# host wrappers
+# ----------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _upper_tiles(n_tiles: int, device: str) -> tuple[Tensor, Tensor]:
+    """Block coordinates ``(i, j)`` with ``i ≤ j``, row-major: the programs the kernels launch."""
+    i, j = torch.triu_indices(n_tiles, n_tiles)
+    return i.to(torch.int32).to(device), j.to(torch.int32).to(device)
+
+
+def _config(m: int, block: int | None) -> tuple[int, int, int]:
+    if block is None:
+        if INTERPRETED:  # few, large programs: the interpreter's cost is per program
+            block = max(16, min(64, triton.next_power_of_2(m)))
+        else:
+            block = 64 if m <= 1024 else 128
+    if block < 16 or block & (block - 1):
+        raise ValueError(f"block: expected a power of two >= 16, got {block}")
+    block_k = block if INTERPRETED else 64
+    num_warps = 8 if block >= 128 else 4
+    return block, block_k, num_warps
+
+
+def _check(X: Tensor, name: str) -> Tensor:
+    if not isinstance(X, Tensor) or X.dim() < 2:
+        got = tuple(X.shape) if isinstance(X, Tensor) else type(X).__name__
+        raise ValueError(f"{name}: expected a tensor [..., m, n], got {got}")
+    if X.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"{name}: expected float32/float16/bfloat16, got {X.dtype}")
+    return X.reshape(-1, X.shape[-2], X.shape[-1])
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+
+
+def ns_gram(X: Tensor, block: int | None = None) -> Tensor:
+    """``X·Xᵀ`` for ``X [..., m, n]`` → ``[..., m, m]`` in X's dtype, bitwise symmetric (upper tiles only)."""
+    X3 = _check(X, "X")
+    batch, m, k = X3.shape
+    C = torch.empty(batch, m, m, device=X.device, dtype=X.dtype)
+    BLOCK, BLOCK_K, num_warps = _config(m, block)
+    ti, tj = _upper_tiles(triton.cdiv(m, BLOCK), str(X.device))
+    _ns_gram_fwd_kernel[(ti.numel(), batch)](
+        X3, C, ti, tj, X3.stride(0), X3.stride(1), X3.stride(2), C.stride(0), C.stride(1), C.stride(2),
+        m, k, BLOCK=BLOCK, BLOCK_K=BLOCK_K, UPCAST=INTERPRETED, PRECISION=_precision(X.dtype),
+        num_warps=num_warps)
+    return C.view(*X.shape[:-1], m)
+
+
+def ns_poly(A: Tensor, b: float, c: float, block: int | None = None) -> Tensor:
+    """``b·A + c·A·A`` for symmetric ``A [..., m, m]`` → same shape and dtype, bitwise symmetric.
+
+    Only valid for symmetric ``A`` (it computes ``A·Aᵀ``); :func:`ns_gram`'s output is."""
+    A3 = _check(A, "A")
+    batch, m, m2 = A3.shape
+    if m != m2:
+        raise ValueError(f"A: expected square matrices [..., m, m], got {tuple(A.shape)}")
+    C = torch.empty_like(A3, memory_format=torch.contiguous_format)
+    BLOCK, BLOCK_K, num_warps = _config(m, block)
+    ti, tj = _upper_tiles(triton.cdiv(m, BLOCK), str(A.device))
+    _ns_poly_fwd_kernel[(ti.numel(), batch)](
+        A3, C, ti, tj, A3.stride(0), A3.stride(1), A3.stride(2), C.stride(0), C.stride(1), C.stride(2),
+        m, float(b), float(c), BLOCK=BLOCK, BLOCK_K=BLOCK_K, UPCAST=INTERPRETED,
+        PRECISION=_precision(A.dtype), num_warps=num_warps)
+    return C.view(A.shape)
+
+
+def newton_schulz_step_triton(X: Tensor, coefficients: tuple[float, float, float], block: int | None = None
+                              ) -> Tensor:
+    """One NS step ``a·X + (b·A + c·A·A)·X``, ``A = X·Xᵀ``, with the two symmetric kernels + one matmul.
+    ``X [..., m, n]`` with m ≤ n (what :func:`kimi_mini.optim.newton_schulz` passes)."""
+    a, b, c = coefficients
+    B = ns_poly(ns_gram(X, block), b, c, block)  # [..., m, m]
+    out = B @ X
+    return out.add_(X, alpha=a)
+
+
+if __name__ == "__main__":  # python -m kimi_mini.kernels.newton_schulz: the kernels vs torch, side by side
+    from kimi_mini.bench import format_table, time_it
+    from kimi_mini.optim import NS_COEFFICIENTS, newton_schulz, newton_schulz_step
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    sizes = [1024, 2048, 4096, 8192] if device == "cuda" else [64]
+    rows = []
+    for n in sizes:
+        X = torch.randn(n, n, device=device, dtype=dtype) / n**0.5
+        t_gram_torch = time_it(lambda X=X: X @ X.mT)
+        t_gram_tri = time_it(lambda X=X: ns_gram(X))
+        t_step_torch = time_it(lambda X=X: newton_schulz_step(X, NS_COEFFICIENTS))
+        t_step_tri = time_it(lambda X=X: newton_schulz_step_triton(X, NS_COEFFICIENTS))
+        t_ns_torch = time_it(lambda X=X: newton_schulz(X, impl="torch"))
+        t_ns_tri = time_it(lambda X=X: newton_schulz(X, impl="triton"))
+        rows.append({"n": n, "dtype": str(dtype).replace("torch.", ""),
+                     "X·Xᵀ torch ms": 1e3 * t_gram_torch, "X·Xᵀ triton ms": 1e3 * t_gram_tri,
+                     "NS5 torch ms": 1e3 * t_ns_torch, "NS5 triton ms": 1e3 * t_ns_tri,
+                     "step torch/triton": t_step_torch / t_step_tri})
+    print(format_table(rows))
+    if device == "cpu":
+        print("note: on CPU the kernels run in Triton's interpreter — correctness, not speed")

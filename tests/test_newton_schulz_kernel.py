@@ -1,0 +1,106 @@
+"""The Newton–Schulz Triton kernels (kernels/newton_schulz.py) against torch: X·Xᵀ on upper tiles,
+mirrored (bitwise symmetric), the fused b·A + c·A·A, and a whole NS5 / Muon step with impl="triton".
+In the CPU interpreter: fp32 and fp16, tiny shapes; bf16 on a GPU only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kimi_mini.kernels.newton_schulz import newton_schulz_step_triton, ns_gram, ns_poly
+from torch import nn
+
+from kimi_mini.optim import NS_COEFFICIENTS, Muon, newton_schulz, newton_schulz_step
+from kimi_mini.testing import assert_close
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float16: dict(rtol=2e-3, atol=1e-3),
+       torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
+DTYPES = [torch.float32, torch.float16]
+dtype_id = lambda d: str(d).replace("torch.", "")  # noqa: E731
+
+# (batch, m, k, block): block 16 with m = 40 gives 3×3 tiles (6 launched), the last one ragged
+CASES = [(1, 40, 70, 16), (2, 17, 33, 16), (1, 3, 20, None), (3, 16, 16, None)]
+case_id = lambda c: f"b{c[0]}-m{c[1]}-k{c[2]}-blk{c[3]}"  # noqa: E731
+
+
+def rand(*shape, dtype, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_gram_matches_torch_and_is_bitwise_symmetric(case, dtype):
+    batch, m, k, block = case
+    X = rand(batch, m, k, dtype=dtype) / k**0.5
+    C = ns_gram(X, block)
+    assert C.shape == (batch, m, m) and C.dtype == dtype
+    assert_close(C, X.float() @ X.float().mT, **TOL[dtype], what="X·Xᵀ")
+    assert torch.equal(C, C.mT), "X·Xᵀ from the kernel must be exactly symmetric"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_poly_matches_torch_and_is_bitwise_symmetric(case, dtype):
+    batch, m, k, block = case
+    X = rand(batch, m, k, dtype=torch.float32, seed=1) / k**0.5
+    A = (X @ X.mT).to(dtype)
+    A = torch.triu(A) + torch.triu(A, 1).mT  # exactly symmetric input
+    b, c = NS_COEFFICIENTS[1:]
+    out = ns_poly(A, b, c, block)
+    Af = A.float()
+    assert_close(out, b * Af + c * Af @ Af, **TOL[dtype], what="b·A + c·A·A")
+    assert torch.equal(out, out.mT)
+
+
+def test_kernel_step_matches_reference_step():
+    X = rand(2, 24, 40, dtype=torch.float32, seed=2) / 40**0.5
+    assert_close(newton_schulz_step_triton(X, NS_COEFFICIENTS, block=16), newton_schulz_step(X), rtol=1e-5,
+                 atol=1e-6, what="one NS step")
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24), (2, 9, 20)], ids=str)
+def test_newton_schulz_triton_equals_torch(shape):
+    G = rand(*shape, dtype=torch.float32, seed=3)
+    assert_close(newton_schulz(G, impl="triton"), newton_schulz(G, impl="torch"), rtol=1e-4, atol=1e-5,
+                 what="NS5 triton vs torch")
+
+
+def test_newton_schulz_triton_fp16():
+    G = rand(16, 48, dtype=torch.float16, seed=4)
+    out = newton_schulz(G, impl="triton", dtype=torch.float16)
+    ref = newton_schulz(G.float(), impl="torch")
+    assert out.dtype == torch.float16
+    assert_close(out, ref, rtol=2e-2, atol=1e-2, what="NS5 fp16 kernel vs fp32 torch")
+
+
+def test_muon_with_triton_newton_schulz():
+    W = rand(20, 36, dtype=torch.float32, seed=5)
+    G = rand(20, 36, dtype=torch.float32, seed=6)
+    a, b = nn.Parameter(W.clone()), nn.Parameter(W.clone())
+    a.grad, b.grad = G.clone(), G.clone()
+    Muon([a], lr=0.1, impl="triton").step()
+    Muon([b], lr=0.1, impl="torch").step()
+    assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6, what="Muon step, triton vs torch NS")
+
+
+def test_kernel_bad_input():
+    with pytest.raises(ValueError, match="X"):
+        ns_gram(torch.randn(5, device=DEVICE))
+    with pytest.raises(ValueError, match="X"):
+        ns_gram(torch.randint(0, 3, (4, 4), device=DEVICE))
+    with pytest.raises(ValueError, match="A: expected square"):
+        ns_poly(torch.randn(4, 5, device=DEVICE), 1.0, 1.0)
+    with pytest.raises(ValueError, match="block"):
+        ns_gram(torch.randn(4, 4, device=DEVICE), block=24)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [256, 1000], ids=lambda n: f"n{n}")
+def test_bf16_on_gpu(n):
+    X = rand(n, 2 * n, dtype=torch.bfloat16, seed=7) / (2 * n) ** 0.5
+    C = ns_gram(X)
+    assert_close(C, X.float() @ X.float().mT, **TOL[torch.bfloat16], what="bf16 X·Xᵀ")
+    assert torch.equal(C, C.mT)
+    G = rand(n, 2 * n, dtype=torch.float32, seed=8)
+    assert_close(newton_schulz(G, impl="triton"), newton_schulz(G, impl="torch"), rtol=3e-2, atol=3e-2,
+                 what="bf16 NS5 triton vs torch")
