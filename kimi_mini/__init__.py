@@ -18,4 +18,6 @@ if not _torch.cuda.is_available():
 from . import data, layers  # noqa: F401  (layers registers "mha" and "dense"; data its exercise)
 from .model import KimiConfig, KimiMini, count_params  # noqa: F401
 
+from . import optim  # noqa: F401  (optimizers and their exercises)
+
 # Components: one line each, the module registers itself on import.
