@@ -102,7 +102,8 @@ def sync(directory: Path | None = None) -> list[Path]:
         nb = _read_py(py)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
-        for cell in nb.cells:
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"cell-{i:03d}"  # deterministic ids: an unchanged .py regenerates the same .ipynb
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         out = py.with_suffix(".ipynb")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import importlib
 import os
-import platform
 import pkgutil
+import platform
 import re
 import statistics
 import time
@@ -84,6 +84,17 @@ def _status_bytes(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them resident otherwise, so a candidate measured
+    after another would reuse its pages and read as using nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int | None:
     """Extra bytes at the peak of ``fn()`` (see the module docstring); None where it cannot be measured."""
     if device.startswith("cuda"):
@@ -93,6 +104,7 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int | None:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
+    _release_free_heap()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS

@@ -41,7 +41,7 @@ def bench_model(quick: bool = False) -> BenchResult:
         q, k, v = (torch.randn(B, H, T, D, device=device) for _ in range(3))
         per_impl = {}
         for impl in ("sdpa", "naive"):
-            fn = lambda impl=impl: causal_attention(q, k, v, impl=impl)
+            fn = lambda impl=impl, q=q, k=k, v=v: causal_attention(q, k, v, impl=impl)
             ms = 1e3 * time_it(fn, warmup=1, repeat=3 if quick else 7)
             mem = peak_memory(fn, device)
             per_impl[impl] = ms

@@ -1,0 +1,172 @@
+"""The MoE grouped-GEMM kernel (kernels/moe.py; interpreter on CPU) against the naive reference:
+alignment invariants, each GEMM mode, and the routed SwiGLU experts' outputs and gradients."""
+
+import pytest
+import torch
+from kimi_mini.kernels.moe import (
+    ROWS_PAIR,
+    ROWS_SORTED,
+    ROWS_TOKEN,
+    GroupedGemm,
+    align_to_tiles,
+    moe_swiglu_experts,
+)
+
+from kimi_mini.moe import MoE, moe_experts
+from kimi_mini.testing import assert_close
+
+
+def _ragged_indices(N, E, k, empty=(), seed=0):
+    """Distinct expert ids per token, never using the experts in ``empty``, skewed towards expert 1."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(N, E, generator=g)
+    scores[:, 1] += 0.5  # one heavy expert: ragged loads
+    for e in empty:
+        scores[:, e] = -1.0
+    return scores.topk(k, dim=-1).indices
+
+
+def test_align_to_tiles_invariants():
+    N, E, k, bm = 37, 6, 2, 16
+    idx = _ragged_indices(N, E, k, empty=(3,))
+    plan = align_to_tiles(idx, E, bm)
+    sp = plan.sorted_pair.long()
+    valid = sp < N * k
+    assert sorted(sp[valid].tolist()) == list(range(N * k))  # every pair exactly once
+    assert plan.padded_rows % bm == 0 and plan.n_tiles == plan.padded_rows // bm
+    counts = torch.bincount(idx.reshape(-1), minlength=E)
+    assert plan.expert_tile_count.tolist() == ((counts + bm - 1) // bm).tolist()
+    assert plan.expert_tile_count[3] == 0
+    flat = idx.reshape(-1)
+    for t in range(plan.n_tiles):  # every real row of a tile is routed to the tile's expert
+        rows = sp[t * bm:(t + 1) * bm]
+        rows = rows[rows < N * k]
+        assert (flat[rows] == plan.tile_expert[t]).all()
+    with pytest.raises(ValueError, match="indices"):
+        align_to_tiles(torch.tensor([[0, 7]]), 4, 16)
+    with pytest.raises(ValueError, match="block_m"):
+        align_to_tiles(idx, E, 0)
+
+
+MODES = [(ROWS_TOKEN, ROWS_SORTED, False), (ROWS_TOKEN, ROWS_PAIR, False), (ROWS_SORTED, ROWS_PAIR, True),
+         (ROWS_PAIR, ROWS_SORTED, True)]
+_NAMES = {ROWS_TOKEN: "token", ROWS_SORTED: "sorted", ROWS_PAIR: "pair"}
+
+
+@pytest.mark.parametrize("x_rows,y_rows,weighted", MODES,
+                         ids=[f"{_NAMES[a]}-to-{_NAMES[b]}{'-weighted' if w else ''}" for a, b, w in MODES])
+def test_grouped_gemm_modes_match_per_pair_loop(x_rows, y_rows, weighted):
+    N, E, k, K, Nout = 21, 5, 2, 24, 40
+    idx = _ragged_indices(N, E, k, empty=(4,))
+    plan = align_to_tiles(idx, E, 16)
+    g = torch.Generator().manual_seed(1)
+    sp = plan.sorted_pair.long()
+    valid = sp < N * k
+    x = torch.randn(plan.n_rows(x_rows), K, generator=g)
+    if x_rows == ROWS_SORTED:
+        x[~valid] = 0.0
+    x.requires_grad_()
+    w = torch.randn(E, K, Nout, generator=g, requires_grad=True)
+    rw = torch.rand(N * k, generator=g, requires_grad=True) if weighted else None
+    y = GroupedGemm.apply(x, w, rw, plan, x_rows, y_rows)
+    # the reference: one row per pair, written where the output layout puts that pair
+    row_of_pair = torch.empty(N * k, dtype=torch.long)
+    row_of_pair[sp[valid]] = torch.arange(plan.padded_rows)[valid]
+    x_row = {ROWS_TOKEN: torch.arange(N * k) // k, ROWS_PAIR: torch.arange(N * k), ROWS_SORTED: row_of_pair}
+    per_pair = torch.einsum("pk,pkn->pn", x[x_row[x_rows]], w[idx.reshape(-1)])
+    if weighted:
+        per_pair = per_pair * rw[:, None]
+    if y_rows == ROWS_PAIR:
+        ref = per_pair
+    else:
+        ref = torch.zeros(plan.padded_rows, Nout).index_copy(0, row_of_pair, per_pair)
+    assert_close(y, ref, rtol=1e-5, atol=1e-5, what="y")
+    dy = torch.randn(ref.shape, generator=g)
+    inputs = [x, w] + ([rw] if weighted else [])
+    got = torch.autograd.grad(y, inputs, dy)
+    want = torch.autograd.grad(ref, inputs, dy)
+    for name, a, b in zip(["dx", "dw", "drw"], got, want, strict=False):
+        assert_close(a, b, rtol=1e-5, atol=1e-5, what=name)
+
+
+CASES = [  # (N, d, E, k, h, dtype, empty experts)
+    (37, 32, 6, 2, 48, torch.float32, (3,)),
+    (16, 24, 4, 3, 40, torch.float32, ()),
+    (29, 32, 5, 2, 32, torch.float16, (0, 4)),
+]
+
+
+@pytest.mark.parametrize("N,d,E,k,h,dtype,empty", CASES,
+                         ids=[f"N{c[0]}-E{c[2]}-k{c[3]}-{str(c[5])[6:]}-empty{len(c[6])}" for c in CASES])
+def test_swiglu_experts_kernel_matches_naive(N, d, E, k, h, dtype, empty):
+    g = torch.Generator().manual_seed(0)
+    idx = _ragged_indices(N, E, k, empty=empty)
+    x = torch.randn(N, d, generator=g).to(dtype).requires_grad_()
+    w1 = (torch.randn(E, d, h, generator=g) * d**-0.5).to(dtype).requires_grad_()
+    w3 = (torch.randn(E, d, h, generator=g) * d**-0.5).to(dtype).requires_grad_()
+    w2 = (torch.randn(E, h, d, generator=g) * h**-0.5).to(dtype).requires_grad_()
+    wts = torch.rand(N, k, generator=g).to(dtype).requires_grad_()
+    dy = torch.randn(N, d, generator=g).to(dtype)
+    inputs = (x, wts, w1, w3, w2)
+    y = moe_swiglu_experts(x, idx, wts, w1, w3, w2)
+    got = torch.autograd.grad(y, inputs, dy)
+    # reference: the naive loop in fp32 on the same (rounded) inputs
+    ref_in = [t.detach().float().requires_grad_() for t in inputs]
+    xr, wr, w1r, w3r, w2r = ref_in
+    yr = moe_experts(xr, idx, wr, w1r, w3r, w2r, impl="naive")
+    want = torch.autograd.grad(yr, ref_in, dy.float())
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    assert y.dtype == dtype
+    assert_close(y, yr, **tol, what="y")
+    for name, a, b in zip(["dx", "dweights", "dw1", "dw3", "dw2"], got, want, strict=True):
+        assert_close(a, b, **tol, what=name)
+    for e in empty:  # an expert without tokens gets exactly zero gradient
+        assert got[2][e].abs().max() == 0 and got[4][e].abs().max() == 0
+
+
+def test_moe_layer_triton_impl_trains_like_naive():
+    torch.manual_seed(0)
+    moe = MoE(32, 4, 2, 16, route_scale=2.0)
+    x, dy = torch.randn(2, 9, 32), torch.randn(2, 9, 32)
+    out = {}
+    for impl in ("naive", "triton"):
+        moe.impl = impl
+        moe.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = moe(xi)
+        y.backward(dy)
+        out[impl] = [y.detach(), xi.grad] + [p.grad.clone() for p in moe.parameters()]
+    names = ["y", "dx"] + [n for n, _ in moe.named_parameters()]
+    for name, a, b in zip(names, out["triton"], out["naive"], strict=True):
+        assert_close(a, b, rtol=1e-5, atol=1e-5, what=name)
+
+
+def test_kernel_rejects_bad_shapes():
+    idx = torch.zeros(4, 2, dtype=torch.long)
+    w = torch.randn(3, 8, 6)
+    with pytest.raises(ValueError, match="w1"):
+        moe_swiglu_experts(torch.randn(4, 8), idx, torch.ones(4, 2), w, w, torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="indices"):
+        moe_swiglu_experts(torch.randn(4, 8), idx[:3], torch.ones(3, 2), w, w, torch.randn(3, 6, 8))
+
+
+@pytest.mark.gpu
+def test_swiglu_experts_kernel_bf16_on_gpu():
+    g = torch.Generator().manual_seed(0)
+    N, d, E, k, h = 1000, 256, 16, 4, 128
+    idx = _ragged_indices(N, E, k, empty=(5,)).cuda()
+    x = torch.randn(N, d, generator=g).cuda().bfloat16().requires_grad_()
+    w1 = (torch.randn(E, d, h, generator=g) * d**-0.5).cuda().bfloat16().requires_grad_()
+    w3 = (torch.randn(E, d, h, generator=g) * d**-0.5).cuda().bfloat16().requires_grad_()
+    w2 = (torch.randn(E, h, d, generator=g) * h**-0.5).cuda().bfloat16().requires_grad_()
+    wts = torch.rand(N, k, generator=g).cuda().bfloat16().requires_grad_()
+    dy = torch.randn(N, d, generator=g).cuda().bfloat16()
+    inputs = (x, wts, w1, w3, w2)
+    y = moe_swiglu_experts(x, idx, wts, w1, w3, w2)
+    got = torch.autograd.grad(y, inputs, dy)
+    ref_in = [t.detach().float().requires_grad_() for t in inputs]
+    yr = moe_experts(ref_in[0], idx, ref_in[1], *ref_in[2:], impl="torch")
+    want = torch.autograd.grad(yr, ref_in, dy.float())
+    assert_close(y, yr, rtol=2e-2, atol=2e-2, what="y")
+    for name, a, b in zip(["dx", "dweights", "dw1", "dw3", "dw2"], got, want, strict=True):
+        assert_close(a, b, rtol=3e-2, atol=3e-2, what=name)
