@@ -21,4 +21,6 @@ from .model import KimiConfig, KimiMini, count_params  # noqa: F401
 from . import optim  # noqa: F401  (optimizers and their exercises)
 
 # Components: one line each, the module registers itself on import.
+from . import mla  # noqa: F401
+from . import qk_clip  # noqa: F401
 from . import moe  # noqa: F401

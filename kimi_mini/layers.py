@@ -215,7 +215,7 @@ class MultiHeadAttention(nn.Module):
                 k = torch.cat([state["k"], k], dim=2)
                 v = torch.cat([state["v"], v], dim=2)
             state["k"], state["v"] = k, v
-        if self.track_max_logit:
+        if self.track_max_logit and self.impl != "triton":  # the Triton kernel returns it (running max)
             self.max_logit = blockwise_max_logit(q, k, 1.0 / math.sqrt(D))
         if self.impl == "triton":
             out = self._triton_attention(q, k, v)
@@ -224,7 +224,12 @@ class MultiHeadAttention(nn.Module):
         return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
 
     def _triton_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        raise ValueError("impl: 'triton' attention is provided by kernels/flash_attention.py (issue 6)")
+        from kimi_mini.kernels.flash_attention import flash_attention
+
+        out, max_logit = flash_attention(q, k, v)  # [B, H, T, D], [B, H]
+        if self.track_max_logit:
+            self.max_logit = max_logit.amax(0)
+        return out
 
     def extra_repr(self) -> str:
         return f"heads={self.n_heads}, kv_heads={self.n_kv_heads}, head_dim={self.head_dim}, impl={self.impl!r}"

@@ -151,7 +151,7 @@ class KimiMini(nn.Module):
         1/√(2·n_layers) (GPT-2) so the residual stream's variance does not grow with depth."""
         std = self.config.init_std
         for name, p in self.named_parameters():
-            if p.dim() < 2:
+            if p.is_meta or p.dim() < 2:  # meta: shapes only (count_params), nothing to initialise
                 continue  # norm gains keep their ones, biases their zeros
             if name.endswith(("wo.weight", "w2.weight")):
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.config.n_layers))
@@ -254,3 +254,6 @@ def count_params(config: KimiConfig) -> ParamCount:
     with torch.device("meta"):
         model = KimiMini(config)
     return count_params_of(model)
+
+
+from kimi_mini.k2 import k2_config  # noqa: E402,F401  (the full Kimi K2 configuration)

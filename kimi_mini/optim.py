@@ -646,3 +646,5 @@ register_exercise("newton_schulz_step", solution=newton_schulz_step, wrong=_wron
 register_exercise("muon_update_scale", solution=muon_update_scale, wrong=_wrong_muon_update_scale,
                   checker=_check_muon_update_scale,
                   description="Moonlight's RMS-matching factor 0.2*sqrt(max(A, B))")
+
+from kimi_mini.qk_clip import max_logits, qk_clip_  # noqa: E402,F401
