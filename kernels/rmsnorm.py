@@ -114,8 +114,8 @@ if __name__ == "__main__":  # python -m kimi_mini.kernels.rmsnorm: the kernel vs
     for M, N in sizes:
         x = torch.randn(M, N, device=device)
         w = torch.randn(N, device=device)
-        t_ref = time_it(lambda: rmsnorm_reference(x, w))
-        t_tri = time_it(lambda: rmsnorm(x, w))
+        t_ref = time_it(lambda x=x, w=w: rmsnorm_reference(x, w))
+        t_tri = time_it(lambda x=x, w=w: rmsnorm(x, w))
         rows.append({"M": M, "N": N, "torch ms": 1e3 * t_ref, "triton ms": 1e3 * t_tri,
                      "torch/triton": t_ref / t_tri})
     print(format_table(rows))

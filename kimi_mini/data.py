@@ -106,7 +106,8 @@ def load_stdlib_dataset(cache: Path | None = None):
 
     datasets.disable_progress_bars()
     files = stdlib_files()
-    target = (cache or cache_dir()) / f"stdlib-py{sys.version_info.major}.{sys.version_info.minor}-{_fingerprint(files)}"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    target = (cache or cache_dir()) / f"stdlib-py{version}-{_fingerprint(files)}"
     if target.exists():
         return datasets.load_from_disk(str(target))
     root = stdlib_root()

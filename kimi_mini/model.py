@@ -69,7 +69,8 @@ class KimiConfig:
         if self.n_kv_heads is not None and (
             not isinstance(self.n_kv_heads, int) or self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads
         ):
-            raise ValueError(f"n_kv_heads: expected a positive divisor of n_heads={self.n_heads}, got {self.n_kv_heads!r}")
+            raise ValueError(
+                f"n_kv_heads: expected a positive divisor of n_heads={self.n_heads}, got {self.n_kv_heads!r}")
         for name in ("rope_theta", "norm_eps", "init_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")

@@ -7,7 +7,8 @@ import torch
 
 from kimi_mini.data import ByteTokenizer, TokenData, is_validation_file, load_corpus, stdlib_files, unigram_entropy
 
-TEXTS = ["", "hello", "naïve café — ∑ λx. x² 🚀🧪", "tabs\tand\nnewlines\r\n", "中文字符と日本語", "\x00\x7f\u0080\uffff"]
+TEXTS = ["", "hello", "naïve café — ∑ λx. x² 🚀🧪", "tabs\tand\nnewlines\r\n", "中文字符と日本語",
+         "\x00\x7f\u0080\uffff"]
 
 
 @pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
