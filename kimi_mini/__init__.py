@@ -15,12 +15,14 @@ import torch as _torch
 if not _torch.cuda.is_available():
     _os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from . import data, layers  # noqa: F401  (layers registers "mha" and "dense"; data its exercise)
-from .model import KimiConfig, KimiMini, count_params  # noqa: F401
-
-from . import optim  # noqa: F401  (optimizers and their exercises)
-
 # Components: one line each, the module registers itself on import.
-from . import mla  # noqa: F401
-from . import qk_clip  # noqa: F401
-from . import moe  # noqa: F401
+from . import (  # noqa: F401  (layers registers "mha" and "dense"; data its exercise)
+    data,
+    layers,
+    mla,  # noqa: F401
+    moba,  # noqa: F401
+    moe,  # noqa: F401
+    optim,  # noqa: F401  (optimizers and their exercises)
+    qk_clip,  # noqa: F401
+)
+from .model import KimiConfig, KimiMini, count_params  # noqa: F401

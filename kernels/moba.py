@@ -1,0 +1,292 @@
+"""MoBA attention in Triton: flash-style forward and backward (dq, dk, dv) over the selected blocks.
+
+Paper: MoBA: Mixture of Block Attention for Long-Context LLMs (Lu et al., arXiv 2502.13189). Per head,
+with key blocks of ``BS`` positions and ``I_t`` the blocks query t selected (its own block plus the
+gate's top-(k−1) history blocks, computed by ``kimi_mini.moba.moba_select``)::
+
+    s_tj = q_t · k_j / √D        for j ∈ ∪_{i ∈ I_t} block i, j ≤ t        (masked otherwise)
+    lse_t = log Σ_j exp(s_tj),   o_t = Σ_j exp(s_tj − lse_t) v_j                         (forward)
+    P_tj = exp(s_tj − lse_t),    δ_t = do_t · o_t,   dS = P ⊙ (dO Vᵀ − δ)
+    dQ = dS K / √D,   dK = dSᵀ Q / √D,   dV = Pᵀ dO                                      (backward)
+
+Design: *per-query selection honoured by masking* (FlashAttention-2's loop structure), not the
+authors' per-key-block query gathering. A program owns a tile of ``BLOCK_M`` consecutive queries and
+walks the key blocks up to its last query's block; a key block no query of the tile selected is
+skipped outright, and inside a visited block the queries that did not select it are masked. Why this
+choice:
+
+- one pass produces o and the exact lse — no partial outputs per (query, block) pair to store and
+  merge afterwards (the varlen version keeps k−1 extra copies of the output: the source of its
+  reported 3× memory over flash attention);
+- no sort, no varlen metadata, no atomics: dK/dV come from a second kernel in which each program owns
+  a key tile and walks the query tiles that may select its block, so the backward is deterministic;
+- the cost: a visited block is paid in full for the whole tile, so the work is the *union* of the
+  tile's selections. Neighbouring queries of a trained model tend to pick the same blocks (the gate
+  scores are smooth in t), and a small ``BLOCK_M`` bounds the waste. The PyTorch path
+  (``kimi_mini.moba``, ``impl="torch"``) shows the other, gathering design.
+
+The selection enters as ``SEL [B·H, T, S1]`` int32: each query's block ids (current block included),
+padded with −1 to a power of two. Loads are upcast to fp32 right away (the CPU interpreter computes
+bf16 wrongly otherwise); softmax statistics are fp32, in base 2 (``exp2``) as in Triton's tutorial.
+
+Order, as in Triton's tutorials: reference (``kimi_mini.moba``, ``impl="naive"``), kernels, host
+wrapper + ``autograd.Function``, check (``tests/test_moba_kernel.py``), benchmark (``__main__``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from kimi_mini.kernels import INTERPRETED
+from torch import Tensor
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _moba_fwd_kernel(Q, K, V, SEL, O, LSE, qk_scale, T, D, BS,
+                     S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    base = bh.to(tl.int64) * T * D  # q, k, v, o are contiguous [B·H, T, D]
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < T
+    d_ok = offs_d < D
+    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :],
+                other=0.0).to(tl.float32)
+    sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
+                  mask=m_ok[:, None], other=-1)  # [BLOCK_M, S1] chosen block ids
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked chunk leaves the state alone
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    last_blk = (tl.minimum(pid_m * BLOCK_M + BLOCK_M, T) - 1) // BS
+    for blk in range(0, last_blk + 1):
+        hit = tl.sum((sel == blk).to(tl.int32), axis=1) > 0  # [BLOCK_M] which queries chose blk
+        if tl.max(hit.to(tl.int32), axis=0) > 0:  # nobody in the tile chose it: skip the block
+            for n0 in range(0, BS, BLOCK_N):
+                in_blk = n0 + tl.arange(0, BLOCK_N)
+                offs_n = blk * BS + in_blk
+                n_ok = (in_blk < BS) & (offs_n < T)
+                kv_mask = n_ok[:, None] & d_ok[None, :]
+                k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+                v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+                s = tl.dot(q, tl.trans(k.to(tl.float32))) * qk_scale  # [BLOCK_M, BLOCK_N], base-2 logits
+                ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
+                s = tl.where(ok, s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, axis=1))
+                alpha = tl.exp2(m_i - m_new)
+                p = tl.exp2(s - m_new[:, None])
+                l_i = l_i * alpha + tl.sum(p, axis=1)
+                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+                m_i = m_new
+    l_safe = tl.where(l_i > 0, l_i, 1.0)  # rows past T only
+    o = acc / l_safe[:, None]
+    tl.store(O + base + offs_m[:, None] * D + offs_d[None, :], o.to(O.dtype.element_ty),
+             mask=m_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + bh.to(tl.int64) * T + offs_m, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=m_ok)
+
+
+@triton.jit
+def _moba_bwd_dq_kernel(Q, K, V, DO, SEL, LSE, DELTA, DQ, qk_scale, sm_scale, T, D, BS,
+                        S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    base = bh.to(tl.int64) * T * D
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < T
+    d_ok = offs_d < D
+    md_mask = m_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0).to(tl.float32)
+    sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
+                  mask=m_ok[:, None], other=-1)
+    lse2 = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    last_blk = (tl.minimum(pid_m * BLOCK_M + BLOCK_M, T) - 1) // BS
+    for blk in range(0, last_blk + 1):
+        hit = tl.sum((sel == blk).to(tl.int32), axis=1) > 0
+        if tl.max(hit.to(tl.int32), axis=0) > 0:
+            for n0 in range(0, BS, BLOCK_N):
+                in_blk = n0 + tl.arange(0, BLOCK_N)
+                offs_n = blk * BS + in_blk
+                n_ok = (in_blk < BS) & (offs_n < T)
+                kv_mask = n_ok[:, None] & d_ok[None, :]
+                k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask,
+                            other=0.0).to(tl.float32)
+                v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask,
+                            other=0.0).to(tl.float32)
+                ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
+                p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse2[:, None])  # with the final lse
+                p = tl.where(ok, p, 0.0)
+                ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+                dq += tl.dot(ds, k)
+    tl.store(DQ + base + offs_m[:, None] * D + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=md_mask)
+
+
+@triton.jit
+def _moba_bwd_dkdv_kernel(Q, K, V, DO, SEL, LSE, DELTA, DK, DV, qk_scale, sm_scale, T, D, BS, N_CHUNKS,
+                          S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr):
+    pid = tl.program_id(0)  # (key block, chunk of BLOCK_N keys inside it)
+    bh = tl.program_id(1)
+    blk = pid // N_CHUNKS
+    in_blk = (pid % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
+    base = bh.to(tl.int64) * T * D
+    offs_n = blk * BS + in_blk
+    offs_d = tl.arange(0, BLOCK_D)
+    n_ok = (in_blk < BS) & (offs_n < T)
+    d_ok = offs_d < D
+    kv_mask = n_ok[:, None] & d_ok[None, :]
+    k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0).to(tl.float32)
+    v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0).to(tl.float32)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    # Queries before this block can never select it; walk the rest, tile by tile.
+    for m0 in range(blk * BS, T, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < T
+        sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
+                      mask=m_ok[:, None], other=-1)
+        hit = tl.sum((sel == blk).to(tl.int32), axis=1) > 0  # [BLOCK_M]
+        if tl.max(hit.to(tl.int32), axis=0) > 0:
+            md_mask = m_ok[:, None] & d_ok[None, :]
+            q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask,
+                        other=0.0).to(tl.float32)
+            do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask,
+                         other=0.0).to(tl.float32)
+            lse2 = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+            delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
+            ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
+            p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse2[:, None])  # [BLOCK_M, BLOCK_N]
+            p = tl.where(ok, p, 0.0)
+            dv += tl.dot(tl.trans(p), do)
+            ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+            dk += tl.dot(tl.trans(ds), q)
+    tl.store(DK + base + offs_n[:, None] * D + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+             mask=kv_mask)
+    tl.store(DV + base + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------------
+
+
+def selection_table(hist: Tensor, block_size: int) -> Tensor:
+    """``hist [B, H, T, S]`` (history block ids, −1 = none) → ``SEL [B·H, T, S1]`` int32 with the
+    current block appended and −1 padding up to a power of two ``S1``."""
+    B, H, T, S = hist.shape
+    cur = (torch.arange(T, device=hist.device) // block_size).expand(B, H, T)[..., None]
+    sel = torch.cat([hist, cur], dim=-1)
+    S1 = max(2, triton.next_power_of_2(S + 1))
+    if S1 > S + 1:
+        sel = torch.nn.functional.pad(sel, (0, S1 - S - 1), value=-1)
+    return sel.reshape(B * H, T, S1).to(torch.int32).contiguous()
+
+
+def _tiles(block_size: int, D: int) -> tuple[int, int, int]:
+    block_d = max(16, triton.next_power_of_2(D))
+    block_n = max(16, min(64, triton.next_power_of_2(block_size)))
+    block_m = 32 if INTERPRETED else 64  # the interpreter pays per program and per op: few, big tiles
+    return block_m, block_n, block_d
+
+
+def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sel: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """Forward on contiguous ``[B, H, T, D]`` inputs; returns ``o`` (q's dtype) and ``lse [B·H, T]`` fp32."""
+    B, H, T, D = q.shape
+    o = torch.empty_like(q)
+    lse = torch.empty(B * H, T, device=q.device, dtype=torch.float32)
+    BM, BN, BD = _tiles(block_size, D)
+    grid = (triton.cdiv(T, BM), B * H)
+    _moba_fwd_kernel[grid](q, k, v, sel, o, lse, _LOG2E / math.sqrt(D), T, D, block_size,
+                           S1=sel.shape[-1], BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD)
+    return o, lse
+
+
+def moba_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, sel: Tensor,
+             block_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    B, H, T, D = q.shape
+    do = do.contiguous()
+    delta = (do.float() * o.float()).sum(-1).reshape(B * H, T)  # δ_t = do_t · o_t
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    BM, BN, BD = _tiles(block_size, D)
+    qk_scale, sm_scale = _LOG2E / math.sqrt(D), 1.0 / math.sqrt(D)
+    S1 = sel.shape[-1]
+    _moba_bwd_dq_kernel[(triton.cdiv(T, BM), B * H)](q, k, v, do, sel, lse, delta, dq, qk_scale, sm_scale,
+                                                      T, D, block_size, S1=S1, BLOCK_M=BM, BLOCK_N=BN,
+                                                      BLOCK_D=BD)
+    n_chunks = triton.cdiv(block_size, BN)
+    grid = (triton.cdiv(T, block_size) * n_chunks, B * H)
+    _moba_bwd_dkdv_kernel[grid](q, k, v, do, sel, lse, delta, dk, dv, qk_scale, sm_scale, T, D, block_size,
+                                n_chunks, S1=S1, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD)
+    return dq, dk, dv
+
+
+class MobaFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, sel: Tensor, block_size: int) -> Tensor:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        o, lse = moba_fwd(q, k, v, sel, block_size)
+        ctx.save_for_backward(q, k, v, o, lse, sel)
+        ctx.block_size = block_size
+        return o
+
+    @staticmethod
+    def backward(ctx, do: Tensor):
+        q, k, v, o, lse, sel = ctx.saved_tensors
+        dq, dk, dv = moba_bwd(do, q, k, v, o, lse, sel, ctx.block_size)
+        return dq, dk, dv, None, None
+
+
+def moba_attention_triton(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_size: int) -> Tensor:
+    """MoBA attention with the Triton kernels (differentiable in q, k, v).
+
+    Args: q, k, v ``[B, H, T, D]`` (same shape/dtype/device; validated by ``kimi_mini.moba``), ``hist``
+    the history selection ``[B, H, T, S]`` from ``kimi_mini.moba.moba_select``, ``block_size`` > 0.
+    Returns ``[B, H, T, D]`` in q's dtype. Use ``kimi_mini.moba.moba_attention(..., impl="triton")``.
+    """
+    if hist.shape[:3] != q.shape[:3]:
+        raise ValueError(f"hist: expected shape [B, H, T, S] matching q {tuple(q.shape[:3])}, "
+                         f"got {tuple(hist.shape)}")
+    return MobaFunction.apply(q, k, v, selection_table(hist, block_size), block_size)
+
+
+if __name__ == "__main__":  # python -m kimi_mini.kernels.moba: the kernel vs causal SDPA, side by side
+    import time
+
+    from kimi_mini.moba import moba_attention
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    sizes = (8192, 32768, 131072) if dev == "cuda" else (512, 1024)
+    bs, topk = (512, 3) if dev == "cuda" else (64, 3)
+
+    def clock(fn, repeat=3):
+        fn()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / repeat
+
+    print(f"{'T':>7} {'sdpa ms':>9} {'moba-triton ms':>15} {'speed-up':>9}   "
+          f"({dev}, {dtype}, block {bs}, top-{topk})")
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    for T in sizes:
+        q, k, v = (torch.randn(1, 4, T, 64, device=dev, dtype=dtype) for _ in range(3))
+        with torch.no_grad():
+            t_sdpa = clock(lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True))
+            t_moba = clock(lambda q=q, k=k, v=v: moba_attention(q, k, v, bs, topk, impl="triton"))
+        print(f"{T:>7} {t_sdpa * 1e3:>9.2f} {t_moba * 1e3:>15.2f} {t_sdpa / t_moba:>8.1f}×")
