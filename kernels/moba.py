@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 from kimi_mini.kernels import INTERPRETED
+from kimi_mini.kernels.flash_attention import online_softmax_update
 from torch import Tensor
 
 _LOG2E = 1.4426950408889634
@@ -78,12 +79,7 @@ def _moba_fwd_kernel(Q, K, V, SEL, O, LSE, qk_scale, T, D, BS,
                 s = tl.dot(q, tl.trans(k.to(tl.float32))) * qk_scale  # [BLOCK_M, BLOCK_N], base-2 logits
                 ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
                 s = tl.where(ok, s, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s, axis=1))
-                alpha = tl.exp2(m_i - m_new)
-                p = tl.exp2(s - m_new[:, None])
-                l_i = l_i * alpha + tl.sum(p, axis=1)
-                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-                m_i = m_new
+                m_i, l_i, acc = online_softmax_update(s, v.to(tl.float32), m_i, l_i, acc)  # shared with flash
     l_safe = tl.where(l_i > 0, l_i, 1.0)  # rows past T only
     o = acc / l_safe[:, None]
     tl.store(O + base + offs_m[:, None] * D + offs_d[None, :], o.to(O.dtype.element_ty),

@@ -203,7 +203,9 @@ class MultiHeadAttention(nn.Module):
         self.track_max_logit = False
         self.max_logit: Tensor | None = None
 
-    def forward(self, x: Tensor, state: dict | None = None, start_pos: int = 0) -> Tensor:
+    def project_qkv(self, x: Tensor, state: dict | None = None, start_pos: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated ``q [B, H, T, D]`` and ``k, v [B, H_kv, T_all, D]``; when decoding (``state`` given) the new
+        keys and values are appended to the layer's cache and ``k, v`` cover everything cached so far."""
         B, T, _ = x.shape
         H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
@@ -215,6 +217,12 @@ class MultiHeadAttention(nn.Module):
                 k = torch.cat([state["k"], k], dim=2)
                 v = torch.cat([state["v"], v], dim=2)
             state["k"], state["v"] = k, v
+        return q, k, v
+
+    def forward(self, x: Tensor, state: dict | None = None, start_pos: int = 0) -> Tensor:
+        B, T, _ = x.shape
+        H, D = self.n_heads, self.head_dim
+        q, k, v = self.project_qkv(x, state, start_pos)
         if self.track_max_logit and self.impl != "triton":  # the Triton kernel returns it (running max)
             self.max_logit = blockwise_max_logit(q, k, 1.0 / math.sqrt(D))
         if self.impl == "triton":

@@ -489,15 +489,7 @@ class MobaAttention(MultiHeadAttention):
     def forward(self, x: Tensor, state: dict | None = None, start_pos: int = 0) -> Tensor:
         B, T, _ = x.shape
         H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
-        k = self.wk(x).view(B, T, H_kv, D).transpose(1, 2)  # [B, H_kv, T, D]
-        v = self.wv(x).view(B, T, H_kv, D).transpose(1, 2)
-        q, k = self.rotary.apply(q, start_pos), self.rotary.apply(k, start_pos)
-        if state is not None and "k" in state:
-            k = torch.cat([state["k"], k], dim=2)
-            v = torch.cat([state["v"], v], dim=2)
-        if state is not None:
-            state["k"], state["v"] = k, v
+        q, k, v = self.project_qkv(x, state, start_pos)  # k, v: [B, H_kv, T_all, D], cache appended
         if self.track_max_logit:  # an upper bound for QK-Clip: over all causal pairs, not only the selected
             self.max_logit = blockwise_max_logit(q, k, 1.0 / math.sqrt(D))
         rep = H // H_kv

@@ -43,6 +43,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from kimi_mini.registry import register_in
+
 __all__ = [
     "NS_COEFFICIENTS",
     "ns_polynomial",
@@ -541,16 +543,7 @@ OPTIMIZERS: dict[str, OptimizerBuilder] = {}
 def register_optimizer(name: str) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
     """Decorator: ``@register_optimizer("muonclip")`` on ``fn(model, lr, weight_decay, **kw) -> Optimizer``
     makes it available as ``build_optimizer(model, "muonclip", ...)``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name: expected a non-empty string, got {name!r}")
-
-    def deco(fn: OptimizerBuilder) -> OptimizerBuilder:
-        if name in OPTIMIZERS and OPTIMIZERS[name] is not fn:
-            raise ValueError(f"name: optimizer {name!r} is already registered")
-        OPTIMIZERS[name] = fn
-        return fn
-
-    return deco
+    return register_in(OPTIMIZERS, "optimizer", name)
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.1,

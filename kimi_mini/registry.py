@@ -29,11 +29,12 @@ ATTENTION: dict[str, Builder] = {}
 FFN: dict[str, Builder] = {}
 
 
-def _register(table: dict[str, Builder], kind: str, name: str) -> Callable[[Builder], Builder]:
+def register_in(table: dict, kind: str, name: str) -> Callable:
+    """Decorator factory shared by every name → builder table (here; optimizers in kimi_mini.optim)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a non-empty string for the {kind} registry, got {name!r}")
 
-    def decorator(builder: Builder) -> Builder:
+    def decorator(builder):
         if name in table and table[name] is not builder:
             raise ValueError(f"name: {kind} {name!r} is already registered to {table[name]!r}")
         table[name] = builder
@@ -44,12 +45,12 @@ def _register(table: dict[str, Builder], kind: str, name: str) -> Callable[[Buil
 
 def register_attention(name: str) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder`` available as ``KimiConfig(attention=name)``."""
-    return _register(ATTENTION, "attention", name)
+    return register_in(ATTENTION, "attention", name)
 
 
 def register_ffn(name: str) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder`` available as ``KimiConfig(ffn=name)``."""
-    return _register(FFN, "ffn", name)
+    return register_in(FFN, "ffn", name)
 
 
 def _lookup(table: dict[str, Builder], kind: str, name: str) -> Builder:
