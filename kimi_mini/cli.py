@@ -51,10 +51,9 @@ def _error_summary(exc: BaseException) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    import papermill as pm
     from tqdm.auto import tqdm
 
-    from kimi_mini.notebooks import notebook_dir
+    from kimi_mini.notebooks import execute_notebook, notebook_dir
     from kimi_mini.presets import get_preset
     from kimi_mini.report import write_report
 
@@ -74,9 +73,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         error = None
         try:
-            pm.execute_notebook(str(nb), str(run_dir / nb.name), cwd=str(directory), progress_bar=False,
-                                parameters={"PRESET": preset.name, "RUN_DIR": str(run_dir)},
-                                execution_timeout=args.timeout)
+            execute_notebook(nb, run_dir / nb.name, preset.name, run_dir, timeout=args.timeout)
         except Exception as exc:  # one failing notebook must not stop the others
             error = _error_summary(exc)
             tqdm.write(f"FAILED {nb.stem}: {error} (executed copy: {run_dir / nb.name})")

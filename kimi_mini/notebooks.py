@@ -18,7 +18,8 @@ import torch
 from kimi_mini import report
 from kimi_mini.presets import Preset, get_preset
 
-__all__ = ["NotebookContext", "start_notebook", "notebook_dir", "list_notebooks", "sync", "check_notebook"]
+__all__ = ["NotebookContext", "start_notebook", "notebook_dir", "list_notebooks", "sync", "check_notebook",
+           "execute_notebook"]
 
 
 def notebook_dir() -> Path:
@@ -80,6 +81,35 @@ def list_notebooks(directory: Path | None = None) -> list[Path]:
     """Course notebooks in order: ``NN_topic.ipynb``."""
     d = directory or notebook_dir()
     return sorted(p for p in d.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _ipc_kernel_manager(folder: str):
+    """A kernel manager whose kernel talks over Unix sockets in ``folder`` instead of TCP ports: kernels
+    started side by side (pytest workers, a JupyterLab next to a run) can never pick the same port and
+    end up listening to each other's messages."""
+    from jupyter_client import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(Path(folder) / "kernel"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
+def execute_notebook(path: Path, output: Path, preset: str, run_dir: Path, timeout: int = 1800) -> None:
+    """Run notebook ``path`` with papermill (parameters ``PRESET``, ``RUN_DIR``), writing the executed copy to
+    ``output``; raises papermill's ``PapermillExecutionError`` (with the failing cell) when a cell fails and
+    nbclient's timeout error when a cell runs longer than ``timeout`` seconds."""
+    import tempfile
+
+    import papermill as pm
+
+    with tempfile.TemporaryDirectory(prefix="kimi-mini-kernel-") as sockets:
+        pm.execute_notebook(str(path), str(output), cwd=str(Path(path).parent), progress_bar=False,
+                            parameters={"PRESET": preset, "RUN_DIR": str(run_dir)}, execution_timeout=timeout,
+                            kernel_manager_class=_ipc_kernel_manager(sockets))
 
 
 def _read_py(path: Path):

@@ -2,10 +2,9 @@
 
 import json
 
-import papermill as pm
 import pytest
 
-from kimi_mini.notebooks import check_notebook, list_notebooks
+from kimi_mini.notebooks import check_notebook, execute_notebook, list_notebooks
 
 NOTEBOOKS = list_notebooks()
 
@@ -22,8 +21,7 @@ def test_notebook_hygiene(path):
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_at_toy_preset_and_records_claims(path, tmp_path):
-    pm.execute_notebook(str(path), str(tmp_path / path.name), cwd=str(path.parent), progress_bar=False,
-                        parameters={"PRESET": "toy", "RUN_DIR": str(tmp_path)}, execution_timeout=600)
+    execute_notebook(path, tmp_path / path.name, "toy", tmp_path, timeout=600)
     claims = json.loads((tmp_path / "claims" / f"{path.stem}.json").read_text())
     assert claims, f"{path.stem} recorded no claim"
     assert all(c["notebook"] == path.stem and c["ours"] for c in claims)
