@@ -19,7 +19,7 @@ from kimi_mini import report
 from kimi_mini.presets import Preset, get_preset
 
 __all__ = ["NotebookContext", "start_notebook", "notebook_dir", "list_notebooks", "sync", "check_notebook",
-           "execute_notebook"]
+           "execute_notebook", "interactive_figure"]
 
 
 def notebook_dir() -> Path:
@@ -41,9 +41,11 @@ class NotebookContext:
         return time.perf_counter() - self.t0
 
     def record_claim(self, claim: str, paper_value: str, ours: str, holds: bool | None, explanation: str,
-                     *, paper: str) -> report.Claim:
-        return report.record_claim(claim, paper_value, ours, holds, explanation, paper=paper,
-                                   notebook=self.name, run_dir=self.run_dir)
+                     *, paper: str) -> None:
+        """:func:`kimi_mini.report.record_claim` for this notebook (prints the claim; returns nothing, so a
+        cell ending with it shows no ``Out[]`` echo)."""
+        report.record_claim(claim, paper_value, ours, holds, explanation, paper=paper,
+                            notebook=self.name, run_dir=self.run_dir)
 
     def savefig(self, fig, name: str):
         """Save ``fig`` as ``<run dir>/figures/<notebook>-<name>.png`` (when there is a run dir) and
@@ -75,6 +77,27 @@ def start_notebook(name: str, preset: str, run_dir: str | None = None, seed: int
     print(f"{name} · preset {p.name} ({p.description}) · torch {torch.__version__} · "
           f"{torch.get_num_threads()} CPU threads" + (f" · run dir {run}" if run else ""))
     return NotebookContext(name, p, run)
+
+
+def interactive_figure(draw, **controls) -> bool:
+    """Live controls over a figure: ``ipywidgets.interact`` on ``draw(**values) -> Figure``. Each change
+    draws a fresh figure, closes it (so matplotlib's inline backend does not show it a second time) and
+    displays it once. Returns False when ipywidgets is missing — the notebook's static figure, drawn
+    before, is the fallback that papermill and CI render."""
+    try:
+        import ipywidgets as widgets
+        from IPython.display import display
+    except ImportError:
+        return False
+    import matplotlib.pyplot as plt
+
+    def show(**values):
+        fig = draw(**values)
+        plt.close(fig)
+        display(fig)
+
+    widgets.interact(show, **controls)
+    return True
 
 
 def list_notebooks(directory: Path | None = None) -> list[Path]:

@@ -44,7 +44,7 @@ from kimi_mini.moe import (
     moe_layers,
     sigmoid_topk_route,
 )
-from kimi_mini.notebooks import start_notebook
+from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.testing import max_rel_error
 from kimi_mini.train import train, warmup_cosine
 
@@ -391,22 +391,14 @@ nb.savefig(fig, "routing")
 plt.show()
 
 # %%
-def show(layer_idx: int, step: int, snippet: str) -> None:
-    draw(layer_idx, step, snippet)
-    plt.show()
+import ipywidgets as widgets  # noqa: E402
 
-
-try:
-    import ipywidgets as widgets
-
-    widgets.interact(
-        show,
-        layer_idx=widgets.IntSlider(value=0, min=0, max=len(layers) - 1, description="layer"),
-        step=widgets.IntSlider(value=len(hist_b), min=1, max=len(hist_b), description="step"),
-        snippet=widgets.Text(value="for i in range(10):", description="snippet"),
-    )
-except ImportError:  # the static figure above is the fallback
-    print("ipywidgets is not installed: the static figure above shows the last layer and step")
+interactive_figure(
+    draw,
+    layer_idx=widgets.IntSlider(value=0, min=0, max=len(layers) - 1, description="layer"),
+    step=widgets.IntSlider(value=len(hist_b), min=1, max=len(hist_b), description="step"),
+    snippet=widgets.Text(value="for i in range(10):", description="snippet"),
+)  # the static figure above is the fallback where widgets do not render (papermill, GitHub)
 
 # %% [markdown]
 # ## Exercises

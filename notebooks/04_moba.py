@@ -32,14 +32,13 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from kimi_mini.bench import peak_memory, time_it
-from kimi_mini.bench.moba import trim_heap
+from kimi_mini.bench import peak_memory, time_it, trim_heap
 from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
 from kimi_mini.layers import causal_attention
 from kimi_mini.moba import moba_attention, moba_gate, moba_select, moba_sparsity
 from kimi_mini.model import KimiConfig, KimiMini
-from kimi_mini.notebooks import start_notebook
+from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.testing import max_rel_error
 from kimi_mini.train import train, warmup_cosine
 
@@ -111,13 +110,11 @@ def draw_mask(block_size=8, top_k=3, query=45, T=64, seed=1):
 fig = draw_mask()
 nb.savefig(fig, "mask")
 plt.show()
-try:  # live sliders (JupyterLab / Colab); the static figure above stays for papermill
-    import ipywidgets as widgets
+import ipywidgets as widgets  # noqa: E402
 
-    widgets.interact(draw_mask, block_size=widgets.IntSlider(8, 4, 32, 4), top_k=widgets.IntSlider(3, 1, 8),
-                     query=widgets.IntSlider(45, 0, 63), T=widgets.fixed(64), seed=widgets.fixed(1))
-except ImportError:
-    pass
+# live sliders (JupyterLab / Colab); the static figure above stays for papermill and GitHub
+interactive_figure(draw_mask, block_size=widgets.IntSlider(8, 4, 32, 4), top_k=widgets.IntSlider(3, 1, 8),
+                   query=widgets.IntSlider(45, 0, 63), T=widgets.fixed(64), seed=widgets.fixed(1))
 
 # %% [markdown]
 # ## Invariants, and three implementations that agree

@@ -25,3 +25,27 @@ def test_notebook_runs_at_toy_preset_and_records_claims(path, tmp_path):
     claims = json.loads((tmp_path / "claims" / f"{path.stem}.json").read_text())
     assert claims, f"{path.stem} recorded no claim"
     assert all(c["notebook"] == path.stem and c["ours"] for c in claims)
+
+
+def test_interactive_figure_draws_once_per_change_with_the_controls_values():
+    import ipywidgets as widgets
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kimi_mini.notebooks import interactive_figure
+
+    calls = []
+
+    def draw(n, label):
+        calls.append((n, label))
+        fig, ax = plt.subplots()
+        ax.set_title(f"{label} {n}")
+        return fig
+
+    slider = widgets.IntSlider(value=3, min=1, max=9)
+    assert interactive_figure(draw, n=slider, label=widgets.fixed("x")) is True
+    slider.value = 5
+    assert calls == [(3, "x"), (5, "x")]
+    assert plt.get_fignums() == []  # closed after display: the inline backend cannot show it twice

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["BenchResult", "TOPICS", "register", "discover", "time_it", "peak_memory", "machine_info",
+__all__ = ["BenchResult", "TOPICS", "register", "discover", "time_it", "peak_memory", "trim_heap", "machine_info",
            "format_table"]
 
 
@@ -84,7 +84,7 @@ def _status_bytes(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
 
 
-def _release_free_heap() -> None:
+def trim_heap() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them resident otherwise, so a candidate measured
     after another would reuse its pages and read as using nothing)."""
     try:
@@ -104,7 +104,7 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int | None:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    _release_free_heap()
+    trim_heap()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS

@@ -13,24 +13,15 @@ faster than SDPA at 32K (the FLOP ratio is ≈ 12×), already faster at 8K, and 
 
 from __future__ import annotations
 
-import ctypes
 import time
 
 import torch
 import torch.nn.functional as F
 
-from kimi_mini.bench import BenchResult, peak_memory, register, time_it
+from kimi_mini.bench import BenchResult, peak_memory, register, time_it, trim_heap
 from kimi_mini.moba import moba_attention, moba_gate, moba_sparsity
 
 _FLEX_TILE = 128  # flex_attention's default block size
-
-
-def trim_heap() -> None:
-    """Give freed heap pages back to the OS so each RSS peak is measured from a clean start."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
 
 
 def flex_moba_block_mask(gate: torch.Tensor, block_size: int):
