@@ -199,15 +199,18 @@ def orthogonalize_by_shape(matrices: list[Tensor], groups: list[dict]) -> list[T
     """``newton_schulz`` of each matrix, with the matrices of equal shape (and NS settings) stacked
     into one batched call — a model's many same-shaped projections cost a few large matmuls instead of
     many small ones. Same result as one call per matrix, up to matmul rounding."""
+    # NS(Gᵀ) = NS(G)ᵀ, so a tall matrix joins the bucket of its wide transpose (w2 [C, F] with w1 [F, C])
+    wide = [m.mT if m.size(-2) > m.size(-1) else m for m in matrices]
     buckets: dict[tuple, list[int]] = {}
-    for i, (m, g) in enumerate(zip(matrices, groups, strict=True)):
+    for i, (m, g) in enumerate(zip(wide, groups, strict=True)):
         buckets.setdefault((tuple(m.shape), m.dtype, g["ns_steps"], g["impl"]), []).append(i)
     out: list[Tensor | None] = [None] * len(matrices)
     for (_, _, steps, impl), idx in buckets.items():
-        stacked = torch.stack([matrices[i] for i in idx]) if len(idx) > 1 else matrices[idx[0]]
+        stacked = torch.stack([wide[i] for i in idx]) if len(idx) > 1 else wide[idx[0]]
         result = newton_schulz(stacked, steps, impl=impl)
         for j, i in enumerate(idx):
-            out[i] = result[j] if len(idx) > 1 else result
+            r = result[j] if len(idx) > 1 else result
+            out[i] = r.mT if wide[i] is not matrices[i] else r
     return out
 
 
