@@ -75,18 +75,24 @@ def track_max_logits(model: nn.Module, enabled: bool = True) -> list[nn.Module]:
     return modules
 
 
-def max_logits(model: nn.Module) -> Tensor:
-    """``[n_layers, n_heads]`` fp32: each head's max scaled logit in the last tracked forward pass.
-
-    Raises ``ValueError`` when tracking is off or no forward pass has run since it was turned on.
-    """
+def _recorded_modules(model: nn.Module, when: str) -> list[nn.Module]:
+    """The model's attention modules, each with a max logit recorded (``ValueError`` otherwise)."""
     modules = attention_modules(model)
     if not modules:
         raise ValueError(f"model: no attention module with max-logit tracking in {type(model).__name__}")
     missing = [i for i, m in enumerate(modules) if getattr(m, "max_logit", None) is None]
     if missing:
         raise ValueError(f"model: no max logit recorded for attention layer(s) {missing}; turn tracking on "
-                         f"(track_max_logits(model)) and run a forward pass first")
+                         f"(track_max_logits(model)) and run a forward pass {when}")
+    return modules
+
+
+def max_logits(model: nn.Module) -> Tensor:
+    """``[n_layers, n_heads]`` fp32: each head's max scaled logit in the last tracked forward pass.
+
+    Raises ``ValueError`` when tracking is off or no forward pass has run since it was turned on.
+    """
+    modules = _recorded_modules(model, "first")
     logits = [m.max_logit.detach().float().reshape(-1) for m in modules]
     if len({t.numel() for t in logits}) != 1:
         raise ValueError(f"model: layers have different head counts {[t.numel() for t in logits]}; "
@@ -201,13 +207,7 @@ def qk_clip_(model: nn.Module, tau: float = 100.0, alpha: float = 0.5) -> list[d
         ``γ_h · S_max^h`` (= τ for the head that set γ), so a second call is a no-op.
     """
     _check_tau_alpha(tau, alpha)
-    modules = attention_modules(model)
-    if not modules:
-        raise ValueError(f"model: no attention module with max-logit tracking in {type(model).__name__}")
-    missing = [i for i, m in enumerate(modules) if getattr(m, "max_logit", None) is None]
-    if missing:
-        raise ValueError(f"model: no max logit recorded for attention layer(s) {missing}; turn tracking on "
-                         f"(track_max_logits(model)) and run a forward pass before qk_clip_")
+    modules = _recorded_modules(model, "before qk_clip_")
     clipper = [_clipper(m) for m in modules]  # every rule found before any weight changes
     clipped: list[dict[int, float]] = []
     for module, clip in zip(modules, clipper, strict=True):
