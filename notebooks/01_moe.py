@@ -365,9 +365,11 @@ def route_snippet(text: str):
 
 
 def draw(layer_idx: int, step: int, snippet: str):
+    snippet = snippet or " "  # an empty text box routes one space rather than an empty batch
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 1.6]})
     rel = loads[:, layer_idx] / loads[:, layer_idx].mean(-1, keepdim=True)
-    im = a0.imshow(rel.T, aspect="auto", cmap="magma", vmin=0, vmax=max(2.0, float(rel.max())))
+    im = a0.imshow(rel.T, aspect="auto", cmap="magma", vmin=0, vmax=max(2.0, float(rel.max())),
+                   interpolation="nearest")
     a0.axvline(step - 1, color="cyan", lw=1)
     a0.set(xlabel="step", ylabel="expert", title=f"MoE layer {layer_idx}: load / mean load")
     fig.colorbar(im, ax=a0)
