@@ -26,3 +26,12 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords:
             item.add_marker(skip)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """Test tensors are tiny: a second intra-op thread only spin-waits, and with two pytest workers on two
+    cores it makes everything several times slower (`make test` also sets OMP_NUM_THREADS=1)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,15 +20,6 @@ from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.testing import assert_close
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops: a second intra-op thread only adds spin-waiting on a shared, busy CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _qkv(B, H, T, D, dtype=torch.float32, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(B, H, T, D, generator=g).to(dtype).requires_grad_(requires_grad)
