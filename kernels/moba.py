@@ -40,9 +40,10 @@ import math
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+
 from kimi_mini.kernels import INTERPRETED
 from kimi_mini.kernels.flash_attention import online_softmax_update
-from torch import Tensor
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453

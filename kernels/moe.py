@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-from kimi_mini.kernels import INTERPRETED
 from torch import Tensor
+
+from kimi_mini.kernels import INTERPRETED
 
 __all__ = ["ExpertTiles", "align_to_tiles", "grouped_gemm", "grouped_gemm_dw", "GroupedGemm",
            "moe_swiglu_experts", "ROWS_SORTED", "ROWS_PAIR", "ROWS_TOKEN"]

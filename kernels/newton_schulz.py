@@ -30,8 +30,9 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from kimi_mini.kernels import INTERPRETED
 from torch import Tensor
+
+from kimi_mini.kernels import INTERPRETED
 
 
 @triton.jit

@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from kimi_mini.registry import register_in
+from kimi_mini.registry import Registry
 
 __all__ = [
     "NS_COEFFICIENTS",
@@ -540,13 +540,13 @@ def muon_param_groups(model: nn.Module, exclude: Iterable[str] = NOT_MUON_NAMES
 
 
 OptimizerBuilder = Callable[..., torch.optim.Optimizer]
-OPTIMIZERS: dict[str, OptimizerBuilder] = {}
+OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer")
 
 
 def register_optimizer(name: str) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
     """Decorator: ``@register_optimizer("muonclip")`` on ``fn(model, lr, weight_decay, **kw) -> Optimizer``
     makes it available as ``build_optimizer(model, "muonclip", ...)``."""
-    return register_in(OPTIMIZERS, "optimizer", name)
+    return OPTIMIZERS.register(name)
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.1,

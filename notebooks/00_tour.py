@@ -119,7 +119,6 @@ assert torch.equal(model(y)[0][:, :9], logits[:, :9]), "positions ≤ 8 must not
 
 # %%
 from kimi_mini.kernels.rmsnorm import rmsnorm  # noqa: E402
-
 from kimi_mini.layers import rmsnorm_reference  # noqa: E402
 from kimi_mini.testing import max_rel_error  # noqa: E402
 

@@ -38,12 +38,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from kimi_mini.kernels.newton_schulz import ns_gram
 
 from kimi_mini.bench.muon import comm_bytes_per_step
 from kimi_mini.cli import main as kimi_mini_cli
 from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
+from kimi_mini.kernels.newton_schulz import ns_gram
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.notebooks import start_notebook
 from kimi_mini.optim import (

@@ -30,11 +30,11 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
-from kimi_mini.kernels.flash_attention import flash_attention
 
 from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
 from kimi_mini.k2 import K2_PAPER_ACTIVATED, K2_PAPER_TOTAL, config_table, k2_config, k2_mini
+from kimi_mini.kernels.flash_attention import flash_attention
 from kimi_mini.layers import blockwise_max_logit
 from kimi_mini.mla import MultiHeadLatentAttention, mha_cache_numel_per_token, mla_cache_numel_per_token
 from kimi_mini.model import KimiMini, count_params

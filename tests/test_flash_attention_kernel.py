@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from kimi_mini.kernels.flash_attention import flash_attention, flash_attention_reference
 
+from kimi_mini.kernels.flash_attention import flash_attention, flash_attention_reference
 from kimi_mini.testing import assert_close
 
 TOL = {torch.float32: dict(rtol=2e-5, atol=1e-6), torch.float16: dict(rtol=3e-3, atol=1e-3),

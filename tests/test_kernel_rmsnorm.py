@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from kimi_mini.kernels.rmsnorm import rmsnorm
 
+from kimi_mini.kernels.rmsnorm import rmsnorm
 from kimi_mini.layers import RMSNorm, rmsnorm_reference
 from kimi_mini.testing import assert_close
 

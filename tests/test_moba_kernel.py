@@ -4,8 +4,8 @@ through the kernel. Shapes are tiny: the interpreter runs every program op by op
 
 import pytest
 import torch
-from kimi_mini.kernels.moba import selection_table
 
+from kimi_mini.kernels.moba import selection_table
 from kimi_mini.layers import causal_attention
 from kimi_mini.moba import moba_attention, moba_select
 from kimi_mini.testing import assert_close

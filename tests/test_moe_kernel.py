@@ -3,6 +3,7 @@ alignment invariants, each GEMM mode, and the routed SwiGLU experts' outputs and
 
 import pytest
 import torch
+
 from kimi_mini.kernels.moe import (
     ROWS_PAIR,
     ROWS_SORTED,
@@ -11,7 +12,6 @@ from kimi_mini.kernels.moe import (
     align_to_tiles,
     moe_swiglu_experts,
 )
-
 from kimi_mini.moe import MoE, moe_experts
 from kimi_mini.testing import assert_close
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kimi_mini.kernels.newton_schulz import newton_schulz_step_triton, ns_gram, ns_poly
 from torch import nn
 
+from kimi_mini.kernels.newton_schulz import newton_schulz_step_triton, ns_gram, ns_poly
 from kimi_mini.optim import NS_COEFFICIENTS, Muon, newton_schulz, newton_schulz_step
 from kimi_mini.testing import assert_close
 

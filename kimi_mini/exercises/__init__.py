@@ -12,11 +12,13 @@ checker can never silently pass everything. In a notebook::
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Exercise", "EXERCISES", "register_exercise", "check"]
+__all__ = ["Exercise", "EXERCISES", "register_exercise", "check", "load_all"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,18 @@ def register_exercise(name: str, *, solution: Callable, wrong: Callable,
     return EXERCISES[name]
 
 
+def load_all() -> dict[str, Exercise]:
+    """Import every topic module of this package so that its exercises register; returns the table."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    return EXERCISES
+
+
 def check(name: str, candidate: Callable, quiet: bool = False) -> str:
     """Run exercise ``name``'s checker on ``candidate``; returns ``"pass"``, ``"fail"`` or
     ``"not attempted"`` and prints a one-line verdict (with the checker's hint on failure)."""
+    if name not in EXERCISES:
+        load_all()
     if name not in EXERCISES:
         raise ValueError(f"name: unknown exercise {name!r}; expected one of {sorted(EXERCISES)}")
     try:
