@@ -114,8 +114,9 @@ def _edit_choice(template: str, rng: random.Random) -> tuple[list[tuple[str, str
 
 
 class Continuation:
-    """GPT-2 continuation's stand-in: keep the instruction up to a random word, let the generator LM continue it
-    for about as many bytes as were cut; the slot after the span is kept (the filters check the rest)."""
+    """GPT-2 continuation's stand-in: cut the template at a random word of its instruction and let the generator
+    LM write the rest (up to a newline, about as many bytes as were cut plus a few). What follows the cut is
+    the LM's — slots included — so a child can drop or repeat ``{text}``; the slot filter removes those."""
 
     name = "continuation"
 
@@ -127,14 +128,11 @@ class Continuation:
         if choice is None:
             return None
         spans, i = choice
-        lit, field = spans[i]
+        lit = spans[i][0]
         cuts = [m.start() for m in _WORD.finditer(lit)][1:] or [m.end() for m in _WORD.finditer(lit)][:1]
-        cut = rng.choice(cuts)
-        head = _join(spans[:i]) + lit[:cut]
-        new = self.lm.continue_text(head, max_new=max(6, len(lit) - cut + 4), rng=rng)
-        new = new[: len(lit) - cut + 8]  # about the length that was cut: an instruction, not an essay
-        spans[i] = (lit[:cut] + new, field)
-        return _join(spans)
+        head = _join(spans[:i]) + lit[:rng.choice(cuts)]
+        rest = len(template) - len(head)
+        return head + self.lm.continue_text(head, max_new=rest + 8, rng=rng)
 
 
 class ClozeRewrite:
