@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from kimi_mini.data import ByteTokenizer, cache_dir
 from kimi_mini.model import KimiConfig, KimiMini, count_params
 from kimi_mini.prompts.rank import rank_classify
-from kimi_mini.prompts.tasks import ZOO_VERSION, Task, nested_training_tasks, render, splits, task_zoo
+from kimi_mini.prompts.tasks import HELDOUT_FAMILIES, ZOO_VERSION, Task, nested_training_tasks, render, splits, task_zoo
 from kimi_mini.train import load_checkpoint, train, warmup_cosine
 
 __all__ = ["PretrainConfig", "SIZES", "Pretrained", "answer_only_loss", "prompted_batch", "pretrain",
@@ -143,7 +143,9 @@ def pretrain(config: PretrainConfig, *, zoo: dict[str, Task] | None = None, devi
     :func:`~kimi_mini.prompts.tasks.splits` (nested across N). Returns a :class:`Pretrained` whose model is
     frozen (eval mode, no gradients)."""
     zoo = zoo if zoo is not None else task_zoo(config.n_examples, config.zoo_seed)
-    names = nested_training_tasks(splits(zoo, seed=config.zoo_seed), config.n_tasks)
+    present = {t.family for t in zoo.values()}
+    split = splits(zoo, seed=config.zoo_seed, heldout_families=[f for f in HELDOUT_FAMILIES if f in present])
+    names = nested_training_tasks(split, config.n_tasks)
     tasks = [zoo[n] for n in names]
     torch.manual_seed(config.seed)
     model = KimiMini(config.model_config()).to(device)

@@ -1,0 +1,138 @@
+"""The ZeroPrompt task zoo (kimi_mini.prompts.tasks / families / real): families, rendering, splits."""
+
+from collections import Counter
+
+import pytest
+
+from kimi_mini.prompts import (
+    ANSWER_SEP,
+    FAMILIES,
+    HELDOUT_FAMILIES,
+    Example,
+    Task,
+    check_template,
+    nested_training_tasks,
+    render,
+    splits,
+    task_zoo,
+    template_slots,
+)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return task_zoo()
+
+
+def test_zoo_size_and_families(zoo):
+    fams = Counter(t.family for t in zoo.values())
+    generated = [f for f in fams if FAMILIES.get(f).kind == "generated"]
+    assert len(generated) >= 10 and sum(fams[f] for f in generated) >= 500
+    assert {"sentiment", "subjectivity", "party"} <= set(fams)
+    assert all(len(t.templates) >= 3 for t in zoo.values())
+    assert all(t.real for t in zoo.values() if FAMILIES.get(t.family).kind == "real")
+
+
+@pytest.mark.parametrize("family", FAMILIES.names())
+def test_family_is_deterministic_valid_and_balanced(family):
+    spec = FAMILIES.get(family)
+    a, b = spec.build(16, 3), spec.build(16, 3)
+    assert [t.name for t in a] == [t.name for t in b]
+    assert all(x.examples == y.examples and x.templates == y.templates for x, y in zip(a, b, strict=True))
+    if spec.kind == "generated":
+        other = spec.build(16, 4)
+        assert any(x.examples != y.examples for x, y in zip(a, other, strict=True)), "seed must matter"
+    for task in a:
+        labels = Counter(ex.label for ex in task.examples)
+        assert len(labels) == 2 and labels[0] == labels[1], f"{task.name}: labels {labels}"
+        for ex in task.examples:
+            opts = task.options_for(ex)
+            assert len(set(opts)) == len(opts), f"{task.name}: options must differ, got {opts}"
+            for t in task.templates:
+                assert template_slots(t).count("text") == 1
+
+
+@pytest.mark.parametrize("family", ["contains_char", "count_at_least", "sum_greater", "more_x_than_y",
+                                    "first_before", "transform"])
+def test_generated_labels_are_true(family):
+    for task in FAMILIES.get(family).build(40, 0):
+        p = task.params["param"]
+        for ex in task.examples:
+            w, yes = ex.slots["text"], ex.label == 0
+            if family == "contains_char":
+                assert (p in w) == yes
+            elif family == "count_at_least":
+                assert (w.count(p[0]) >= p[1]) == yes
+            elif family == "sum_greater":
+                assert (eval(w) > p) == yes  # noqa: S307  (a digit+digit string we generated)
+            elif family == "more_x_than_y":
+                assert (w.count(p[0]) > w.count(p[1])) == yes
+            elif family == "first_before":
+                assert (w[0] < p) == yes
+            else:
+                right = ex.options[ex.label]
+                assert {"reversed": w[::-1], "upper": w.upper(), "sorted": "".join(sorted(w))}.get(p, right) == right
+
+
+def test_render_keeps_every_slot_exactly_once(zoo):
+    for task in list(zoo.values())[::7]:
+        ex = task.examples[0]
+        marked = Example({k: f"<<{k}>>" for k in ex.slots}, ex.label, ex.options)
+        for i in range(len(task.templates)):
+            prompt, options = render(task, marked, i)
+            assert prompt.endswith(ANSWER_SEP)
+            for k in ex.slots:
+                assert prompt.count(f"<<{k}>>") == 1, (task.name, prompt)
+            assert options == list(task.options_for(ex))
+            assert options[ex.label] == task.options_for(ex)[ex.label]
+
+
+def test_render_accepts_a_new_template_string(zoo):
+    task = zoo["contains_char:q"]
+    ex = task.examples[0]
+    prompt, options = render(task, ex, "Q? {options} {text}")
+    assert prompt == f"Q? yes/no {ex.slots['text']}{ANSWER_SEP}" and options == ["yes", "no"]
+
+
+@pytest.mark.parametrize("bad", ["no slot", "{text} {text}", "{text} {other}", "{text} {options} {options}",
+                                 "{text"])
+def test_bad_templates_are_rejected(bad, zoo):
+    task = zoo["contains_char:q"]
+    with pytest.raises(ValueError, match="template"):
+        render(task, task.examples[0], bad)
+    with pytest.raises(ValueError, match="template"):
+        check_template(bad, {"text"})
+
+
+def test_task_validates_its_arguments():
+    ex = Example({"text": "abc"}, 0)
+    with pytest.raises(ValueError, match="templates"):
+        Task("t", "f", (), ("yes", "no"), (ex,))
+    with pytest.raises(ValueError, match="template"):
+        Task("t", "f", ("{txt}",), ("yes", "no"), (ex,))
+    with pytest.raises(ValueError, match="label"):
+        Task("t", "f", ("{text}",), ("yes", "no"), (Example({"text": "a"}, 2),))
+    with pytest.raises(ValueError, match="template"):
+        render(Task("t", "f", ("{text}",), ("yes", "no"), (ex,)), ex, 5)
+
+
+def test_splits_are_disjoint_and_cover_the_zoo(zoo):
+    sp = splits(zoo)
+    train, seen, fam = set(sp.train), set(sp.heldout_seen), set(sp.heldout_family)
+    assert not (train & seen) and not (train & fam) and not (seen & fam)
+    assert train | seen | fam == set(zoo)
+    assert {zoo[n].family for n in fam} == set(HELDOUT_FAMILIES)
+    assert not {zoo[n].family for n in train} & set(HELDOUT_FAMILIES)
+    assert {zoo[n].family for n in seen} <= {zoo[n].family for n in train}
+    assert any(zoo[n].real for n in fam), "at least one real task type is never trained on"
+    assert splits(zoo) == sp
+
+
+def test_nested_training_sets_spread_over_families(zoo):
+    sp = splits(zoo)
+    n_fam = len({zoo[n].family for n in sp.train})
+    first = nested_training_tasks(sp, n_fam)
+    assert len({zoo[n].family for n in first}) == n_fam  # round-robin: one task per family first
+    assert nested_training_tasks(sp, 32) == nested_training_tasks(sp, 128)[:32]
+    with pytest.raises(ValueError, match="n_tasks"):
+        nested_training_tasks(sp, len(sp.train) + 1)
