@@ -1,6 +1,11 @@
 """kimi-mini: an educational reproduction of the Kimi (Moonshot AI) team's research.
 
-Importing the package registers every model component (attention / FFN variants) by name.
+Importing the package registers every model component (attention / FFN variants) and optimizer by name.
+
+Imports run one way: topics (prompts/, rationale/, invariance/, agentic/, storywars/, fusion) → optim →
+model parts (model, layers, mla, moe, moba, qk_clip) → harness (registry, impl, data, train, report,
+presets, notebooks). ``exercises`` and ``bench`` import the library, never the reverse;
+``tests/test_imports.py`` enforces it.
 """
 
 __version__ = "0.1.0"
@@ -15,14 +20,8 @@ import torch as _torch
 if not _torch.cuda.is_available():
     _os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# Components: one line each, the module registers itself on import.
-from . import (  # noqa: F401  (layers registers "mha" and "dense"; data its exercise)
-    data,
-    layers,
-    mla,  # noqa: F401
-    moba,  # noqa: F401
-    moe,  # noqa: F401
-    optim,  # noqa: F401  (optimizers and their exercises)
-    qk_clip,  # noqa: F401
-)
+# Model components: one import line each, the module registers itself ("mha"/"dense" in layers,
+# "mla", "moba", "moe"); then the optimizers ("adamw", "muon", "muonclip") and the QK-Clip rules.
+# Topics (kimi_mini.prompts, .invariance, ...) and exercises are imported on demand, never here.
+from . import layers, mla, moba, moe, optim, qk_clip  # noqa: F401
 from .model import KimiConfig, KimiMini, count_params  # noqa: F401

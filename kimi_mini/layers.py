@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.impl import check_impl, resolve_impl
 from kimi_mini.registry import register_attention, register_ffn
 
 __all__ = [
@@ -102,6 +103,8 @@ class Rotary(nn.Module):
 class SwiGLU(nn.Module):
     """The gated feed-forward block: ``W₂ (silu(W₁ x) ⊙ W₃ x)``; ``[B, T, d_model] -> [B, T, d_model]``."""
 
+    residual_projections = ("w2",)  # writes into the residual stream: initialised with std/√(2·n_layers)
+
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         self.w1 = nn.Linear(d_model, d_ff, bias=False)  # gate
@@ -114,6 +117,8 @@ class SwiGLU(nn.Module):
 
 @register_ffn("dense")
 def _dense_ffn(config, layer_idx: int) -> nn.Module:
+    if config.ffn_options:
+        raise ValueError(f"ffn_options: the dense FFN takes no options, got {sorted(config.ffn_options)}")
     return SwiGLU(config.d_model, config.d_ff)
 
 
@@ -124,14 +129,16 @@ def causal_mask(t_q: int, t_k: int, device=None) -> Tensor:
     return torch.arange(t_k, device=device)[None, :] <= q_pos
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str = "sdpa") -> Tensor:
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str = "torch") -> Tensor:
     """Causal softmax attention; the queries are the *last* ``t_q`` positions of the ``t_k`` keys.
 
     Args:
         q: ``[B, H, t_q, D]``; k, v: ``[B, H_kv, t_k, D]`` with ``H % H_kv == 0`` (GQA) and t_q ≤ t_k.
-        impl: ``"sdpa"`` (PyTorch's fused kernel) or ``"naive"`` (softmax(QKᵀ/√D)V, O(T²) memory).
+        impl: ``"torch"`` (PyTorch's fused SDPA kernel), ``"naive"`` (softmax(QKᵀ/√D)V, O(T²) memory) or
+            ``"auto"`` (= torch; the Triton kernel is :func:`kimi_mini.kernels.flash_attention.flash_attention`).
     Returns: ``[B, H, t_q, D]``.
     """
+    impl = check_impl(impl, ("naive", "torch", "auto"))
     if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
         raise ValueError(f"q, k, v: expected [B, H, T, D] with k.shape == v.shape, got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
@@ -140,7 +147,7 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str = "sdpa") -> Ten
     if H % H_kv or t_q > t_k:
         raise ValueError(f"k: expected H % H_kv == 0 and t_q <= t_k, got H={H}, H_kv={H_kv}, "
                          f"t_q={t_q}, t_k={t_k}")
-    if impl == "sdpa":
+    if impl in ("torch", "auto"):
         gqa = H != H_kv
         if t_q == t_k:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
@@ -152,7 +159,6 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str = "sdpa") -> Ten
         scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(D)  # [B, H, t_q, t_k]
         scores = scores.masked_fill(~causal_mask(t_q, t_k, q.device), float("-inf"))
         return (scores.softmax(-1) @ v.float()).to(q.dtype)
-    raise ValueError(f"impl: expected 'sdpa' or 'naive', got {impl!r}")
 
 
 @torch.no_grad()
@@ -181,17 +187,21 @@ class MultiHeadAttention(nn.Module):
     """Causal multi-head attention with RoPE; grouped-query when ``n_kv_heads < n_heads``.
 
     Config fields used: d_model, n_heads, n_kv_heads, head_dim, max_seq_len, rope_theta;
-    ``attention_options``: ``impl`` (``"sdpa"`` default, ``"naive"``).
+    ``attention_options``: ``impl`` — ``"torch"`` (SDPA, default), ``"naive"``, ``"triton"`` (the flash
+    kernel, which also returns the max logit) or ``"auto"`` (triton on CUDA, torch otherwise).
     Parameters (named for QK-Clip, which scales rows per head): ``wq [H·D, C]``, ``wk [H_kv·D, C]``,
     ``wv [H_kv·D, C]``, ``wo [C, H·D]``.
     """
 
+    residual_projections = ("wo",)  # the output projection writes into the residual stream
+
     def __init__(self, config, layer_idx: int = 0):
         super().__init__()
         opts = dict(config.attention_options)
-        self.impl = opts.pop("impl", "sdpa")
-        if self.impl not in ("sdpa", "naive", "triton"):
-            raise ValueError(f"attention_options['impl']: expected 'sdpa', 'naive' or 'triton', got {self.impl!r}")
+        self.impl = check_impl(opts.pop("impl", "torch"), name="attention_options['impl']")
+        if opts:
+            raise ValueError(f"attention_options: unknown option(s) {sorted(opts)} for multi-head attention; "
+                             f"expected only 'impl'")
         self.layer_idx = layer_idx
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.dim_head
         C, H, H_kv, D = config.d_model, self.n_heads, self.n_kv_heads, self.head_dim
@@ -223,12 +233,13 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = x.shape
         H, D = self.n_heads, self.head_dim
         q, k, v = self.project_qkv(x, state, start_pos)
-        if self.track_max_logit and self.impl != "triton":  # the Triton kernel returns it (running max)
+        impl = resolve_impl(self.impl, q)
+        if self.track_max_logit and impl != "triton":  # the Triton kernel returns it (running max)
             self.max_logit = blockwise_max_logit(q, k, 1.0 / math.sqrt(D))
-        if self.impl == "triton":
+        if impl == "triton":
             out = self._triton_attention(q, k, v)
         else:
-            out = causal_attention(q, k, v, impl=self.impl)  # [B, H, T, D]
+            out = causal_attention(q, k, v, impl=impl)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
 
     def _triton_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:

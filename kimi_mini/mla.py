@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.impl import check_impl, resolve_impl
 from kimi_mini.layers import RMSNorm, Rotary, blockwise_max_logit, causal_mask
 from kimi_mini.registry import register_attention
 
@@ -72,14 +73,17 @@ class MultiHeadLatentAttention(nn.Module):
     - ``q_lora_rank`` [None]: rank of the query down-projection; None = full-rank ``wq``.
     - ``kv_lora_rank`` [4·d]: size of the cached KV latent (K2: 512 = 4·128).
     - ``qk_nope_head_dim`` [d], ``qk_rope_head_dim`` [d/2] (even), ``v_head_dim`` [d].
-    - ``impl`` ["sdpa"]: ``"sdpa"``, ``"naive"`` (softmax(QKᵀ)V in fp32) or ``"triton"``
-      (``kimi_mini.kernels.flash_attention``; its running max gives the max logit for free).
+    - ``impl`` ["torch"]: ``"torch"`` (SDPA), ``"naive"`` (softmax(QKᵀ)V in fp32), ``"triton"``
+      (``kimi_mini.kernels.flash_attention``; its running max gives the max logit for free) or ``"auto"``
+      (triton on CUDA, torch otherwise).
 
     ``forward(x [B, T, C], state=None, start_pos=0) -> [B, T, C]``. With a ``state`` dict (decoding)
     the module appends ``c_kv [B, T, kv_lora_rank]`` and ``k_rope [B, T, qk_rope_head_dim]`` to it
     and attends to everything cached. With ``track_max_logit = True`` the forward stores
     ``max_logit [H]`` (fp32): the largest scaled logit per head over the batch and the causal pairs.
     """
+
+    residual_projections = ("wo",)  # the output projection writes into the residual stream
 
     def __init__(self, config, layer_idx: int = 0):
         super().__init__()
@@ -98,10 +102,7 @@ class MultiHeadLatentAttention(nn.Module):
         if self.qk_rope_head_dim % 2:
             raise ValueError("attention_options['qk_rope_head_dim']: expected an even int (RoPE rotates "
                              f"pairs), got {self.qk_rope_head_dim}")
-        self.impl = opts.get("impl", "sdpa")
-        if self.impl not in ("sdpa", "naive", "triton"):
-            raise ValueError("attention_options['impl']: expected 'sdpa', 'naive' or 'triton', "
-                             f"got {self.impl!r}")
+        self.impl = check_impl(opts.get("impl", "torch"), name="attention_options['impl']")
 
         self.layer_idx = layer_idx
         self.n_heads = H = config.n_heads
@@ -151,7 +152,7 @@ class MultiHeadLatentAttention(nn.Module):
         k = torch.cat([k_nope, k_rope[:, None].expand(B, H, t_k, d_rope)], dim=-1)  # [B, H, t_k, d_qk]
         q = torch.cat([q_nope, q_rope], dim=-1)  # [B, H, T, d_qk]
 
-        if self.impl == "triton":
+        if resolve_impl(self.impl, q) == "triton":
             from kimi_mini.kernels.flash_attention import flash_attention
 
             out, max_logit = flash_attention(q, k, v, self.scale)  # [B, H, T, d_v], [B, H]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kimi_mini.layers import RMSNorm
-from kimi_mini.registry import ATTENTION, FFN, build_attention, build_ffn
+from kimi_mini.registry import ATTENTION, FFN, build_attention, build_ffn, declared_parameters
 
 __all__ = ["KimiConfig", "KimiMini", "KVCache", "ParamCount", "count_params"]
 
@@ -136,6 +136,8 @@ class KimiMini(nn.Module):
     """Decoder-only LM. ``forward(tokens [B, T] int64, targets [B, T] | None, cache | None)``
     returns ``(logits [B, T, vocab] fp32, loss scalar | None)``."""
 
+    non_muon_parameters = ("tok_emb", "lm_head")  # input and output layers: AdamW inside Muon (Moonlight)
+
     def __init__(self, config: KimiConfig):
         super().__init__()
         if not isinstance(config, KimiConfig):
@@ -151,10 +153,11 @@ class KimiMini(nn.Module):
         """N(0, init_std) for every matrix; output projections of the residual branches scaled by
         1/√(2·n_layers) (GPT-2) so the residual stream's variance does not grow with depth."""
         std = self.config.init_std
-        for name, p in self.named_parameters():
+        residual = declared_parameters(self, "residual_projections")  # what each component declares
+        for p in self.parameters():
             if p.is_meta or p.dim() < 2:  # meta: shapes only (count_params), nothing to initialise
                 continue  # norm gains keep their ones, biases their zeros
-            if name.endswith(("wo.weight", "w2.weight")):
+            if id(p) in residual:
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.config.n_layers))
             else:
                 nn.init.normal_(p, std=std)
@@ -257,4 +260,3 @@ def count_params(config: KimiConfig) -> ParamCount:
     return count_params_of(model)
 
 
-from kimi_mini.k2 import k2_config  # noqa: E402,F401  (the full Kimi K2 configuration)

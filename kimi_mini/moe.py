@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.impl import IMPLS, check_impl, resolve_impl
 from kimi_mini.layers import SwiGLU
 from kimi_mini.registry import register_ffn
 
@@ -56,7 +57,6 @@ __all__ = [
     "IMPLS",
 ]
 
-IMPLS = ("naive", "torch", "triton")
 BIAS_RULES = ("moonlight", "deepseek")
 
 
@@ -232,11 +232,10 @@ def moe_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Ten
     Args:
         x: ``[N, d]`` tokens. indices: ``[N, k]`` int64 expert ids. weights: ``[N, k]`` (cast to x.dtype).
         w1, w3: ``[E, d, h]`` gate and up projections; w2: ``[E, h, d]`` down projection.
-        impl: ``"naive"``, ``"torch"`` or ``"triton"``.
+        impl: ``"naive"``, ``"torch"``, ``"triton"`` or ``"auto"`` (triton on CUDA, torch otherwise).
     Returns: ``[N, d]`` in x.dtype.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    impl = resolve_impl(impl, x if isinstance(x, Tensor) else torch.empty(0))
     if x.dim() != 2 or indices.shape != weights.shape or indices.shape[0] != x.shape[0]:
         raise ValueError(f"indices: expected [N, k] matching weights and x [N, d], got x {tuple(x.shape)}, "
                          f"indices {tuple(indices.shape)}, weights {tuple(weights.shape)}")
@@ -321,8 +320,7 @@ class MoE(nn.Module):
             raise ValueError(f"bias_rule: expected one of {BIAS_RULES}, got {bias_rule!r}")
         if not aux_loss_alpha >= 0:
             raise ValueError(f"aux_loss_alpha: expected a number >= 0, got {aux_loss_alpha!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+        check_impl(impl)
         self.d_model, self.n_experts, self.top_k, self.d_expert = d_model, n_experts, top_k, d_expert
         self.n_shared, self.route_scale, self.impl = n_shared, float(route_scale), impl
         self.bias_update_speed, self.bias_rule = float(bias_update_speed), bias_rule
@@ -469,85 +467,3 @@ def moe_bias_update_callback(record_loads: bool = False) -> Callable:
             record["loads"] = [c.tolist() for c in counts]
 
     return callback
-
-
-
-# ----------------------------------------------------------------------------------- exercises
-def routing_weights(logits: Tensor, bias: Tensor, top_k: int, scale: float) -> tuple[Tensor, Tensor]:
-    """Exercise solution: K2's routing, as :func:`sigmoid_topk_route`: ``(indices, weights)``, ``[N, k]``."""
-    return sigmoid_topk_route(logits, bias, top_k, scale)
-
-
-def _wrong_routing_weights(logits, bias, top_k, scale):
-    choice = torch.sigmoid(logits.float()) + bias
-    top = choice.topk(top_k, dim=-1)
-    return top.indices, top.values / top.values.sum(-1, keepdim=True) * scale  # weights from biased scores
-
-
-def _check_routing_weights(candidate) -> None:
-    g = torch.Generator().manual_seed(0)
-    cases = [
-        (torch.tensor([[0.0, 2.0, -1.0, 1.0]]), torch.zeros(4), 2, 1.0),
-        (torch.randn(6, 8, generator=g), torch.zeros(8), 3, 2.446),
-        (torch.randn(6, 8, generator=g), torch.linspace(-0.5, 0.5, 8), 2, 2.827),  # bias changes the choice
-    ]
-    for logits, bias, k, scale in cases:
-        got = candidate(logits.clone(), bias.clone(), k, scale)
-        assert isinstance(got, tuple) and len(got) == 2, "return a pair (indices, weights)"
-        idx, w = got
-        want_idx, want_w = sigmoid_topk_route(logits, bias, k, scale)
-        assert tuple(idx.shape) == tuple(want_idx.shape) and tuple(w.shape) == tuple(want_w.shape), (
-            f"indices and weights must both be [N, top_k] = {tuple(want_idx.shape)}, got "
-            f"{tuple(idx.shape)} and {tuple(w.shape)}")
-        # compare as sets per token: sort both by expert id
-        order_got, order_want = idx.long().argsort(-1), want_idx.argsort(-1)
-        assert torch.equal(idx.long().gather(-1, order_got), want_idx.gather(-1, order_want)), (
-            "wrong experts selected: pick the top_k of sigmoid(logits) + bias (the bias *selects*)")
-        w_sorted, want_sorted = w.float().gather(-1, order_got), want_w.gather(-1, order_want)
-        assert torch.allclose(w.float().sum(-1), torch.full_like(want_w[:, 0], scale), atol=1e-5), (
-            f"the weights of a token must sum to scale={scale} (renormalise, then multiply by scale)")
-        assert torch.allclose(w_sorted, want_sorted, atol=1e-5), (
-            "weights must come from the *unbiased* sigmoid scores of the selected experts, renormalised "
-            "(the bias only changes which experts are chosen)")
-
-
-def moonlight_bias_update(bias: Tensor, counts: Tensor, speed: float) -> Tensor:
-    """Exercise solution: ``b + u·(sign(c̄ − c) − mean(sign(c̄ − c)))`` (see :func:`bias_update`)."""
-    return bias_update(bias, counts, speed, rule="moonlight")
-
-
-def _wrong_moonlight_bias_update(bias, counts, speed):
-    step = torch.sign(counts.float() - counts.float().mean())  # raises the bias of the busiest experts
-    return bias + speed * (step - step.mean())
-
-
-def _check_moonlight_bias_update(candidate) -> None:
-    cases = [
-        (torch.zeros(4), torch.tensor([10, 2, 2, 2]), 0.1),
-        (torch.tensor([0.3, -0.1, 0.0, 0.2, 0.0]), torch.tensor([4, 4, 9, 1, 2]), 1e-3),  # c_0 = c̄: no sign
-        (torch.zeros(3), torch.tensor([5, 5, 5]), 0.5),  # balanced: nothing moves
-    ]
-    for bias, counts, u in cases:
-        got = candidate(bias.clone(), counts.clone(), u)
-        want = moonlight_bias_update(bias, counts, u)
-        assert torch.is_tensor(got) and got.shape == want.shape, (
-            f"return the new bias, shape {tuple(want.shape)}")
-        delta = got.float() - bias
-        busiest = int(counts.argmax())
-        assert not (delta[busiest] > 0), (
-            f"counts {counts.tolist()}: expert {busiest} is over-loaded, so its bias must go down, not up "
-            "(e = mean(c) - c is negative for it)")
-        assert abs(float(delta.sum())) < 1e-6, "Moonlight's update has zero mean: subtract mean(sign(e))"
-        assert torch.allclose(got.float(), want, atol=1e-7), (
-            f"counts {counts.tolist()}, u={u}: expected {want.tolist()}, got {got.tolist()}")
-
-
-from kimi_mini.exercises import register_exercise  # noqa: E402
-
-register_exercise("moe_routing_weights", solution=routing_weights, wrong=_wrong_routing_weights,
-                  checker=_check_routing_weights,
-                  description="K2 routing: select top-k of sigmoid + bias, weight by unbiased renormalised "
-                              "scores times the routed scale")
-register_exercise("moe_bias_update", solution=moonlight_bias_update, wrong=_wrong_moonlight_bias_update,
-                  checker=_check_moonlight_bias_update,
-                  description="aux-loss-free balancing step with Moonlight's zero-mean sign rule")

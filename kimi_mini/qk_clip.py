@@ -21,21 +21,22 @@ bit-identical. With GQA a key head serves a group of query heads; scaling it cha
 the group, so the *group* is the unit of clipping: S_max of the group (the max over its query heads)
 decides γ, and all the group's query heads and its key head are scaled.
 
-MuonClip (K2's Algorithm 1) is Muon followed by QK-Clip after every step:
-``build_optimizer(model, "muonclip", lr, weight_decay, tau=100.0, alpha=0.5)``.
+MuonClip (K2's Algorithm 1) is Muon followed by QK-Clip after every step; it lives with the optimizers
+(:mod:`kimi_mini.optim.muonclip`, ``build_optimizer(model, "muonclip", lr, weight_decay, tau=100.0,
+alpha=0.5)``). This module holds the tracking and the clip rules only and imports no optimizer.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kimi_mini.layers import MultiHeadAttention
 from kimi_mini.mla import MultiHeadLatentAttention
+from kimi_mini.registry import Registry
 
 __all__ = [
     "attention_modules",
@@ -46,11 +47,12 @@ __all__ = [
     "qk_clip_mha_weights",
     "mla_clip_factors",
     "register_qk_clip",
-    "MuonClip",
     "max_logit_callback",
+    "QK_CLIPPERS",
 ]
 
-QK_CLIPPERS: dict[type, Callable[[nn.Module, Tensor, float], None]] = {}
+# attention class → fn(module, gamma [n_heads] fp32, alpha); looked up through the class's MRO
+QK_CLIPPERS: Registry[Callable[[nn.Module, Tensor, float], None]] = Registry("QK-Clip rule")
 
 
 # ------------------------------------------------------------------------------ max-logit tracking
@@ -123,17 +125,15 @@ def register_qk_clip(cls: type) -> Callable:
     """Decorator: ``fn(module, gamma [n_heads] fp32, alpha)`` rescales ``module``'s weights in place,
     for every attention class that is ``cls`` or a subclass of it (MoBA reuses the MHA rule)."""
 
-    def deco(fn):
-        QK_CLIPPERS[cls] = fn
-        return fn
-
-    return deco
+    if not isinstance(cls, type):
+        raise ValueError(f"cls: expected an attention class, got {cls!r}")
+    return QK_CLIPPERS.register(cls)
 
 
 def _clipper(module: nn.Module):
-    for cls in type(module).__mro__:
-        if cls in QK_CLIPPERS:
-            return QK_CLIPPERS[cls]
+    rule = QK_CLIPPERS.for_class(type(module))
+    if rule is not None:
+        return rule
     raise ValueError(f"model: no QK-Clip rule for attention module {type(module).__name__}; "
                      f"register one with @register_qk_clip({type(module).__name__})")
 
@@ -222,69 +222,15 @@ def qk_clip_(model: nn.Module, tau: float = 100.0, alpha: float = 0.5) -> list[d
     return clipped
 
 
-# --------------------------------------------------------------------------------------- MuonClip
-# Imported here, not at the top: kimi_mini.optim re-exports max_logits / qk_clip_ (defined above) from
-# this module, so whichever of the two is imported first, the other finds what it needs.
-from kimi_mini.optim import Muon, muon_param_groups, register_optimizer  # noqa: E402
-
-
-class MuonClip(Muon):
-    """Muon (+AdamW for non-matrix parameters) followed by QK-Clip after every step (K2 Algorithm 1).
-
-    Turns max-logit tracking on in ``model``'s attention modules. After each :meth:`step`,
-    ``last_stats`` holds the step's statistics (the max logits *before* the clip):
-    ``max_logit`` (float, over all layers and heads), ``max_logits`` (``[n_layers, n_heads]``),
-    ``clipped`` (per layer ``{head: γ}``), ``n_clipped`` and ``clipped_fraction`` (of all heads).
-    """
-
-    def __init__(self, params, model: nn.Module, lr: float, tau: float = 100.0, alpha: float = 0.5, **kwargs):
-        _check_tau_alpha(tau, alpha)
-        super().__init__(params, lr=lr, **kwargs)
-        self.model, self.tau, self.alpha = model, float(tau), float(alpha)
-        track_max_logits(model)
-        self.last_stats: dict[str, Any] | None = None
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = super().step(closure)
-        s = max_logits(self.model)  # the forward pass of this step, before the clip consumes it
-        clipped = qk_clip_(self.model, self.tau, self.alpha)
-        n = sum(len(c) for c in clipped)
-        self.last_stats = {
-            "max_logit": float(s.max()),
-            "max_logits": s.cpu(),
-            "clipped": clipped,
-            "n_clipped": n,
-            "clipped_fraction": n / s.numel(),
-        }
-        return loss
-
-
-@register_optimizer("muonclip")
-def _build_muonclip(model: nn.Module, lr: float, weight_decay: float, *, tau: float = 100.0,
-                    alpha: float = 0.5, **kwargs: Any) -> MuonClip:
-    """``"muon"``'s parameter split (hidden matrices → Muon, the rest → AdamW) plus QK-Clip(τ, α)."""
-    if kwargs.pop("distributed", False):
-        raise ValueError("distributed: MuonClip wraps single-process Muon; for ZeRO-1 build "
-                         "'muon' with distributed=True and call qk_clip_(model, tau) after each step")
-    muon, adamw = muon_param_groups(model)
-    groups = []
-    if muon:
-        groups.append({"params": [p for _, p in muon], "names": [n for n, _ in muon], "use_muon": True})
-    if adamw:
-        groups.append({"params": [p for _, p in adamw], "names": [n for n, _ in adamw], "use_muon": False})
-    return MuonClip(groups, model, lr=lr, tau=tau, alpha=alpha, weight_decay=weight_decay, **kwargs)
-
-
 def max_logit_callback(step: int, model: nn.Module, optimizer, record: dict) -> None:
     """A ``train(..., callbacks=[...])`` callback that logs the step's max logit (any optimizer).
 
     Adds ``max_logit`` (float) and ``max_logit_layers`` (per layer, max over heads); with
-    :class:`MuonClip` also ``n_clipped`` and ``clipped_fraction`` of the step. Turn tracking on first
-    (:func:`track_max_logits`; MuonClip does it).
+    :class:`~kimi_mini.optim.muonclip.MuonClip` also ``n_clipped`` and ``clipped_fraction`` of the step.
+    Turn tracking on first (:func:`track_max_logits`; MuonClip does it).
     """
-    stats = getattr(optimizer, "last_stats", None)
-    if isinstance(optimizer, MuonClip) and stats is not None:
+    stats = getattr(optimizer, "last_stats", None)  # MuonClip's statistics of the step, when it is one
+    if stats is not None:
         s = stats["max_logits"]
         record["n_clipped"] = stats["n_clipped"]
         record["clipped_fraction"] = stats["clipped_fraction"]
@@ -294,7 +240,7 @@ def max_logit_callback(step: int, model: nn.Module, optimizer, record: dict) -> 
     record["max_logit_layers"] = [float(v) for v in s.amax(-1)]
 
 
-# ------------------------------------------------------------------------------------- exercises
+# ------------------------------------------------- QK-Clip of one layer as a pure function
 def qk_clip_mha_weights(wq: Tensor, wk: Tensor, max_logit: Tensor, tau: float, alpha: float = 0.5
                         ) -> tuple[Tensor, Tensor]:
     """QK-Clip of one MHA layer as a pure function (the exercise's solution).
@@ -313,62 +259,3 @@ def qk_clip_mha_weights(wq: Tensor, wk: Tensor, max_logit: Tensor, tau: float, a
     return wq, wk
 
 
-def _wrong_qk_clip_mha_weights(wq, wk, max_logit, tau, alpha=0.5):
-    g = (tau / max_logit.float()).repeat_interleave(wq.shape[0] // max_logit.numel())[:, None]
-    return wq * g**alpha, wk * g ** (1 - alpha)  # forgets that heads at or below τ must stay untouched
-
-
-def _check_qk_clip_mha_weights(candidate) -> None:
-    gen = torch.Generator().manual_seed(0)
-    H, D, C = 4, 3, 5
-    for tau, alpha in ((10.0, 0.5), (4.0, 0.25)):
-        wq, wk = torch.randn(H * D, C, generator=gen), torch.randn(H * D, C, generator=gen)
-        s = torch.tensor([2.0, 40.0, tau, 16.0])
-        got = candidate(wq.clone(), wk.clone(), s.clone(), tau, alpha)
-        want = qk_clip_mha_weights(wq, wk, s, tau, alpha)
-        assert isinstance(got, tuple) and len(got) == 2, "return the pair (new_wq, new_wk)"
-        for name, g, w, orig in (("wq", got[0], want[0], wq), ("wk", got[1], want[1], wk)):
-            assert g.shape == w.shape, f"{name}: expected shape {tuple(w.shape)}, got {tuple(g.shape)}"
-            for h in range(H):
-                rows = slice(h * D, (h + 1) * D)
-                if s[h] <= tau:
-                    assert torch.equal(g[rows], orig[rows]), (
-                        f"{name}: head {h} has S_max = {float(s[h])} <= tau = {tau}; its rows must stay "
-                        f"bit-identical (gamma is only applied where S_max > tau)")
-                else:
-                    assert torch.allclose(g[rows], w[rows], rtol=1e-6), (
-                        f"{name}: head {h} (S_max = {float(s[h])}, tau = {tau}, alpha = {alpha}) is scaled "
-                        f"wrongly: gamma = tau / S_max, queries take gamma**alpha, keys gamma**(1 - alpha)")
-
-
-def _wrong_mla_clip_factors(gamma, alpha: float = 0.5) -> dict:
-    return {"q_nope": gamma**alpha, "k_nope": gamma ** (1 - alpha), "q_rope": gamma**alpha,
-            "k_rope": gamma ** (1 - alpha), "v": 1.0}  # clips the shared rotary key like a per-head key
-
-
-def _check_mla_clip_factors(candidate) -> None:
-    for gamma, alpha in ((0.25, 0.5), (0.5, 0.3)):
-        got = candidate(gamma, alpha)
-        want = mla_clip_factors(gamma, alpha)
-        assert isinstance(got, dict) and set(got) == set(want), f"return a dict with the keys {sorted(want)}"
-        for part in ("v", "k_rope", "q_rope", "q_nope", "k_nope"):
-            assert abs(float(got[part]) - float(want[part])) < 1e-9, {
-                "v": "V never enters the logit q·k: its factor is 1",
-                "k_rope": "k_rope is one key shared by every head: scaling it would change heads that were "
-                          "fine, so its factor is 1",
-                "q_rope": "the rotary part q_rope·k_rope must still scale by gamma, and k_rope is left alone",
-                "q_nope": "the content part q_nope·k_nope scales by gamma, split as gamma**alpha (query) ...",
-                "k_nope": "... and gamma**(1 - alpha) (key)",
-            }[part] + f" (gamma={gamma}, alpha={alpha}: expected {want[part]:.4f}, got {got[part]})"
-        assert abs(float(got["q_nope"]) * float(got["k_nope"]) - gamma) < 1e-9
-
-
-from kimi_mini.exercises import register_exercise  # noqa: E402
-
-register_exercise("qk_clip_mha_weights", solution=qk_clip_mha_weights, wrong=_wrong_qk_clip_mha_weights,
-                  checker=_check_qk_clip_mha_weights,
-                  description="QK-Clip of one MHA layer: gamma = tau / S_max, q rows gamma^alpha, k rows "
-                              "gamma^(1-alpha), other heads untouched")
-register_exercise("mla_clip_factors", solution=mla_clip_factors, wrong=_wrong_mla_clip_factors,
-                  checker=_check_mla_clip_factors,
-                  description="which MLA parts QK-Clip scales by sqrt(gamma), gamma or 1")

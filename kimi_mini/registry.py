@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from kimi_mini.model import KimiConfig
 
 __all__ = ["Registry", "ATTENTION", "FFN", "register_attention", "register_ffn", "build_attention",
-           "build_ffn", "register_in"]
+           "build_ffn", "register_in", "declared_parameters"]
 
 T = TypeVar("T")
 
@@ -150,3 +150,20 @@ def build_attention(config: KimiConfig, layer_idx: int) -> nn.Module:
 
 def build_ffn(config: KimiConfig, layer_idx: int) -> nn.Module:
     return FFN.get(config.ffn)(config, layer_idx)
+
+
+def declared_parameters(model: nn.Module, declaration: str) -> set[int]:
+    """``id``s of the parameters that ``model``'s modules declare under the class attribute ``declaration``
+    (``"residual_projections"`` or ``"non_muon_parameters"``): each declared name is an attribute of the
+    module — a submodule (all its parameters) or a parameter."""
+    ids: set[int] = set()
+    for module in model.modules():
+        for attr in getattr(type(module), declaration, ()):
+            target = getattr(module, attr, None)
+            if isinstance(target, nn.Module):
+                ids.update(id(p) for p in target.parameters())
+            elif isinstance(target, nn.Parameter):
+                ids.add(id(target))
+            elif target is not None:
+                raise ValueError(f"{declaration}: {type(module).__name__}.{attr} is neither a module nor a parameter")
+    return ids

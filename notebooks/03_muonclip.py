@@ -40,8 +40,8 @@ from kimi_mini.mla import MultiHeadLatentAttention, mha_cache_numel_per_token, m
 from kimi_mini.model import KimiMini, count_params
 from kimi_mini.moe import moe_bias_update_callback
 from kimi_mini.notebooks import start_notebook
-from kimi_mini.optim import build_optimizer, max_logits, qk_clip_
-from kimi_mini.qk_clip import max_logit_callback, mla_clip_factors, track_max_logits
+from kimi_mini.optim import build_optimizer
+from kimi_mini.qk_clip import max_logit_callback, max_logits, mla_clip_factors, qk_clip_, track_max_logits
 from kimi_mini.testing import max_rel_error
 from kimi_mini.train import train
 
@@ -106,20 +106,20 @@ print(f"decode vs prefill: max rel. error {max_rel_error(decoded, full):.1e}")
 assert max_rel_error(decoded, full) < 1e-4
 
 # %% [markdown]
-# The same MLA layer three ways — `impl="naive"` (softmax(QKᵀ)V in fp32, the reference), `"sdpa"`
+# The same MLA layer three ways — `impl="naive"` (softmax(QKᵀ)V in fp32, the reference), `"torch"`
 # (PyTorch's fused attention, the default) and `"triton"` (the flash kernel of section 3; on a CPU it runs
 # in Triton's interpreter) — and their max logits:
 
 # %%
 x_small = torch.randn(2, 40, mini.d_model, device=nb.device)
 layers = {}
-for impl in ("naive", "sdpa", "triton"):
+for impl in ("naive", "torch", "triton"):
     layers[impl] = MultiHeadLatentAttention(mini.replace(attention_options={**mini.attention_options,
                                                                            "impl": impl})).to(nb.device)
     layers[impl].load_state_dict(layers["naive"].state_dict())
     layers[impl].track_max_logit = True
 outs = {impl: layer(x_small) for impl, layer in layers.items()}
-for impl in ("sdpa", "triton"):
+for impl in ("torch", "triton"):
     print(f"{impl:>6} vs naive: output max rel. error {max_rel_error(outs[impl], outs['naive']):.1e}, "
           f"max logits {layers[impl].max_logit.tolist()}")
 

@@ -312,7 +312,7 @@ nb.record_claim(
 # ## Exercises
 # **1. The gate.** For one head, `q, k [T, D]`: return a bool `[T, n_blocks]` that is True at each
 # query's current block and at its top-(k−1) blocks among those that end before its own block starts,
-# ranked by `q_t · mean(K_block)`. The last block may be partial. (Solution: `kimi_mini.moba.gate_one_head`.)
+# ranked by `q_t · mean(K_block)`. The last block may be partial. (Solution: `kimi_mini.exercises.moba.gate_one_head`.)
 
 # %%
 def my_gate(q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: int) -> torch.Tensor:

@@ -114,7 +114,7 @@ def test_torch_path_matches_naive_outputs_and_gradients(T, bs, top_k, dtype):
 
 def test_explicit_part_path_matches_the_fused_kernel_path(monkeypatch):
     # The fused CPU flash kernel is private PyTorch API; the explicit softmax path must agree with it.
-    import kimi_mini.moba as moba_mod
+    import kimi_mini.moba.efficient as moba_mod
 
     q, k, v = _qkv(2, 2, 130, 16, requires_grad=True)
     do = torch.randn(2, 2, 130, 16, generator=torch.Generator().manual_seed(5))
@@ -223,7 +223,7 @@ def test_hybrid_keeps_full_attention_in_the_last_layers():
 def test_moba_model_with_covering_top_k_equals_the_full_attention_model():
     torch.manual_seed(0)
     moba = KimiMini(_moba_config(attention_options=dict(block_size=16, top_k=6, full_attention_layers=0)))
-    full = KimiMini(_moba_config(attention="mha", attention_options={}))
+    full = KimiMini(_moba_config(attention="mha").replace(attention_options={}))
     full.load_state_dict(moba.state_dict())
     tokens = torch.randint(0, 256, (2, 90))
     assert_close(moba(tokens)[0], full(tokens)[0], rtol=1e-5, what="logits")

@@ -16,8 +16,8 @@ import torch
 from kimi_mini import KimiConfig, KimiMini
 from kimi_mini.layers import MultiHeadAttention, causal_mask
 from kimi_mini.mla import MultiHeadLatentAttention, mla_logits_reference
-from kimi_mini.optim import Muon, build_optimizer, max_logits, qk_clip_
-from kimi_mini.qk_clip import MuonClip, attention_modules, max_logit_callback, qk_clip_gamma, track_max_logits
+from kimi_mini.optim import Muon, MuonClip, build_optimizer, max_logits, qk_clip_
+from kimi_mini.qk_clip import attention_modules, max_logit_callback, qk_clip_gamma, track_max_logits
 from kimi_mini.testing import assert_close
 
 MLA_OPTS = dict(q_lora_rank=24, kv_lora_rank=20, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6)

@@ -1,0 +1,151 @@
+"""MoBA's block gate and the dense-mask reference (arXiv 2502.13189, §2.2): the equations of the
+package docstring, in the most direct form. Everything here is O(T²) or cheap; the efficient path is in
+:mod:`kimi_mini.moba.efficient`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# Bound on the elements of one gate temporary (scores of a chunk of queries against all block means).
+_BUCKET_ELEMS = 1 << 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_block_args(block_size, top_k) -> None:
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size <= 0:
+        raise ValueError(f"block_size: expected a positive int, got {block_size!r}")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k: expected an int >= 1 (it counts the current block), got {top_k!r}")
+
+
+def _check_qk(q: Tensor, k: Tensor, v: Tensor | None = None) -> None:
+    named = [("q", q), ("k", k)] + ([("v", v)] if v is not None else [])
+    for name, t in named:
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name}: expected a [B, H, T, D] tensor, got {shape}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point tensor, got {t.dtype}")
+    for name, t in named[1:]:
+        if t.shape != q.shape:
+            raise ValueError(f"{name}: expected the shape of q {tuple(q.shape)}, got {tuple(t.shape)}")
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name}: expected the dtype of q ({q.dtype}), got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: expected the device of q ({q.device}), got {t.device}")
+    if q.shape[2] < 1 or q.shape[3] < 1:
+        raise ValueError(f"q: expected T >= 1 and D >= 1, got shape {tuple(q.shape)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The gate
+# ----------------------------------------------------------------------------------------------
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype MoBA computes in: fp32 for half precision, the input's own dtype otherwise (fp64 stays)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def block_means(k: Tensor, block_size: int, n_blocks: int) -> Tensor:
+    """Mean key of each of the first ``n_blocks`` (complete) blocks: ``[B, H, T, D] -> [B, H, n, D]``
+    (fp32, or fp64 for fp64 keys)."""
+    B, H, _, D = k.shape
+    return k[:, :, : n_blocks * block_size].to(compute_dtype(k)).reshape(B, H, n_blocks, block_size, D).mean(-2)
+
+
+@torch.no_grad()
+def _select_from_means(q: Tensor, means: Tensor, q_pos: Tensor, block_size: int, top_k: int) -> Tensor:
+    """History selection for queries at absolute positions ``q_pos`` (``[Tq]``) given the mean keys
+    of the complete blocks (``[B, H, n_hist, D]``). Returns int64 ``[B, H, Tq, min(k−1, n_hist)]``,
+    block ids, ``-1`` where a query has fewer eligible blocks than slots. Chunked over queries."""
+    B, H, Tq, _ = q.shape
+    n_hist = means.shape[2]
+    kk = min(top_k - 1, n_hist)
+    out = torch.full((B, H, Tq, max(kk, 0)), -1, dtype=torch.long, device=q.device)
+    if kk <= 0:
+        return out
+    blocks = torch.arange(n_hist, device=q.device)
+    mt = means.transpose(-1, -2)  # [B, H, D, n_hist]
+    step = max(1, _BUCKET_ELEMS // 4 // max(1, B * H * max(n_hist, q.shape[-1])))  # ≤ 1 MB per temporary
+    for s in range(0, Tq, step):
+        e = min(s + step, Tq)
+        scores = q[:, :, s:e].to(mt.dtype) @ mt  # [B, H, e-s, n_hist]  — no 1/√D: the paper's gate
+        eligible = blocks[None, :] < torch.div(q_pos[s:e], block_size, rounding_mode="floor")[:, None]
+        scores.masked_fill_(~eligible, float("-inf"))
+        vals, idx = scores.topk(kk, dim=-1)  # [B, H, e-s, kk]
+        out[:, :, s:e] = idx.masked_fill(vals == float("-inf"), -1)
+    return out
+
+
+def moba_select(q: Tensor, k: Tensor, block_size: int, top_k: int) -> Tensor:
+    """The chosen *history* blocks of every query, as indices.
+
+    Args: q, k ``[B, H, T, D]`` (any float dtype; the gate runs in fp32), ``block_size`` B > 0,
+    ``top_k`` ≥ 1 (counts the current block). Returns int64 ``[B, H, T, S]`` with
+    ``S = min(top_k − 1, n_blocks − 1)`` slots holding block ids in descending gate score, ``-1`` for
+    an empty slot (fewer eligible blocks than slots). The current block is implied, not listed.
+    """
+    _check_qk(q, k)
+    _check_block_args(block_size, top_k)
+    T = q.shape[2]
+    n_blocks = -(-T // block_size)
+    means = block_means(k, block_size, n_blocks - 1)  # the last block is never anyone's history
+    return _select_from_means(q, means, torch.arange(T, device=q.device), block_size, top_k)
+
+
+def moba_gate(q: Tensor, k: Tensor, block_size: int, top_k: int) -> Tensor:
+    """Which key blocks each query attends: bool ``[B, H, T, n_blocks]``.
+
+    Row t is True at its current block ⌊t/B⌋ and at its top-(k−1) eligible history blocks (those
+    ending at or before the start of its own block), ranked by ``q_t · mean(K_block)`` in fp32.
+    """
+    hist = moba_select(q, k, block_size, top_k)  # [B, H, T, S]
+    B, H, T, _ = q.shape
+    n_blocks = -(-T // block_size)
+    blocks = torch.arange(n_blocks, device=q.device)
+    gate = (hist[..., None] == blocks).any(-2)  # [B, H, T, n]; -1 never matches
+    current = torch.arange(T, device=q.device) // block_size  # [T]
+    return gate | (blocks[None, :] == current[:, None])
+
+
+def moba_sparsity(seq_len: int, block_size: int, top_k: int) -> float:
+    """The paper's sparsity ``1 − B·k / T`` (0 when every block is attended)."""
+    return max(0.0, 1.0 - block_size * top_k / seq_len)
+
+
+def merge_attention(o1: Tensor, lse1: Tensor, o2: Tensor, lse2: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge two softmax-attention results over *disjoint* key sets by their log-sum-exps.
+
+    ``o_i [..., D]`` are the normalised partial outputs, ``lse_i [...]`` = log Σ_j exp(s_j) over part
+    i's keys. Returns ``(o, lse)`` equal to attention over the union of the keys.
+    """
+    lse = torch.logaddexp(lse1, lse2)
+    return (o1 * torch.exp(lse1 - lse)[..., None] + o2 * torch.exp(lse2 - lse)[..., None]), lse
+
+
+# ----------------------------------------------------------------------------------------------
+# The reference
+# ----------------------------------------------------------------------------------------------
+
+
+def moba_attention_naive(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k: int) -> Tensor:
+    """The reference: a dense ``[T, T]`` mask from :func:`moba_gate` (blocks → their keys, causal inside
+    the current block), softmax in fp32 (fp64 for fp64 inputs). ``[B, H, T, D]`` in, q's dtype out."""
+    B, H, T, D = q.shape
+    gate = moba_gate(q, k, block_size, top_k)  # [B, H, T, n]
+    mask = gate.repeat_interleave(block_size, dim=-1)[..., :T]  # [B, H, T, T]: block → its keys
+    mask &= torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # causal inside the current block
+    ct = compute_dtype(q)
+    scores = (q.to(ct) @ k.to(ct).transpose(-1, -2)) / math.sqrt(D)  # [B, H, T, T]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v.to(ct)).to(q.dtype)
+
+
