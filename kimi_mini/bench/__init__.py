@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kimi_mini.registry import Registry
+
 __all__ = ["BenchResult", "TOPICS", "register", "discover", "time_it", "peak_memory", "trim_heap", "machine_info",
            "format_table"]
 
@@ -42,12 +44,16 @@ class Topic:
     help: str
 
 
-TOPICS: dict[str, Topic] = {}
+TOPICS: Registry[Topic] = Registry("benchmark topic")
 
 
 def register(name: str, help: str = "") -> Callable:
+    """Decorator: ``@register("moe")`` on ``fn(quick=False) -> BenchResult`` makes it ``kimi-mini bench moe``
+    (a second, different function under the same name is an error)."""
     def decorator(fn: Callable[..., BenchResult]) -> Callable[..., BenchResult]:
-        TOPICS[name] = Topic(name, fn, help or (fn.__doc__ or "").strip().splitlines()[0])
+        if name in TOPICS and TOPICS.get(name).fn is fn:  # the same module imported twice
+            return fn
+        TOPICS.add(name, Topic(name, fn, help or (fn.__doc__ or "").strip().splitlines()[0]))
         return fn
 
     return decorator
