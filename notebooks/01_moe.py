@@ -174,9 +174,9 @@ print(f"one K2 MoE layer: {total / 1e9:.2f} B parameters, "
 # weighted rows back to their tokens:
 
 # %%
-from kimi_mini import moe as moe_module  # noqa: E402
+from kimi_mini.moe import experts as moe_experts_module  # noqa: E402
 
-print(inspect.getsource(moe_module._experts_sorted))
+print(inspect.getsource(moe_experts_module._experts_sorted))
 
 # %% [markdown]
 # The *kernel* (`impl="triton"`, `kernels/moe.py`) is a grouped GEMM in the style of vLLM's `fused_moe`:
