@@ -94,3 +94,17 @@ def test_bad_inputs_raise_value_error_naming_the_argument():
         token_logprobs(x.double(), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="block_v"):
         token_logprobs(x, torch.zeros(4, dtype=torch.long), block_v=24)
+
+
+def test_rank_classify_triton_impl_equals_torch_impl():
+    from kimi_mini.model import KimiConfig, KimiMini
+    from kimi_mini.prompts.rank import rank_classify
+
+    torch.manual_seed(0)
+    model = KimiMini(KimiConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_seq_len=64))
+    prompts, options = ["Nice? great fun =>", "Is it bad? awful =>"], [["yes", "no"], ["yes", "no", "maybe"]]
+    p_torch, s_torch = rank_classify(model, prompts, options, impl="torch")
+    p_tri, s_tri = rank_classify(model, prompts, options, impl="triton")
+    assert torch.equal(p_torch, p_tri)
+    for a, b in zip(s_tri, s_torch, strict=True):
+        assert_close(a, b, rtol=1e-5, atol=1e-5, what="option scores")

@@ -30,13 +30,19 @@ _TOK = ByteTokenizer()
 
 def token_logprobs(logits: Tensor, targets: Tensor, impl: str = "torch") -> Tensor:
     """``log softmax(logits)[i, targets[i]]`` for each row: logits ``[N, V]`` float, targets ``[N]`` int64 →
-    ``[N]`` fp32. ``impl="torch"`` computes it with ``F.log_softmax`` + ``gather``."""
+    ``[N]`` fp32. ``impl="torch"`` computes it with ``F.log_softmax`` + ``gather``; ``impl="triton"`` with the
+    fused kernel :func:`kimi_mini.kernels.logprob.token_logprobs` (no ``[N, V]`` log-probabilities; on a CPU it
+    runs in Triton's interpreter: correct, slow)."""
     if logits.dim() != 2 or not logits.is_floating_point():
         raise ValueError(f"logits: expected a float [N, V] tensor, got {logits.dtype} {tuple(logits.shape)}")
     if targets.shape != logits.shape[:1] or targets.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"targets: expected int64 [{logits.shape[0]}], got {targets.dtype} {tuple(targets.shape)}")
-    if impl != "torch":
-        raise ValueError(f"impl: expected 'torch', got {impl!r}")
+    if impl not in ("torch", "triton"):
+        raise ValueError(f"impl: expected 'torch' or 'triton', got {impl!r}")
+    if impl == "triton":
+        from kimi_mini.kernels.logprob import token_logprobs as fused_token_logprobs
+
+        return fused_token_logprobs(logits if logits.stride(-1) == 1 else logits.contiguous(), targets.long())
     return F.log_softmax(logits.float(), dim=-1).gather(1, targets.long()[:, None])[:, 0]
 
 
