@@ -1,0 +1,121 @@
+"""Exercises of notebook 07 (GPS, arXiv 2210.17041): the slot-once filter, one generation's selection, and a
+"predict, then run" question on the dev–test gap of the prompts GPS returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kimi_mini.exercises import register_exercise
+from kimi_mini.prompts.operators import filter_reason
+
+# --- 1. warm-up: the slot-once filter ------------------------------------------------------------------------
+
+
+def slots_once(template: str, slots: list[str]) -> bool:
+    """Exercise solution: True iff every input slot appears exactly once and no other field but at most one
+    ``{options}`` (what GPS's first filter keeps)."""
+    return filter_reason(template, template, slots, [], set()) != "slot"
+
+
+def _wrong_slots_once(template: str, slots: list[str]) -> bool:
+    return all("{" + s + "}" in template for s in slots)  # present, but maybe twice
+
+
+def _check_slots_once(candidate: Callable) -> None:
+    cases = [("Nice? {text}", ["text"], True), ("{text} nice? {options}", ["text"], True),
+             ("Nice? text", ["text"], False), ("{text} or {text}?", ["text"], False),
+             ("{a} vs {b}?", ["a", "b"], True), ("{a} vs {a}?", ["a", "b"], False),
+             ("{text} {options} {options}", ["text"], False), ("Nice {txt}? {text}", ["text"], False)]
+    for template, slots, want in cases:
+        got = candidate(template, list(slots))
+        assert got is want, f"slots_once({template!r}, {slots}) should be {want}, got {got!r}"
+
+
+register_exercise("gps_slots_once", solution=slots_once, wrong=_wrong_slots_once, checker=_check_slots_once,
+                  description="warm-up: every input slot exactly once")
+
+
+# --- 2. one generation's selection ---------------------------------------------------------------------------
+
+
+def select_and_breed(population: list[tuple[str, float]], k: int,
+                     breed: Callable[[str], list[str]]) -> tuple[list[str], list[str]]:
+    """Exercise solution: ``(kept, next_generation)``. ``kept``: the top-``k`` templates by score (ties: the earlier
+    one), best first. ``next_generation``: the children ``breed(parent)`` of each kept parent in order, without
+    any template already in ``population`` and without repeats — and no parent carried over."""
+    order = sorted(range(len(population)), key=lambda i: (-population[i][1], i))
+    kept = [population[i][0] for i in order[:k]]
+    seen = {t for t, _ in population}
+    children = []
+    for parent in kept:
+        for child in breed(parent):
+            if child not in seen:
+                seen.add(child)
+                children.append(child)
+    return kept, children
+
+
+def _wrong_select_and_breed(population, k, breed):
+    kept, children = select_and_breed(population, k, breed)
+    return kept, kept + children  # elitism: the parents survive — not what GPS does
+
+
+def _check_select_and_breed(candidate: Callable) -> None:
+    pop = [("A {x}", 0.5), ("B {x}", 0.75), ("C {x}", 0.5), ("D {x}", 0.25)]
+
+    def breed(t):
+        return [t + " 1", t + " 2", "A {x}"]
+
+    kept, nxt = candidate(list(pop), 2, breed)
+    assert list(kept) == ["B {x}", "A {x}"], (f"kept should be the top 2 by score, ties to the earlier prompt: "
+                                              f"['B {{x}}', 'A {{x}}'], got {kept!r}")
+    assert not set(nxt) & {t for t, _ in pop}, "the next generation holds only new children: no parent, no old prompt"
+    assert list(nxt) == ["B {x} 1", "B {x} 2", "A {x} 1", "A {x} 2"], f"children of the kept, in order; got {nxt!r}"
+    kept, nxt = candidate([("A {x}", 1.0)], 3, lambda t: [t + "!", t + "!"])
+    assert list(kept) == ["A {x}"] and list(nxt) == ["A {x}!"], "k larger than the population; repeats dropped"
+
+
+register_exercise("gps_select_and_breed", solution=select_and_breed, wrong=_wrong_select_and_breed,
+                  checker=_check_select_and_breed, description="one GPS generation: keep top-K, children only")
+
+
+# --- 3. predict, then run: the dev–test gap -------------------------------------------------------------------
+
+GAP_CHOICES = ("dev higher", "about equal", "test higher")
+GAP_BAND = 0.02  # |dev − test| within 2 points is "about equal"
+# What notebook 07 measured at the toy preset (mean over tasks and seeds of dev − test accuracy of GPS's final
+# top-K); the notebook replaces it with its own run's value through `set_measured_gap`.
+MEASURED = {"gap": 0.05}
+
+
+def set_measured_gap(gap: float) -> None:
+    """Called by the notebook after its GPS runs: mean (dev accuracy − test accuracy) of the returned prompts."""
+    if not isinstance(gap, float) or not -1 <= gap <= 1:
+        raise ValueError(f"gap: expected a float in [-1, 1], got {gap!r}")
+    MEASURED["gap"] = gap
+
+
+def _measured_choice() -> str:
+    gap = MEASURED["gap"]
+    return "about equal" if abs(gap) <= GAP_BAND else ("dev higher" if gap > 0 else "test higher")
+
+
+def dev_test_gap_prediction() -> str:
+    """Exercise "solution": the answer the measured run gives."""
+    return _measured_choice()
+
+
+def _wrong_gap() -> str:
+    return next(c for c in GAP_CHOICES if c != _measured_choice())
+
+
+def _check_gap(candidate: Callable) -> None:
+    guess = candidate()
+    assert guess in GAP_CHOICES, f"predict one of {GAP_CHOICES}, got {guess!r}"
+    assert guess == _measured_choice(), (
+        f"you predicted {guess!r}; the run measured dev − test = {MEASURED['gap']:+.3f} ({_measured_choice()!r}). "
+        "Which prompts does a selection by dev score favour, and how noisy is a 32-example score?")
+
+
+register_exercise("gps_dev_test_gap", solution=dev_test_gap_prediction, wrong=_wrong_gap, checker=_check_gap,
+                  description="predict, then run: is GPS's returned prompt better on dev than on test?")
