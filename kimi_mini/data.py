@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kimi_mini.checks import check_int, describe
+
 __all__ = ["ByteTokenizer", "TokenData", "stdlib_files", "load_stdlib_dataset", "load_corpus",
            "unigram_entropy", "cache_dir"]
 
@@ -140,13 +142,24 @@ class TokenData:
     train: Tensor
     val: Tensor
 
+    def __post_init__(self) -> None:
+        for name in ("train", "val"):
+            t = getattr(self, name)
+            if not isinstance(t, Tensor) or t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool:
+                raise ValueError(f"{name}: expected a 1-D integer token stream, got {describe(t)}")
+            if t.is_meta:
+                raise ValueError(f"{name}: expected a token stream with data, got a meta tensor")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) > 255):
+                raise ValueError(f"{name}: expected byte tokens in [0, 255], got values in "
+                                 f"[{int(t.min())}, {int(t.max())}]")
+
     def get_batch(self, split: str, batch_size: int, seq_len: int,
                   generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
         """``batch_size`` random windows: ``x [B, T]`` and the next-token targets ``y [B, T]`` (int64)."""
         if split not in ("train", "val"):
             raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
-        if batch_size < 1 or seq_len < 1:
-            raise ValueError(f"batch_size, seq_len: expected positive, got {batch_size}, {seq_len}")
+        check_int("batch_size", batch_size, 1)
+        check_int("seq_len", seq_len, 1)
         data = self.train if split == "train" else self.val
         if len(data) <= seq_len + 1:
             raise ValueError(f"seq_len: {seq_len} is too long for the {split} split ({len(data)} tokens)")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_int, check_number, check_tensor, describe
 from kimi_mini.layers import RMSNorm
 from kimi_mini.registry import ATTENTION, FFN, build_attention, build_ffn, declared_parameters
 
@@ -72,8 +73,7 @@ class KimiConfig:
             raise ValueError(
                 f"n_kv_heads: expected a positive divisor of n_heads={self.n_heads}, got {self.n_kv_heads!r}")
         for name in ("rope_theta", "norm_eps", "init_std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
+            check_number(name, getattr(self, name), 0, lo_open=True)
         if self.attention not in ATTENTION:
             raise ValueError(f"attention: unknown attention {self.attention!r}; expected one of {sorted(ATTENTION)}")
         if self.ffn not in FFN:
@@ -164,8 +164,14 @@ class KimiMini(nn.Module):
 
     def forward(self, tokens: Tensor, targets: Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
-        if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"tokens: expected int64 [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
+        if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens: expected int64 [B, T], got {describe(tokens)}")
+        device = self.tok_emb.weight.device
+        check_tensor("tokens", tokens, device=device)
+        if tokens.numel() and not device.type == "meta" and (int(tokens.min()) < 0
+                                                              or int(tokens.max()) >= self.config.vocab_size):
+            raise ValueError(f"tokens: expected ids in [0, {self.config.vocab_size - 1}], got values in "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]")
         T = tokens.shape[1]
         start = cache.pos if cache is not None else 0
         if start + T > self.config.max_seq_len:
@@ -178,8 +184,10 @@ class KimiMini(nn.Module):
         logits = self.lm_head(self.norm(x)).float()  # [B, T, V]
         loss = None
         if targets is not None:
-            if targets.shape != tokens.shape:
-                raise ValueError(f"targets: expected shape {tuple(tokens.shape)}, got {tuple(targets.shape)}")
+            if not isinstance(targets, Tensor) or targets.shape != tokens.shape or targets.is_floating_point():
+                raise ValueError(f"targets: expected integer ids of shape {tuple(tokens.shape)}, got "
+                                 f"{describe(targets)}")
+            check_tensor("targets", targets, device=device)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return logits, loss
 
@@ -196,12 +204,12 @@ class KimiMini(nn.Module):
         (KV cache); without it the whole sequence is re-run every step (the reference).
         ``temperature=0`` is greedy decoding.
         """
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens: expected >= 0, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature: expected >= 0, got {temperature}")
-        if prompt.dim() != 2 or prompt.shape[1] < 1:
-            raise ValueError(f"prompt: expected int64 [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
+        check_int("max_new_tokens", max_new_tokens, 0)
+        check_number("temperature", temperature, 0)
+        if top_k is not None:
+            check_int("top_k", top_k, 1)
+        if not isinstance(prompt, Tensor) or prompt.dim() != 2 or prompt.shape[1] < 1 or prompt.is_floating_point():
+            raise ValueError(f"prompt: expected int64 [B, T0] with T0 >= 1, got {describe(prompt)}")
         if prompt.shape[1] + max_new_tokens > self.config.max_seq_len:
             raise ValueError(f"max_new_tokens: prompt + new tokens exceed max_seq_len={self.config.max_seq_len}")
         was_training = self.training

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Claim", "record_claim", "set_run", "load_claims", "write_report"]
+__all__ = ["Claim", "record_claim", "set_run", "load_claims", "write_report", "safe_name"]
 
 _ACTIVE: dict[str, object] = {"run_dir": None, "notebook": None}
 
@@ -48,13 +49,15 @@ def record_claim(claim: str, paper_value: str, ours: str, holds: bool | None, ex
                         ("explanation", explanation), ("paper", paper)):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{name}: expected a non-empty string, got {value!r}")
+    if notebook is not None:
+        safe_name(notebook)  # a clear error for an empty or non-string name
     if holds not in (True, False, None):
         raise ValueError(f"holds: expected True, False or None (not testable at this scale), got {holds!r}")
     c = Claim(paper, claim, paper_value, ours, None if holds is None else bool(holds), explanation,
               notebook or _ACTIVE["notebook"])
     out_dir = Path(run_dir) if run_dir else _ACTIVE["run_dir"]
     if out_dir is not None:
-        path = Path(out_dir) / "claims" / f"{c.notebook or 'unnamed'}.json"
+        path = Path(out_dir) / "claims" / f"{safe_name(c.notebook or 'unnamed')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         existing = json.loads(path.read_text()) if path.exists() else []
         existing.append(dataclasses.asdict(c))
@@ -62,6 +65,15 @@ def record_claim(claim: str, paper_value: str, ours: str, holds: bool | None, ex
     mark = {True: "✓ holds", False: "✗ does not hold", None: "– n/a at this scale"}[c.holds]
     print(f"[claim] {claim}\n        paper: {paper_value} | ours: {ours} | {mark}\n        {explanation}")
     return c
+
+
+def safe_name(name: str) -> str:
+    """A file name that stays inside its folder: letters, digits, ``-``, ``_`` and ``.`` only, no leading dot
+    (``"../escaped"`` → ``"escaped"``)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"notebook: expected a non-empty name, got {name!r}")
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip("._") or "unnamed"
+    return cleaned[:120]
 
 
 def load_claims(run_dir: str | Path) -> list[Claim]:

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_int, check_tensor, describe
 from kimi_mini.impl import IMPLS, check_impl, resolve_impl
 from kimi_mini.layers import MultiHeadAttention, blockwise_max_logit
 from kimi_mini.moba.efficient import moba_attention_torch
@@ -66,8 +67,23 @@ def moba_decode_attention(q: Tensor, k: Tensor, v: Tensor, start_pos: int, block
     cached mean keys of the completed blocks (``[B, H, ≥ n_hist, D]``). Each new query attends only
     to its own block and its top-(k−1) history blocks: O(k·B·D) work per token, not O(T·D).
     """
+    _check_block_args(block_size, top_k)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, dims=4, kind="float", device=q.device if name != "q" else None)
+    if k.shape != v.shape or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"k, v: expected the same shape and q's dtype, got {describe(k)} and {describe(v)}")
     B, H, Tq, D = q.shape
     T = k.shape[2]
+    check_int("start_pos", start_pos, 0)
+    if k.shape[:2] != (B, H) or k.shape[3] != D or T != start_pos + Tq or Tq < 1:
+        raise ValueError(f"k: expected [B, H, start_pos + Tq, D] = [{B}, {H}, {start_pos + Tq}, {D}] for q "
+                         f"{tuple(q.shape)} at start_pos={start_pos}, got {tuple(k.shape)}")
+    if means is not None:
+        check_tensor("means", means, dims=4, kind="float", device=q.device)
+        if means.shape[:2] != (B, H) or means.shape[3] != D:
+            raise ValueError(f"means: expected [B, H, n_blocks, D] = [{B}, {H}, n, {D}], got {tuple(means.shape)}")
+    if q.numel() == 0:
+        return q.clone()
     bs = block_size
     q_pos = torch.arange(start_pos, T, device=q.device)  # [Tq]
     n_hist = (T - 1) // bs  # complete blocks that can be anyone's history

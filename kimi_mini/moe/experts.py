@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_tensor
 from kimi_mini.impl import resolve_impl
 
 __all__ = ["moe_experts", "ExpertWeights", "RoutedExperts"]
@@ -62,9 +63,21 @@ def moe_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Ten
     Returns: ``[N, d]`` in x.dtype.
     """
     impl = resolve_impl(impl, x if isinstance(x, Tensor) else torch.empty(0))
-    if x.dim() != 2 or indices.shape != weights.shape or indices.shape[0] != x.shape[0]:
+    check_tensor("x", x, dims=2, kind="float")
+    check_tensor("indices", indices, dims=2, kind="int", device=x.device)
+    check_tensor("weights", weights, dims=2, kind="float", device=x.device)
+    if indices.shape != weights.shape or indices.shape[0] != x.shape[0]:
         raise ValueError(f"indices: expected [N, k] matching weights and x [N, d], got x {tuple(x.shape)}, "
                          f"indices {tuple(indices.shape)}, weights {tuple(weights.shape)}")
+    for name, w in (("w1", w1), ("w3", w3), ("w2", w2)):
+        check_tensor(name, w, dims=3, kind="float", device=x.device)
+    E, d, h = w1.shape
+    if d != x.shape[1] or w3.shape != w1.shape or w2.shape != (E, h, d):
+        raise ValueError(f"w1, w3, w2: expected [E, d, h], [E, d, h], [E, h, d] with d = {x.shape[1]}, got "
+                         f"{tuple(w1.shape)}, {tuple(w3.shape)}, {tuple(w2.shape)}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= E):
+        raise ValueError(f"indices: expected expert ids in [0, {E - 1}], got values in "
+                         f"[{int(indices.min())}, {int(indices.max())}]")
     weights = weights.to(x.dtype)
     if x.shape[0] == 0:
         return torch.zeros_like(x)

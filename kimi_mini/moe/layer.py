@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_number
 from kimi_mini.impl import check_impl
 from kimi_mini.layers import SwiGLU
 from kimi_mini.moe.experts import RoutedExperts
@@ -58,14 +59,11 @@ class MoE(nn.Module):
         _check_top_k(top_k, n_experts)
         if not isinstance(n_shared, int) or n_shared < 0:
             raise ValueError(f"n_shared: expected an int >= 0, got {n_shared!r}")
-        if not route_scale > 0:
-            raise ValueError(f"route_scale: expected a positive number, got {route_scale!r}")
-        if not bias_update_speed >= 0:
-            raise ValueError(f"bias_update_speed: expected a number >= 0, got {bias_update_speed!r}")
+        check_number("route_scale", route_scale, 0, lo_open=True)
+        check_number("bias_update_speed", bias_update_speed, 0)
         if bias_rule not in BIAS_RULES:
             raise ValueError(f"bias_rule: expected one of {BIAS_RULES}, got {bias_rule!r}")
-        if not aux_loss_alpha >= 0:
-            raise ValueError(f"aux_loss_alpha: expected a number >= 0, got {aux_loss_alpha!r}")
+        check_number("aux_loss_alpha", aux_loss_alpha, 0)
         check_impl(impl)
         self.d_model, self.n_experts, self.top_k, self.d_expert = d_model, n_experts, top_k, d_expert
         self.n_shared, self.route_scale, self.impl = n_shared, float(route_scale), impl

@@ -5,12 +5,16 @@ the aux-loss-free bias updates and the sequence-wise auxiliary loss. Equations i
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from kimi_mini.checks import check_int, check_number, check_tensor, describe
 
 __all__ = ["BIAS_RULES", "sigmoid_topk_route", "expected_route_scale", "max_violation", "bias_update",
            "sequence_aux_loss"]
 
 BIAS_RULES = ("moonlight", "deepseek")
+MAX_ROUTE_SAMPLES = 10**8  # ρ to 4 decimals needs ~10⁵; the bound keeps a typo from running for hours
 
 
 def _check_top_k(top_k, n_experts: int) -> None:
@@ -40,14 +44,20 @@ def sigmoid_topk_route(logits: Tensor, bias: Tensor | None, top_k: int,
     if n_experts < 1:
         raise ValueError(f"logits: expected at least one expert column, got shape {tuple(logits.shape)}")
     _check_top_k(top_k, n_experts)
-    if bias is not None and (not torch.is_tensor(bias) or tuple(bias.shape) != (n_experts,)):
-        shape = tuple(bias.shape) if torch.is_tensor(bias) else type(bias).__name__
-        raise ValueError(f"bias: expected shape ({n_experts},) to match logits [N, E], got {shape}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits: expected a floating-point tensor, got {describe(logits)}")
+    if bias is not None and (not torch.is_tensor(bias) or tuple(bias.shape) != (n_experts,)
+                             or not bias.is_floating_point()):
+        raise ValueError(f"bias: expected a float tensor of shape ({n_experts},) to match logits [N, E], "
+                         f"got {describe(bias)}")
+    scale = check_number("scale", scale, 0, lo_open=True)
     scores = torch.sigmoid(logits.float())  # [N, E]
     choice = scores if bias is None else scores + bias.float()
     indices = choice.topk(top_k, dim=-1).indices  # [N, k]
-    picked = scores.gather(-1, indices)  # [N, k], unbiased
-    weights = picked / (picked.sum(-1, keepdim=True) + 1e-20) * scale
+    # w_j = s_j / Σ_i s_i over the picked experts, computed as a softmax of log-sigmoids: the same function,
+    # but exact when every picked score underflows to 0 (very negative logits), where the ratio would be 0/0.
+    # All-(−inf) logits still give NaN, as PyTorch propagates them.
+    weights = torch.softmax(F.logsigmoid(logits.float()).gather(-1, indices), dim=-1) * scale
     return indices, weights
 
 
@@ -59,11 +69,11 @@ def expected_route_scale(n_experts: int, top_k: int, samples: int = 100_000, see
     renormalised to sum 1. With every p_j equal to 1/k, 1/‖p‖₂ = √k; spread-out scores give less.
     Reproduces ≈2.446 for (64, 6) and ≈2.827 for (384, 8) (Kimi K2's value).
     """
-    if not isinstance(n_experts, int) or n_experts < 1:
-        raise ValueError(f"n_experts: expected a positive int, got {n_experts!r}")
+    check_int("n_experts", n_experts, 1)
     _check_top_k(top_k, n_experts)
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+    check_int("samples", samples, 1, MAX_ROUTE_SAMPLES)
+    check_int("seed", seed)
+    check_int("chunk", chunk, 1)
     gen = torch.Generator().manual_seed(seed)
     total = 0.0
     for start in range(0, samples, chunk):
@@ -84,6 +94,9 @@ def max_violation(counts: Tensor) -> Tensor:
         raise ValueError(f"counts: expected a tensor [..., E] with E >= 1, got "
                          f"{tuple(counts.shape) if torch.is_tensor(counts) else type(counts).__name__}")
     c = counts.float()
+    if c.numel() and not (torch.isfinite(c).all() and (c >= 0).all()):
+        raise ValueError(f"counts: expected finite, non-negative token counts, got values in "
+                         f"[{float(c.min())}, {float(c.max())}] (NaN present: {bool(c.isnan().any())})")
     mean = c.mean(-1)
     return torch.where(mean > 0, c.amax(-1) / mean.clamp_min(1e-20) - 1, torch.zeros_like(mean))
 
@@ -96,9 +109,13 @@ def bias_update(bias: Tensor, counts: Tensor, speed: float, rule: str = "moonlig
     """
     if rule not in BIAS_RULES:
         raise ValueError(f"rule: expected one of {BIAS_RULES}, got {rule!r}")
-    if tuple(counts.shape) != tuple(bias.shape):
-        raise ValueError(f"counts: expected shape {tuple(bias.shape)} like bias, got {tuple(counts.shape)}")
+    check_tensor("bias", bias, dims=1, kind="float")
+    if not torch.is_tensor(counts) or tuple(counts.shape) != tuple(bias.shape):
+        raise ValueError(f"counts: expected shape {tuple(bias.shape)} like bias, got {describe(counts)}")
+    speed = check_number("speed", speed, 0)
     c = counts.float()
+    if not (torch.isfinite(c).all() and (c >= 0).all()):
+        raise ValueError("counts: expected finite, non-negative token counts")
     step = torch.sign(c.mean() - c)  # [E]
     if rule == "moonlight":
         step = step - step.mean()
@@ -111,6 +128,11 @@ def sequence_aux_loss(scores: Tensor, indices: Tensor, n_seq: int) -> Tensor:
     scores: ``[N, E]`` sigmoid scores (fp32, with gradient), indices: ``[N, k]`` the selected experts,
     N = n_seq · T with the tokens of each sequence contiguous. Returns a scalar; 1.0 at perfect balance.
     """
+    check_tensor("scores", scores, dims=2, kind="float")
+    check_tensor("indices", indices, dims=2, kind="int")
+    if indices.shape[0] != scores.shape[0]:
+        raise ValueError(f"indices: expected {scores.shape[0]} rows like scores, got {describe(indices)}")
+    check_int("n_seq", n_seq, 1)
     N, E = scores.shape
     k = indices.shape[1]
     if N % n_seq:
