@@ -1,0 +1,264 @@
+"""A multi-aspect review benchmark with known rationales, built from real human-rated sentences.
+
+BeerAdvocate (the benchmark of DMR, arXiv 2106.00320, and of RNP) was withdrawn by its owner, and no
+token-level rationale corpus installs offline. This module builds the same *shape* of task from real
+sentences that humans rated from −4 to +4 (Hutto & Gilbert, ICWSM 2014, shipped in the
+``vaderSentiment==3.3.2`` sdist; :func:`kimi_mini.realdata.vader_sentences`):
+
+- a review is three "aspect" sentences, one per source set — the **target** aspect (movie-review
+  snippets by default) and two **distractor** aspects (Amazon snippets, tweets) — in random order;
+- its label is the sign of the target sentence's mean human rating; targets with |rating| < 0.5 are
+  dropped (no clear sign);
+- each distractor is drawn so that its rating correlates with the target's, as the aspects of a beer
+  review do (ρ ≈ 0.6–0.7): through a Gaussian copula, z_a = ρ·z_t + √(1−ρ²)·ε on normal scores
+  z = Φ⁻¹(rank / n), then the distractor sentence whose normal score is nearest z_a (one of the four
+  nearest, at random). This is the spurious shortcut: a distractor alone predicts the label often;
+- the gold rationale is exactly the target sentence's tokens.
+
+Sentences are filtered (never truncated) to ``min_tokens … max_sentence_tokens`` tokens, so a gold
+rationale is a whole human-rated sentence. Every sentence pool is split train/test *before* reviews
+are composed: no test sentence is ever seen in training. Word vectors are the 300-d word2vec vectors of
+:func:`kimi_mini.realdata.word_vectors`, frozen; out-of-vocabulary words get a fixed random vector
+seeded by the word itself; ``dim`` optionally projects all vectors onto their top principal components.
+
+The result is a ``datasets.DatasetDict`` (``train``/``test``; columns ``tokens``, ``aspect`` (per-token
+aspect index, 0 = target), ``label``, ``ratings``, ``domains``) cached under ``data/cache/`` with the
+vocabulary and embedding matrix next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kimi_mini.data import cache_dir
+from kimi_mini.realdata import VADER_DOMAINS, vader_sentences, word_vectors
+
+__all__ = ["tokenize", "build_reviews", "ReviewBenchmark", "ReviewTensors", "PAD"]
+
+PAD = "<pad>"
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
+_VERSION = 1  # bump when the build changes: the cache key includes it
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words (with a clitic: ``don't``), numbers, and ``!``/``?``; other punctuation dropped."""
+    if not isinstance(text, str):
+        raise ValueError(f"text: expected str, got {type(text).__name__}")
+    return _TOKEN.findall(text.lower())
+
+
+@dataclass
+class ReviewTensors:
+    """One split as padded tensors: ``ids``/``aspect`` long ``[N, T]``, ``mask``/``gold`` bool ``[N, T]``,
+    ``label`` long ``[N]`` (1 = positive). ``aspect`` is −1 on padding."""
+
+    ids: Tensor
+    mask: Tensor
+    gold: Tensor
+    aspect: Tensor
+    label: Tensor
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def take(self, idx: Tensor) -> ReviewTensors:
+        idx = idx.to(self.ids.device)
+        return ReviewTensors(self.ids[idx], self.mask[idx], self.gold[idx], self.aspect[idx], self.label[idx])
+
+    def to(self, device) -> ReviewTensors:
+        return ReviewTensors(*(t.to(device) for t in (self.ids, self.mask, self.gold, self.aspect, self.label)))
+
+
+@dataclass
+class ReviewBenchmark:
+    """The benchmark: ``dataset`` (DatasetDict), ``vocab`` (index 0 = ``<pad>``), frozen ``embeddings``
+    ``[V, dim]`` (row 0 zero), the ``domains`` (target first) and the build ``params``."""
+
+    dataset: object
+    vocab: list[str]
+    embeddings: Tensor
+    domains: tuple[str, ...]
+    params: dict
+
+    def tensors(self, split: str) -> ReviewTensors:
+        if split not in self.dataset:
+            raise ValueError(f"split: expected one of {sorted(self.dataset)}, got {split!r}")
+        ds = self.dataset[split]
+        index = {w: i for i, w in enumerate(self.vocab)}
+        toks, asp = ds["tokens"], ds["aspect"]
+        n, t = len(toks), max(len(x) for x in toks)
+        ids = torch.zeros(n, t, dtype=torch.long)
+        aspect = torch.full((n, t), -1, dtype=torch.long)
+        for i, (words, a) in enumerate(zip(toks, asp, strict=True)):
+            ids[i, :len(words)] = torch.tensor([index[w] for w in words])
+            aspect[i, :len(a)] = torch.tensor(a)
+        mask = aspect >= 0
+        return ReviewTensors(ids, mask, aspect == 0, aspect, torch.tensor(ds["label"], dtype=torch.long))
+
+    def aspect_correlation(self, split: str = "train") -> list[float]:
+        """Pearson correlation of the target's rating with each distractor's rating (one per distractor)."""
+        r = np.array(self.dataset[split]["ratings"])  # [N, n_aspects], target first
+        return [float(np.corrcoef(r[:, 0], r[:, j])[0, 1]) for j in range(1, r.shape[1])]
+
+    def shortcut_agreement(self, split: str = "train") -> list[float]:
+        """How often each distractor's rating has the label's sign: a distractor-only classifier's ceiling."""
+        ds = self.dataset[split]
+        r, y = np.array(ds["ratings"]), np.array(ds["label"])
+        return [float(((r[:, j] > 0) == (y == 1)).mean()) for j in range(1, r.shape[1])]
+
+    def __repr__(self) -> str:
+        sizes = {k: len(v) for k, v in self.dataset.items()}
+        return (f"ReviewBenchmark(target={self.domains[0]!r}, distractors={self.domains[1:]}, {sizes}, "
+                f"vocab {len(self.vocab)}, embeddings {tuple(self.embeddings.shape)})")
+
+
+def _pools(domain: str, min_tokens: int, max_tokens: int, test_fraction: float, rng: np.random.Generator):
+    rows = [(tokenize(s), r) for s, r in vader_sentences(domain)]
+    rows = [(w, r) for w, r in rows if min_tokens <= len(w) <= max_tokens]
+    perm = rng.permutation(len(rows))
+    n_test = int(round(test_fraction * len(rows)))
+    return {"test": [rows[i] for i in perm[:n_test]], "train": [rows[i] for i in perm[n_test:]]}
+
+
+def _normal_scores(ratings: np.ndarray) -> np.ndarray:
+    from scipy.stats import norm, rankdata
+
+    return norm.ppf((rankdata(ratings) - 0.5) / len(ratings))
+
+
+def _compose(target_pool, distractor_pools, rho, min_abs, rng):
+    t_rat = np.array([r for _, r in target_pool])
+    keep = np.nonzero(np.abs(t_rat) >= min_abs)[0]
+    z_t = _normal_scores(t_rat)  # scores over the whole pool: the copula sees the natural marginal
+    sorted_pools = []
+    for pool in distractor_pools:
+        z = _normal_scores(np.array([r for _, r in pool]))
+        order = np.argsort(z, kind="stable")
+        sorted_pools.append((pool, order, z[order]))
+    out = {"tokens": [], "aspect": [], "label": [], "ratings": [], "domains": []}
+    for i in rng.permutation(keep):
+        parts = [(0, target_pool[i])]
+        for a, (pool, order, z_sorted) in enumerate(sorted_pools, start=1):
+            z_a = rho * z_t[i] + np.sqrt(1 - rho**2) * rng.standard_normal()
+            at = int(np.searchsorted(z_sorted, z_a))
+            j = int(np.clip(at + rng.integers(-2, 2), 0, len(pool) - 1))
+            parts.append((a, pool[order[j]]))
+        ratings = [0.0] * len(parts)
+        tokens, aspect, domains = [], [], []
+        for a, (words, r) in (parts[k] for k in rng.permutation(len(parts))):
+            tokens += words
+            aspect += [a] * len(words)
+            domains.append(a)
+            ratings[a] = float(r)
+        out["tokens"].append(tokens)
+        out["aspect"].append(aspect)
+        out["label"].append(int(t_rat[i] > 0))
+        out["ratings"].append(ratings)
+        out["domains"].append(domains)
+    return out
+
+
+def _embeddings(vocab: list[str], dim: int | None) -> Tensor:
+    wv = word_vectors()
+    known = wv.vectors
+    std = float(known.std())
+    emb = torch.zeros(len(vocab), known.shape[1])
+    for i, w in enumerate(vocab[1:], start=1):
+        if w in wv.index:
+            emb[i] = known[wv.index[w]]
+        else:  # OOV: a fixed random vector seeded by the word itself (stable across builds and machines)
+            g = torch.Generator().manual_seed(zlib.crc32(w.encode()))
+            emb[i] = torch.randn(known.shape[1], generator=g) * std
+    if dim is not None:  # project onto the top principal components of the vocabulary's vectors
+        centred = emb[1:] - emb[1:].mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        emb = (emb - emb[1:].mean(0)) @ v[:dim].T
+        emb = emb / emb[1:].std()
+        emb[0] = 0.0
+    return emb.contiguous()
+
+
+def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon", "tweet"), *, rho: float = 0.7,
+                  min_tokens: int = 3, max_sentence_tokens: int = 12, min_abs_rating: float = 0.5,
+                  test_fraction: float = 0.2, dim: int | None = None, seed: int = 0,
+                  cache: Path | None = None) -> ReviewBenchmark:
+    """Build (once; then load from ``data/cache/``) the review benchmark described in the module docstring.
+
+    ``rho`` is the copula correlation between the target's and each distractor's rating (the measured
+    Pearson correlation is in :meth:`ReviewBenchmark.aspect_correlation`); ``dim=None`` keeps the 300-d
+    vectors, an integer projects them onto that many principal components.
+    """
+    domains = (target, *distractors)
+    for d in domains:
+        if d not in VADER_DOMAINS:
+            raise ValueError(f"target/distractors: unknown domain {d!r}; expected one of {sorted(VADER_DOMAINS)}")
+    if len(set(domains)) != len(domains) or not distractors:
+        raise ValueError(f"distractors: expected ≥ 1 domains different from the target, got {distractors!r}")
+    if not 0 <= rho < 1:
+        raise ValueError(f"rho: expected 0 <= rho < 1, got {rho!r}")
+    if not (isinstance(min_tokens, int) and isinstance(max_sentence_tokens, int) and 1 <= min_tokens
+            <= max_sentence_tokens):
+        raise ValueError(f"min_tokens, max_sentence_tokens: expected 1 <= min <= max, got {min_tokens}, "
+                         f"{max_sentence_tokens}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected in (0, 1), got {test_fraction!r}")
+    if dim is not None and not (isinstance(dim, int) and 1 <= dim <= 300):
+        raise ValueError(f"dim: expected None or an integer in [1, 300], got {dim!r}")
+    params = dict(target=target, distractors=list(distractors), rho=rho, min_tokens=min_tokens,
+                  max_sentence_tokens=max_sentence_tokens, min_abs_rating=min_abs_rating,
+                  test_fraction=test_fraction, dim=dim, seed=seed, version=_VERSION)
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    path = (cache or cache_dir()) / f"dmr-reviews-{key}"
+    if not path.exists():
+        _build(params, path)
+    return _load(path)
+
+
+def _build(params: dict, path: Path) -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    rng = np.random.default_rng(params["seed"])
+    domains = [params["target"], *params["distractors"]]
+    pools = {d: _pools(d, params["min_tokens"], params["max_sentence_tokens"], params["test_fraction"], rng)
+             for d in domains}
+    splits = {}
+    for split in ("train", "test"):
+        rows = _compose(pools[domains[0]][split], [pools[d][split] for d in domains[1:]], params["rho"],
+                        params["min_abs_rating"], rng)
+        splits[split] = datasets.Dataset.from_dict(rows)
+    vocab = [PAD] + sorted({w for ds in splits.values() for words in ds["tokens"] for w in words})
+    emb = _embeddings(vocab, params["dim"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".building-"))
+    datasets.DatasetDict(splits).save_to_disk(str(tmp / "dataset"))
+    (tmp / "vocab.json").write_text(json.dumps(vocab))
+    (tmp / "params.json").write_text(json.dumps(params, sort_keys=True))
+    torch.save(emb, tmp / "embeddings.pt")
+    try:
+        os.replace(tmp, path)  # atomic: a parallel builder cannot half-write it
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is identical
+
+
+def _load(path: Path) -> ReviewBenchmark:
+    import datasets
+
+    datasets.disable_progress_bars()
+    params = json.loads((path / "params.json").read_text())
+    return ReviewBenchmark(dataset=datasets.load_from_disk(str(path / "dataset")),
+                           vocab=json.loads((path / "vocab.json").read_text()),
+                           embeddings=torch.load(path / "embeddings.pt", weights_only=True),
+                           domains=(params["target"], *params["distractors"]), params=params)

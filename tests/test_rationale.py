@@ -1,0 +1,213 @@
+"""DMR / RNP library: CMD against a direct formula, metrics on hand-made masks, the straight-through
+generator, the benchmark builder's gold rationale, and a tiny training run."""
+
+import math
+
+import pytest
+import torch
+
+from kimi_mini.rationale.cmd import central_moments_torch, cmd, cmd_released
+from kimi_mini.rationale.metrics import aspect_shares, highlight, rationale_metrics
+from kimi_mini.rationale.models import Generator, Predictor, straight_through_select
+from kimi_mini.rationale.train import RationaleConfig, continuity_loss, sparsity_loss
+from kimi_mini.testing import assert_close
+
+
+def _cmd_direct(x, y, K):
+    """CMD written out element by element with Python floats."""
+    N, D = x.shape
+    total = 0.0
+    cols = lambda t, j: [float(v) for v in t[:, j]]  # noqa: E731
+    means_x = [sum(cols(x, j)) / len(x) for j in range(D)]
+    means_y = [sum(cols(y, j)) / len(y) for j in range(D)]
+    total += math.sqrt(sum((a - b) ** 2 for a, b in zip(means_x, means_y, strict=True)))
+    for k in range(2, K + 1):
+        cx = [sum((v - means_x[j]) ** k for v in cols(x, j)) / len(x) for j in range(D)]
+        cy = [sum((v - means_y[j]) ** k for v in cols(y, j)) / len(y) for j in range(D)]
+        total += math.sqrt(sum((a - b) ** 2 for a, b in zip(cx, cy, strict=True)))
+    return total
+
+
+@pytest.mark.parametrize("impl", ["reference", "torch"])
+@pytest.mark.parametrize("K", [1, 2, 5])
+def test_cmd_matches_direct_formula(impl, K):
+    g = torch.Generator().manual_seed(K)
+    x, y = torch.randn(13, 4, generator=g), torch.rand(9, 4, generator=g) * 3
+    assert abs(float(cmd(x, y, K, impl=impl)) - _cmd_direct(x.double(), y.double(), K)) < 1e-4
+
+
+def test_cmd_is_zero_for_identical_samples_and_symmetric():
+    x = torch.randn(20, 6)
+    assert float(cmd(x, x.clone())) == pytest.approx(0.0, abs=1e-6)
+    assert float(cmd(x, x[torch.randperm(20)])) == pytest.approx(0.0, abs=1e-5)  # a set statistic
+    y = torch.randn(15, 6) * 2
+    assert float(cmd(x, y)) == pytest.approx(float(cmd(y, x)), rel=1e-6)
+
+
+def test_cmd_sees_higher_moments_that_the_released_typo_misses():
+    # same mean, different spread: true CMD > 0, the released x*k version sees (almost) nothing
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 3, generator=g)
+    y = torch.randn(4000, 3, generator=g) * 3
+    y = y - y.mean(0) + x.mean(0)
+    assert float(cmd(x, y)) > 50
+    assert float(cmd_released(x, y)) < 1e-4
+
+
+def test_central_moments_torch_values():
+    x = torch.tensor([[0.0], [2.0], [4.0]])  # mean 2, deviations -2, 0, 2
+    assert_close(central_moments_torch(x, 4)[:, 0], torch.tensor([2.0, 8 / 3, 0.0, 32 / 3]), what="moments")
+
+
+def test_cmd_rejects_bad_input():
+    with pytest.raises(ValueError, match="K"):
+        cmd(torch.randn(3, 2), torch.randn(3, 2), K=0)
+    with pytest.raises(ValueError, match="y"):
+        cmd(torch.randn(3, 2), torch.randn(3, 4))
+    with pytest.raises(ValueError, match="impl"):
+        cmd(torch.randn(3, 2), torch.randn(3, 2), impl="cuda")
+    with pytest.raises(ValueError, match="x"):
+        cmd(torch.randn(3), torch.randn(3, 1))
+
+
+def test_rationale_metrics_on_hand_made_masks():
+    sel = torch.tensor([[1, 1, 0, 0, 1, 0], [0, 1, 1, 0, 0, 0]]).bool()
+    gold = torch.tensor([[1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0]]).bool()
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]).bool()
+    m = rationale_metrics(sel, gold, mask)
+    # selected 5, gold 5, overlap 3 (2 + 1), real tokens 10
+    assert m == pytest.approx({"precision": 3 / 5, "recall": 3 / 5, "f1": 3 / 5, "sparsity": 5 / 10})
+    # selections on padding do not count
+    sel_pad = sel.clone()
+    sel_pad[1, 5] = True
+    assert rationale_metrics(sel_pad, gold, mask) == pytest.approx(m)
+    assert rationale_metrics(gold, gold, mask)["f1"] == 1.0
+    empty = rationale_metrics(torch.zeros_like(sel), gold, mask)
+    assert empty["precision"] == 0.0 and empty["f1"] == 0.0 and empty["sparsity"] == 0.0
+    assert aspect_shares(sel, torch.tensor([[0, 0, 0, 1, 1, 2], [2, 2, 0, 0, -1, -1]]), 3) == pytest.approx(
+        [3 / 5, 1 / 5, 1 / 5])
+
+
+def test_rationale_metrics_rejects_bad_masks():
+    with pytest.raises(ValueError, match="gold"):
+        rationale_metrics(torch.zeros(2, 3).bool(), torch.zeros(2, 4).bool())
+    with pytest.raises(ValueError, match="mask"):
+        rationale_metrics(torch.zeros(2, 3).bool(), torch.zeros(2, 3).bool(), torch.ones(3, 2).bool())
+    with pytest.raises(ValueError, match="selected"):
+        rationale_metrics(torch.full((2, 3), 0.5), torch.zeros(2, 3).bool())
+
+
+def test_highlight_marks_selected_and_gold():
+    out = highlight(["a", "<b>", "c"], [True, False, True], [True, True, False])
+    assert out.count("background") == 2 and out.count("border-bottom") == 2
+    assert "&lt;b&gt;" in out and "<b>" not in out.replace('<span', '')
+
+
+def test_straight_through_is_hard_forward_with_softmax_gradient():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 3.0]], requires_grad=True)
+    z = straight_through_select(logits)
+    assert z.tolist() == [0.0, 1.0, 1.0]
+    (grad,) = torch.autograd.grad(z.sum(), logits)
+    p = logits.detach().softmax(-1)[:, 1]
+    want = torch.stack([-p * (1 - p), p * (1 - p)], -1)  # d softmax_1 / d logits
+    assert_close(grad, want, what="grad")
+
+
+def test_generator_selection_is_hard_masked_and_differentiable():
+    torch.manual_seed(0)
+    emb = torch.randn(20, 8)
+    gen, pred = Generator(emb, 4), Predictor(emb, 4)
+    ids = torch.randint(1, 20, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    z = gen(ids, mask)
+    assert set(z.unique().tolist()) <= {0.0, 1.0} and not z[1, 5:].any()
+    logits, phi = pred(ids, mask, z)
+    assert logits.shape == (3, 2) and phi.shape == (3, 8)
+    logits.sum().backward()
+    assert gen.head.weight.grad is not None and gen.head.weight.grad.abs().sum() > 0
+    assert gen.embed.weight.grad is None  # frozen embeddings
+    with pytest.raises(ValueError, match="mask"):
+        gen(ids, mask.float())
+
+
+def test_sparsity_and_continuity_losses():
+    z = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+    mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    assert float(sparsity_loss(z, mask, 0.5)) == pytest.approx(abs(3 / 7 - 0.5))
+    assert float(continuity_loss(z, mask)) == pytest.approx(3 / 5)  # 1 + 2 changes over 3 + 2 real pairs
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="alpha"):
+        RationaleConfig(alpha=1.5)
+    with pytest.raises(ValueError, match="K"):
+        RationaleConfig(K=0)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    from kimi_mini.rationale.data import build_reviews
+
+    return build_reviews(dim=16)
+
+
+def test_builder_gold_rationale_is_exactly_the_target_sentence(bench):
+    from kimi_mini.rationale.data import tokenize
+    from kimi_mini.realdata import vader_sentences
+
+    sentences = {d: {} for d in bench.domains}
+    for d in bench.domains:
+        for s, r in vader_sentences(d):
+            sentences[d].setdefault(tuple(tokenize(s)), set()).add(r)
+    seen = {}
+    for split in ("train", "test"):
+        ds = bench.dataset[split]
+        t = bench.tensors(split)
+        for i in range(0, len(ds), 7):
+            row = ds[i]
+            aspect = torch.tensor(row["aspect"])
+            for a, domain in enumerate(bench.domains):
+                pos = (aspect == a).nonzero().flatten()
+                assert len(pos) > 0 and int(pos[-1] - pos[0]) + 1 == len(pos)  # one contiguous sentence
+                words = tuple(row["tokens"][int(pos[0]):int(pos[-1]) + 1])
+                assert row["ratings"][a] in sentences[domain][words]  # a real sentence with its human rating
+                if a == 0:
+                    assert seen.setdefault(words, split) == split  # no target sentence in both splits
+            gold_words = [w for w, g in zip(row["tokens"], t.gold[i].tolist(), strict=False) if g]
+            assert tuple(gold_words) in sentences[bench.domains[0]]
+            assert t.gold[i].sum() == (aspect == 0).sum() and not (t.gold[i] & ~t.mask[i]).any()
+            assert abs(row["ratings"][0]) >= 0.5 and row["label"] == int(row["ratings"][0] > 0)
+
+
+def test_builder_correlates_the_aspects_and_is_cached(bench):
+    from kimi_mini.rationale.data import build_reviews
+
+    rho = bench.aspect_correlation("train")
+    assert all(0.55 <= r <= 0.8 for r in rho), rho
+    again = build_reviews(dim=16)
+    assert again.dataset["train"]["tokens"][:20] == bench.dataset["train"]["tokens"][:20]
+    assert torch.equal(again.embeddings, bench.embeddings) and bench.embeddings.shape == (len(bench.vocab), 16)
+    assert bench.embeddings[0].abs().sum() == 0  # padding row
+    with pytest.raises(ValueError, match="rho"):
+        build_reviews(rho=1.0)
+    with pytest.raises(ValueError, match="distractors"):
+        build_reviews(distractors=("movie",))
+
+
+def test_training_tiny_rnp_and_dmr_runs_and_selects_sparsely(bench):
+    from kimi_mini.rationale.train import evaluate, teacher_accuracy, train_dmr, train_rnp, train_teacher
+
+    tr = bench.tensors("train").take(torch.arange(256))
+    te = bench.tensors("test").take(torch.arange(128))
+    cfg = RationaleConfig(hidden=4, steps=30, teacher_steps=30, batch_size=32, lr=5e-3, alpha=0.3)
+    teacher, hist = train_teacher(tr, bench.embeddings, cfg)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert hist[-1]["loss"] < hist[0]["loss"] + 0.1
+    assert 0.0 <= teacher_accuracy(teacher, te) <= 1.0
+    rnp, dmr = train_rnp(tr, bench.embeddings, cfg), train_dmr(tr, bench.embeddings, teacher, cfg)
+    for gen, pred, _ in (rnp, dmr):
+        e = evaluate(gen, pred, te, teacher)
+        assert e["z"].shape == te.mask.shape and not (e["z"] & ~te.mask).any()
+        assert 0 <= e["f1"] <= 1 and e["kl"] >= 0 and sum(e["aspects"]) == pytest.approx(1.0, abs=1e-6)
+    assert "cmd" in dmr[2][-1] and "om" in dmr[2][-1] and "cmd" not in rnp[2][-1]
