@@ -24,16 +24,27 @@ class UsageError(Exception):
     """Bad command-line input: reported as one line, exit code 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (``prog: message; see prog --help``) and exit 2,
+    like every other usage error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _select_notebooks(directory: Path, only: str | None) -> list[Path]:
     from kimi_mini.notebooks import list_notebooks
 
     available = list_notebooks(directory)
     if not available:
         raise UsageError(f"no notebooks (NN_topic.ipynb) in {directory}")
-    if not only:
+    if only is None:
         return available
+    keys = [k.strip() for k in only.split(",") if k.strip()]
+    if not keys:
+        raise UsageError(f"--only: expected comma-separated notebook numbers or names, got {only!r}")
     chosen = []
-    for key in (k.strip() for k in only.split(",") if k.strip()):
+    for key in keys:
         match = [p for p in available if p.stem == key or p.stem.split("_")[0] == key]
         if not match:
             names = ", ".join(p.stem for p in available)
@@ -59,12 +70,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     try:
         preset = get_preset(args.preset)
-    except ValueError as exc:
-        raise UsageError(f"--preset: {str(exc).split(': ', 1)[1]}") from None
+        preset.check_device()  # up front: not one failed notebook after another
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"--preset: {str(exc).split(': ', 1)[-1]}") from None
+    if args.timeout < 1:
+        raise UsageError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
     directory = Path(args.notebooks) if args.notebooks else notebook_dir()
+    if not directory.is_dir():
+        raise UsageError(f"--notebooks: {directory} is not a folder")
     notebooks = _select_notebooks(directory, args.only)
     run_dir = (Path(args.out) / preset.name).resolve()
-    (run_dir / "claims").mkdir(parents=True, exist_ok=True)
+    for parent in [Path(args.out), *Path(args.out).parents, run_dir]:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--out: {parent} is a file; expected a folder (or a path that does not exist yet)")
+    try:
+        (run_dir / "claims").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create {run_dir} ({exc.strerror or exc})") from None
     results = []
     bar = tqdm(notebooks, desc=f"reproduce ({preset.name})", unit="notebook", dynamic_ncols=True)
     for nb in bar:
@@ -77,8 +99,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         except Exception as exc:  # one failing notebook must not stop the others
             error = _error_summary(exc)
             tqdm.write(f"FAILED {nb.stem}: {error} (executed copy: {run_dir / nb.name})")
-        results.append({"notebook": nb.stem, "seconds": time.perf_counter() - t0, "ok": error is None,
-                        "error": error})
+        seconds = time.perf_counter() - t0
+        results.append({"notebook": nb.stem, "seconds": seconds, "ok": error is None, "error": error})
+        tqdm.write(f"{nb.stem}: {'ok' if error is None else 'FAILED'} in {seconds:.0f} s")
     report = write_report(run_dir, preset.name, results)
     summary = report.read_text().strip().splitlines()[-1]
     print(f"wrote {report}\n{summary}")
@@ -127,7 +150,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kimi-mini", description="kimi-mini: run the course, benchmark kernels.")
+    parser = OneLineParser(prog="kimi-mini", description="kimi-mini: run the course, benchmark kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("reproduce", help="run the notebooks with papermill and write the reproduction report")

@@ -116,6 +116,55 @@ def _synthetic_data(seed: int):
                      val=torch.randint(0, 256, (20_000,), generator=g, dtype=torch.uint8))
 
 
+def _writable(path: str) -> str | None:
+    """Why ``path`` cannot be written (None when it can): checked before training, not after it."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{path} is a directory; expected a file path"
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".kimi-mini-write-check-"):
+            pass
+    except OSError as exc:
+        return f"cannot write to {parent} ({exc.strerror or exc})"
+    return None
+
+
+def _check_args(args: argparse.Namespace, world: int) -> str | None:
+    """The first problem with the command line, as the one line to print (None: all fine)."""
+    import math
+
+    ints = (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1), ("--seq-len", args.seq_len, 1),
+            ("--warmup", args.warmup, 0), ("--eval-every", args.eval_every, 1),
+            ("--eval-batches", args.eval_batches, 1))
+    for flag, value, lo in ints:
+        if value < lo:
+            return f"{flag}: expected an integer >= {lo}, got {value}"
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        return f"--checkpoint-every: expected an integer >= 1, got {args.checkpoint_every}"
+    if args.warmup > args.steps:
+        return f"--warmup: expected at most --steps={args.steps} warm-up steps, got {args.warmup}"
+    for flag, value in (("--lr", args.lr), ("--weight-decay", args.weight_decay), ("--grad-clip", args.grad_clip)):
+        if not math.isfinite(value):
+            return f"{flag}: expected a finite number, got {value}"
+    if args.lr <= 0:
+        return f"--lr: expected a number > 0, got {args.lr}"
+    if args.weight_decay < 0:
+        return f"--weight-decay: expected a number >= 0, got {args.weight_decay}"
+    if args.batch_size % world:
+        return (f"--batch-size: {args.batch_size} does not split over {world} ranks; "
+                "expected a multiple of the world size")
+    if args.resume and not args.checkpoint:
+        return "--resume: needs --checkpoint (the file to resume from)"
+    for flag, path in (("--checkpoint", args.checkpoint), ("--history", args.history)):
+        if path:
+            why = _writable(path)
+            if why:
+                return f"{flag}: {why}"
+    return None
+
+
 def _fail(message: str) -> int:
     print(f"kimi-mini train: {message}", file=sys.stderr)
     return 2
@@ -138,11 +187,9 @@ def run(args: argparse.Namespace) -> int:
     if args.optimizer not in OPTIMIZERS:
         return _fail(f"--optimizer: unknown optimizer {args.optimizer!r}; "
                      f"expected one of {sorted(OPTIMIZERS)}")
-    if args.batch_size % world:
-        return _fail(f"--batch-size: {args.batch_size} does not split over {world} ranks; "
-                     "expected a multiple of the world size")
-    if args.steps < 1:
-        return _fail(f"--steps: expected >= 1, got {args.steps}")
+    problem = _check_args(args, world)
+    if problem:
+        return _fail(problem)
     try:
         config = KimiConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                             d_ff=args.d_ff, max_seq_len=args.seq_len, attention=args.attention, ffn=args.ffn)
@@ -162,6 +209,17 @@ def run(args: argparse.Namespace) -> int:
             for t in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(t.data, src=0)
         data = _synthetic_data(args.seed) if args.data == "synthetic" else _load_corpus()
+        shortest = min(len(data.train), len(data.val))
+        if args.seq_len + 2 > shortest:
+            return _fail(f"--seq-len: {args.seq_len} is too long for the data (its shortest split has {shortest} "
+                         f"tokens); expected at most {shortest - 2}")
+        if args.resume and Path(args.checkpoint).exists():
+            from kimi_mini.train import load_checkpoint
+
+            try:  # a bad checkpoint is reported before any training, not after the first save
+                load_checkpoint(args.checkpoint, KimiMini(config), map_location="cpu")
+            except ValueError as exc:
+                return _fail(f"--checkpoint: {exc}")
         grad_clip = args.grad_clip if args.grad_clip > 0 else None
         zero1 = world > 1 and args.optimizer in ("muon", "adamw")
         kwargs = {"impl": args.ns_impl} if args.optimizer in ("muon", "muonclip") else {}

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from kimi_mini.checks import check_number
 from kimi_mini.optim.muon import (
     ADAMW_BETAS,
     ADAMW_EPS,
@@ -70,8 +71,8 @@ class DistributedMuon(torch.optim.Optimizer):
                  process_group=None, max_grad_norm: float | None = None,
                  gather_dtype: torch.dtype | None = None):
         _check_hparams(lr, momentum, weight_decay, ns_steps, update_rms, betas, eps, impl)
-        if max_grad_norm is not None and max_grad_norm <= 0:
-            raise ValueError(f"max_grad_norm: expected > 0 or None, got {max_grad_norm}")
+        if max_grad_norm is not None:
+            check_number("max_grad_norm", max_grad_norm, 0, lo_open=True)
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         ns_steps=ns_steps, update_rms=update_rms, betas=tuple(betas), eps=eps, impl=impl,
                         use_muon=True)
