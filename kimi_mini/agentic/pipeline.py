@@ -1,0 +1,300 @@
+"""The post-training pipeline end to end: pre-train → synthesise + judge → SFT → RL, and the held-out evaluation.
+
+Paper: *Kimi K2: Open Agentic Intelligence* (arXiv 2507.20534) §3. Sizes live in one :class:`AgenticSetup`;
+the pre-trained and the SFT checkpoints are cached under ``data/cache/agentic/`` by a hash of everything that
+determines them (a fresh clone fits them in the notebook's budget; later runs load them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kimi_mini.agentic.rl import (
+    budget_penalty,
+    collate,
+    encode_episode,
+    k15_policy_loss,
+    rollout,
+    sequence_logprob,
+    sft_loss,
+    temperature_schedule,
+)
+from kimi_mini.agentic.synthesis import Task, make_agents, make_tasks, optimal_agent_bytes, synthesize
+from kimi_mini.data import TokenData, cache_dir, load_corpus
+from kimi_mini.model import KimiConfig, KimiMini
+from kimi_mini.train import evaluate, run_steps, train
+
+__all__ = ["AgenticSetup", "build_tasks", "sft_dataset", "pretrained_model", "sft_model", "rl_finetune",
+           "success_rate", "stdlib_loss", "run_experiment", "VARIANTS"]
+
+_VERSION = "agentic-v1"  # bump when the code that produces a cached checkpoint changes
+
+
+@dataclass(frozen=True)
+class AgenticSetup:
+    """Every size of the experiment (toy defaults: the whole notebook ≈ 100 s of CPU)."""
+
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 176
+    max_seq_len: int = 224
+    pretrain_steps: int = 150
+    pretrain_batch: int = 16
+    pretrain_seq: int = 128
+    tasks_per_agent: int = 400
+    max_operand: int = 30
+    p_error: float = 0.3  # the teacher's mistake rate (what the judge filters out)
+    p_long: float = 0.3  # the teacher's long-winded-but-right rate (what the token budget targets)
+    sft_steps: int = 400
+    sft_batch: int = 16
+    lr: float = 3e-3
+    rl_steps: int = 10
+    rl_tasks: int = 4  # tasks per RL step
+    rl_k: int = 4  # samples per task
+    rl_lr: float = 5e-4
+    rl_inner: int = 2  # gradient steps per rollout batch (π_old fixed within them)
+    tau: float = 0.1
+    ptx_weight: float = 0.5
+    ptx_batch: int = 8
+    ptx_seq: int = 96
+    budget_slack: float = 1.25  # per-sample budget = slack × the shortest correct response's bytes
+    budget_weight: float = 0.5
+    t_start: float = 1.0
+    t_end: float = 0.5
+    n_test: int = 32
+
+    def model_config(self) -> KimiConfig:
+        return KimiConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
+                          max_seq_len=self.max_seq_len)
+
+    def key(self, *fields: str, **extra) -> str:
+        d = {f: getattr(self, f) for f in fields} | extra | {"version": _VERSION}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+_MODEL_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len")
+_PRETRAIN_FIELDS = _MODEL_FIELDS + ("pretrain_steps", "pretrain_batch", "pretrain_seq", "lr")
+_SFT_FIELDS = _PRETRAIN_FIELDS + ("tasks_per_agent", "max_operand", "p_error", "p_long", "sft_steps", "sft_batch")
+
+
+def build_tasks(setup: AgenticSetup, seed: int = 0) -> dict[str, list[Task]]:
+    """``train`` (tasks of calc, calc2, calc3, fs on the train split), ``test_seen`` (held-out tasks of the same
+    agents) and ``test_evolved`` (the ``calc_evo`` agent, whose renamed adder ``plus`` is never trained on)."""
+    agents, rng = make_agents(), random.Random(seed)
+    out: dict[str, list[Task]] = {"train": [], "test_seen": [], "test_evolved": []}
+    seen = set()
+    for name in ("calc", "calc2", "calc3", "fs", "calc_evo"):
+        for t in make_tasks(agents[name], setup.tasks_per_agent, rng, max_operand=setup.max_operand):
+            if (t.key, t.persona) in seen:
+                continue
+            seen.add((t.key, t.persona))
+            out["train" if t.split == "train" else "test_evolved" if name == "calc_evo" else "test_seen"].append(t)
+    test_rng = random.Random(seed + 1)
+    for k in ("test_seen", "test_evolved"):
+        test_rng.shuffle(out[k])
+        out[k] = out[k][:setup.n_test]
+    return out
+
+
+def sft_dataset(tasks: list[Task], setup: AgenticSetup, *, filtered: bool, seed: int = 0):
+    """Teacher trajectories for ``tasks``, judged; with ``filtered`` only those that pass. Returns
+    ``(sequences, pass_rate)`` — sequences are ``(tokens, agent_mask)`` pairs no longer than the model's context,
+    ``pass_rate`` the judge's acceptance rate."""
+    played = synthesize(tasks, seed=seed, p_error=setup.p_error, p_long=setup.p_long)
+    seqs = [encode_episode(ep) for ep, ok in played if ok or not filtered]
+    return [s for s in seqs if len(s[0]) <= setup.max_seq_len], sum(ok for _, ok in played) / len(played)
+
+
+def _cached(path, build) -> nn.Module:
+    if path.exists():
+        model = build(None)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model
+    model = build(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return model
+
+
+def pretrained_model(setup: AgenticSetup, corpus: TokenData, progress: bool = False) -> KimiMini:
+    """The base model: ``KimiMini`` pre-trained on the stdlib corpus (cached)."""
+    def build(path):
+        torch.manual_seed(0)
+        model = KimiMini(setup.model_config())
+        if path is not None:
+            opt = torch.optim.AdamW(model.parameters(), lr=setup.lr, weight_decay=0.1)
+            train(model, opt, corpus, steps=setup.pretrain_steps, batch_size=setup.pretrain_batch,
+                  seq_len=setup.pretrain_seq, eval_every=setup.pretrain_steps, eval_batches=1, progress=progress,
+                  desc="pretrain")
+        return model
+    return _cached(cache_dir() / "agentic" / f"pretrain-{setup.key(*_PRETRAIN_FIELDS)}.pt", build)
+
+
+def sft_model(setup: AgenticSetup, corpus: TokenData, tasks: list[Task], *, seed: int, filtered: bool = True,
+              progress: bool = False) -> KimiMini:
+    """SFT of the pre-trained model on judged (``filtered``) or all teacher trajectories of ``tasks`` (cached)."""
+    base = pretrained_model(setup, corpus)
+
+    def build(path):
+        model = KimiMini(setup.model_config())
+        model.load_state_dict(base.state_dict())
+        if path is None:
+            return model
+        data, _ = sft_dataset(tasks, setup, filtered=filtered, seed=seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=setup.lr, weight_decay=0.1)
+
+        def step_fn(step, gen):
+            idx = torch.randint(len(data), (setup.sft_batch,), generator=gen).tolist()
+            tokens, mask = collate([data[i] for i in idx])
+            loss = sft_loss(model, tokens, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            return {"loss": loss.item()}
+
+        run_steps(step_fn, setup.sft_steps, seed=seed, progress=progress, desc="sft")
+        return model
+    key = setup.key(*_SFT_FIELDS, seed=seed, filtered=filtered, n_train=len(tasks))
+    return _cached(cache_dir() / "agentic" / f"sft-{key}.pt", build)
+
+
+def rl_finetune(model: KimiMini, setup: AgenticSetup, tasks: list[Task], corpus: TokenData, *, seed: int,
+                ptx: bool = True, budget: bool = True, progress: bool = False) -> list[dict]:
+    """RL in place with K1.5's objective, rubric rewards, token budget, PTX loss and temperature decay."""
+    opt = torch.optim.AdamW(model.parameters(), lr=setup.rl_lr, weight_decay=0.0)
+    budgets = {}
+
+    def step_fn(step, gen):
+        temperature = temperature_schedule(step, setup.rl_steps, setup.t_start, setup.t_end)
+        picks = torch.randint(len(tasks), (setup.rl_tasks,), generator=gen).tolist()
+        batch = [tasks[i] for i in picks for _ in range(setup.rl_k)]
+        seeds = torch.randint(2**31 - 1, (len(batch),), generator=gen).tolist()
+        ro = rollout(model, batch, seeds=seeds, temperature=temperature, generator=gen)
+        for t in batch:
+            if t not in budgets:
+                budgets[t] = math.ceil(setup.budget_slack * optimal_agent_bytes(t))
+        penalty = budget_penalty(ro.agent_bytes, torch.tensor([float(budgets[t]) for t in batch]),
+                                 setup.budget_weight)
+        rewards = ro.passed + (penalty if budget else 0.0)
+        with torch.no_grad():
+            logp_old = sequence_logprob(model, ro.tokens, ro.mask)
+        shape = (setup.rl_tasks, setup.rl_k)
+        for _ in range(setup.rl_inner):
+            logp = sequence_logprob(model, ro.tokens, ro.mask)
+            loss = k15_policy_loss(logp.view(shape), logp_old.view(shape), rewards.view(shape), setup.tau)
+            ptx_loss = torch.zeros(())
+            if ptx:
+                x, y = corpus.get_batch("train", setup.ptx_batch, setup.ptx_seq, gen)
+                ptx_loss = model(x, y)[1]
+            opt.zero_grad(set_to_none=True)
+            (loss + setup.ptx_weight * ptx_loss).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        return {"loss": loss.item(), "ptx": ptx_loss.item(), "reward": rewards.mean().item(),
+                "success": ro.passed.mean().item(), "agent_bytes": ro.agent_bytes.mean().item(),
+                "temperature": temperature}
+
+    model.train()
+    return run_steps(step_fn, setup.rl_steps, seed=seed, progress=progress, desc="rl",
+                     postfix=("reward", "success"))
+
+
+def success_rate(model: KimiMini, tasks: list[Task], seed: int = 0) -> dict[str, float]:
+    """Greedy episodes of ``tasks`` judged by their rubrics: ``success`` (fraction passed), ``agent_bytes``
+    (mean bytes the agent wrote, tool-failure retries excluded)."""
+    ro = rollout(model, tasks, seeds=[seed * 7919 + i for i in range(len(tasks))], temperature=0.0)
+    return {"success": ro.passed.mean().item(), "agent_bytes": ro.agent_bytes.mean().item()}
+
+
+def stdlib_loss(model: KimiMini, corpus: TokenData, seq_len: int = 128, batches: int = 4) -> float:
+    """The pre-training loss: mean cross-entropy on the stdlib validation split (fixed batches)."""
+    return evaluate(model, corpus, batch_size=16, seq_len=seq_len, batches=batches)
+
+
+def _copy(model: KimiMini) -> KimiMini:
+    clone = KimiMini(model.config)
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+def _measure(model: KimiMini, tasks: dict[str, list[Task]], corpus: TokenData) -> dict[str, float]:
+    seen, evolved = success_rate(model, tasks["test_seen"]), success_rate(model, tasks["test_evolved"])
+    return {"seen": seen["success"], "evolved": evolved["success"], "bytes": seen["agent_bytes"],
+            "stdlib": stdlib_loss(model, corpus)}
+
+
+VARIANTS = {"rl": dict(ptx=True, budget=True), "rl_no_ptx": dict(ptx=False, budget=True),
+            "rl_no_budget": dict(ptx=True, budget=False)}
+_WORKER: dict = {}
+
+
+def _context(setup: AgenticSetup):
+    if _WORKER.get("setup") != setup:
+        torch.set_num_threads(1)
+        _WORKER.update(setup=setup, corpus=load_corpus(), tasks=build_tasks(setup))
+    return _WORKER["corpus"], _WORKER["tasks"]
+
+
+def _sft_job(setup: AgenticSetup, seed: int, filtered: bool) -> dict:
+    corpus, tasks = _context(setup)
+    return _measure(sft_model(setup, corpus, tasks["train"], seed=seed, filtered=filtered), tasks, corpus)
+
+
+def _rl_job(setup: AgenticSetup, seed: int, variant: str) -> tuple[dict, list[dict]]:
+    corpus, tasks = _context(setup)
+    model = sft_model(setup, corpus, tasks["train"], seed=seed, filtered=True)
+    torch.manual_seed(seed)
+    history = rl_finetune(model, setup, tasks["train"], corpus, seed=seed, **VARIANTS[variant])
+    return _measure(model, tasks, corpus), history
+
+
+def run_experiment(setup: AgenticSetup, seeds=(0, 1, 2), workers: int = 1) -> dict:
+    """The notebook's experiment. For each seed: SFT on judged and on unfiltered trajectories, then RL from the
+    judged SFT model three ways (full; without PTX; without the token budget). Every model is measured on the
+    held-out tasks (``seen``: unseen tasks of trained agents; ``evolved``: the never-trained ``plus`` agent),
+    by its mean agent bytes on ``seen`` and by its stdlib validation loss. The jobs are independent: with
+    ``workers > 1`` they run in that many processes (SFT jobs first, then RL jobs). Returns ``{"tasks",
+    "results" (variant → one dict per seed; "base" has one), "histories" (RL variant → one history per seed),
+    "cpu_seconds" (CPU time of this process and its workers)}``."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
+    cpu0 = _cpu_seconds()
+    corpus, tasks = _context(setup)
+    results: dict[str, list] = {"base": [_measure(pretrained_model(setup, corpus), tasks, corpus)]}
+    sft_jobs = [(seed, filtered) for seed in seeds for filtered in (True, False)]
+    rl_jobs = [(seed, v) for seed in seeds for v in VARIANTS]
+    if workers == 1:
+        sft_out = [_sft_job(setup, *j) for j in sft_jobs]
+        rl_out = [_rl_job(setup, *j) for j in rl_jobs]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            sft_out = list(pool.map(_sft_job, *zip(*[(setup, *j) for j in sft_jobs], strict=True)))
+            rl_out = list(pool.map(_rl_job, *zip(*[(setup, *j) for j in rl_jobs], strict=True)))
+    for (_seed, filtered), r in zip(sft_jobs, sft_out, strict=True):
+        results.setdefault("sft" if filtered else "sft_unfiltered", []).append(r)
+    histories: dict[str, list] = {}
+    for (_seed, v), (r, h) in zip(rl_jobs, rl_out, strict=True):
+        results.setdefault(v, []).append(r)
+        histories.setdefault(v, []).append(h)
+    return {"tasks": tasks, "results": results, "histories": histories, "cpu_seconds": _cpu_seconds() - cpu0}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
