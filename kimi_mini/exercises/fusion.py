@@ -1,0 +1,118 @@
+"""Exercises of notebook 11 (multimodal fusion): count TFN's parameters, write LMF's forward, and a "predict,
+then run" question on the control data without interactions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kimi_mini.exercises import register_exercise
+from kimi_mini.fusion import LowRankFusion
+
+# --- 1. warm-up: TFN's parameter count ------------------------------------------------------------------------
+
+
+def tfn_param_count(dims: list[int], out_features: int) -> int:
+    """Exercise solution. Weights + biases of TFN's linear layer on vec(z_1 ⊗ … ⊗ z_M), z_m = [h_m; 1]."""
+    return out_features * math.prod(d + 1 for d in dims) + out_features
+
+
+def _wrong_tfn_param_count(dims: list[int], out_features: int) -> int:
+    return out_features * math.prod(dims) + out_features  # forgot the appended 1: loses every lower-order term
+
+
+def _check_tfn_param_count(candidate) -> None:
+    for dims, out in (([32, 32, 32], 16), ([4], 3), ([2, 5, 1, 3], 7)):
+        got, want = candidate(list(dims), out), tfn_param_count(list(dims), out)
+        assert got == want, (f"for modality widths {dims} and {out} outputs you counted {got}; count the entries of "
+                             "vec(z_1 ⊗ … ⊗ z_M) first — what is the length of each z_m?")
+
+
+register_exercise("fusion_tfn_params", solution=tfn_param_count, wrong=_wrong_tfn_param_count,
+                  checker=_check_tfn_param_count, description="count the parameters of TFN's fusion layer")
+
+
+# --- 2. LMF's forward -------------------------------------------------------------------------------------------
+
+
+def lmf_forward(hs: list[torch.Tensor], factors: list[torch.Tensor], bias: torch.Tensor) -> torch.Tensor:
+    """Exercise solution. y_k = Σ_r Π_m ⟨factors[m][r, :, k], [h_m; 1]⟩ + bias_k; hs[m] ``[N, d_m]``,
+    factors[m] ``[R, d_m + 1, K]``, bias ``[K]`` → ``[N, K]``."""
+    y = None
+    for h, w in zip(hs, factors, strict=True):
+        z = torch.cat([h, torch.ones(h.shape[0], 1, dtype=h.dtype)], dim=1)  # [N, d_m + 1]
+        proj = torch.einsum("nd,rdk->nrk", z, w)  # [N, R, K]
+        y = proj if y is None else y * proj
+    return y.sum(dim=1) + bias
+
+
+def _wrong_lmf_forward(hs, factors, bias):
+    # Sums over modalities instead of multiplying: an additive (late-fusion-like) model, no cross products.
+    y = 0
+    for h, w in zip(hs, factors, strict=True):
+        z = torch.cat([h, torch.ones(h.shape[0], 1, dtype=h.dtype)], dim=1)
+        y = y + torch.einsum("nd,rdk->nrk", z, w)
+    return y.sum(dim=1) + bias
+
+
+def _check_lmf_forward(candidate) -> None:
+    torch.manual_seed(11)
+    lmf = LowRankFusion([3, 2, 4], 5, rank=3)
+    with torch.no_grad():
+        lmf.bias.normal_()
+    hs = [torch.randn(6, d) for d in (3, 2, 4)]
+    got = candidate(hs, [f.detach().clone() for f in lmf.factors], lmf.bias.detach().clone())
+    want = lmf(hs).detach()
+    assert isinstance(got, torch.Tensor) and got.shape == want.shape, (
+        f"expected a tensor of shape {tuple(want.shape)}, got {getattr(got, 'shape', type(got))}")
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (
+        "values differ from LowRankFusion: does each modality's projection multiply the others, is the constant 1 "
+        "appended to every h_m, and is the sum over r taken after the product?")
+
+
+register_exercise("fusion_lmf_forward", solution=lmf_forward, wrong=_wrong_lmf_forward, checker=_check_lmf_forward,
+                  description="write low-rank multimodal fusion's forward pass")
+
+
+# --- 3. predict, then run: the control without interactions -----------------------------------------------------
+
+CHOICES = ("multiplicative better", "about the same", "multiplicative worse")
+# Notebook 11's toy-preset measurement: polynomial − late fusion accuracy on the control (3 modalities), mean and sd
+# of the per-seed difference over 3 seeds; the notebook replaces it with its own run through `set_measured_gap`.
+MEASURED = {"gap": (-0.022, 0.006)}
+
+
+def set_measured_gap(mean: float, sd: float) -> None:
+    """Called by the notebook after the control runs with the paired polynomial − late gap (mean, sd)."""
+    for name, v in (("mean", mean), ("sd", sd)):
+        if not isinstance(v, float) or not math.isfinite(v):
+            raise ValueError(f"{name}: expected a finite float, got {v!r}")
+    MEASURED["gap"] = (mean, sd)
+
+
+def measured_control_outcome() -> str:
+    """Exercise "solution": ``about the same`` when |gap| ≤ its seed sd, else which side won."""
+    mean, sd = MEASURED["gap"]
+    if abs(mean) <= sd:
+        return "about the same"
+    return "multiplicative better" if mean > 0 else "multiplicative worse"
+
+
+def _check_control_prediction(candidate) -> None:
+    guess = candidate()
+    assert guess in CHOICES, f"predict one of {CHOICES}, got {guess!r}"
+    mean, sd = MEASURED["gap"]
+    measured = measured_control_outcome()
+    assert guess == measured, (f"you predicted {guess!r}; the run measured {measured!r}: polynomial − late = "
+                               f"{mean:+.3f} ± {sd:.3f}. Which model class contains the true function of the control, "
+                               "and which one has more to fit from the same data?")
+
+
+def _wrong_control_prediction() -> str:
+    return next(c for c in CHOICES if c != measured_control_outcome())
+
+
+register_exercise("fusion_control_prediction", solution=measured_control_outcome, wrong=_wrong_control_prediction,
+                  checker=_check_control_prediction,
+                  description="predict, then run: multiplicative vs late fusion without interactions")
