@@ -4,7 +4,7 @@ on a frozen KimiMini: the baseline GPS (arXiv 2210.17041, Table 2) reports beati
 P trainable vectors E ∈ R^{P×d} are prepended to the token embeddings of the (templated) input; every model
 weight stays frozen. Training minimises the LM loss of the correct answer's tokens,
 
-    L(E) = −(1/|D|) Σ_{(x, y) ∈ D} Σ_j log p_θ(c_{y,j} | [E; emb(x)], c_{y,<j})          (θ frozen)
+    L(E) = −(1/|D|) Σ_{(x, y) ∈ D} (1/|c_y|) Σ_j log p_θ(c_{y,j} | [E; emb(x)], c_{y,<j})          (θ frozen)
 
 on the same 32 dev examples GPS scores with; prediction is rank classification with E in front. E starts
 as the embeddings of P random printable bytes (Lester's "sampled vocabulary" initialisation).
@@ -110,7 +110,7 @@ def tune_soft_prompt(model: KimiMini, task: Task, dev: Sequence[Example], templa
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     finally:
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
