@@ -72,7 +72,9 @@ def safe_name(name: str) -> str:
     (``"../escaped"`` → ``"escaped"``)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"notebook: expected a non-empty name, got {name!r}")
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip("._") or "unnamed"
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+    if not re.search(r"[A-Za-z0-9]", cleaned):
+        raise ValueError(f"notebook: expected a name with letters or digits, got {name!r}")
     return cleaned[:120]
 
 

@@ -192,7 +192,11 @@ class MobaTorch(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, o, lse, hist)
         ctx.block_size = block_size
         B, H, T, D = q.shape
-        return o.view(B, H, -1, D)[:, :, :T].to(q.dtype)
+        out = o.view(B, H, -1, D)[:, :, :T].to(q.dtype)
+        # A query row holding NaN/inf has NaN scores, hence a NaN output in the dense reference; torch's fused
+        # CPU kernel and the LSE merge can turn such a row into zeros instead. Propagate it as PyTorch would.
+        bad = ~torch.isfinite(q).all(-1, keepdim=True)  # [B, H, T, 1]
+        return out.masked_fill(bad, float("nan")) if bool(bad.any()) else out
 
     @staticmethod
     def backward(ctx, do):

@@ -1,0 +1,123 @@
+"""Property tests of the core ops (hypothesis): random valid shapes agree across implementations, stay
+finite and causal; random invalid arguments are a ``ValueError``.
+
+Profiles: ``ci`` (default: few examples, part of ``make test``) and ``thorough`` (many):
+``HYPOTHESIS_PROFILE=thorough pytest tests/test_properties.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kimi_mini.layers import causal_attention
+from kimi_mini.moba import moba_attention
+from kimi_mini.moe import moe_experts, sigmoid_topk_route
+from kimi_mini.optim import newton_schulz
+from kimi_mini.testing import assert_close
+
+settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _randn(shape, seed, dtype=torch.float32, contiguous=True):
+    g = torch.Generator().manual_seed(seed)
+    if contiguous or len(shape) != 4:
+        return torch.randn(*shape, generator=g).to(dtype)
+    B, H, T, D = shape  # a non-contiguous [B, H, T, D] view of a [B, T, H, D] tensor, as attention layers make
+    return torch.randn(B, T, H, D, generator=g).to(dtype).transpose(1, 2)
+
+
+moba_shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 70), st.sampled_from([2, 4, 8, 16]),
+                        st.integers(1, 40), st.integers(1, 6), st.booleans(), st.integers(0, 2**16))
+
+
+@given(moba_shapes)
+def test_moba_naive_equals_torch_finite_and_causal(args):
+    B, H, T, D, block, top_k, contiguous, seed = args
+    q, k, v = (_randn((B, H, T, D), seed + i, contiguous=contiguous) for i in range(3))
+    ref = moba_attention(q, k, v, block, top_k, impl="naive")
+    out = moba_attention(q, k, v, block, top_k, impl="torch")
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    assert_close(out, ref, rtol=1e-4, atol=1e-5, what=f"torch vs naive {args}")
+    if T > 1:  # causality: changing the last position never changes earlier outputs
+        k2, v2 = k.clone(), v.clone()
+        k2[:, :, -1] += 5.0
+        v2[:, :, -1] -= 3.0
+        out2 = moba_attention(q, k2, v2, block, top_k, impl="torch")
+        assert torch.equal(out2[:, :, :-1], out[:, :, :-1])
+
+
+@settings(max_examples=4)
+@given(st.integers(1, 40), st.sampled_from([16, 32]), st.integers(1, 3), st.integers(0, 1000))
+def test_moba_triton_in_the_interpreter_equals_naive(T, D, top_k, seed):
+    q, k, v = (_randn((1, 2, T, D), seed + i) for i in range(3))
+    ref = moba_attention(q, k, v, 16, top_k, impl="naive")
+    assert_close(moba_attention(q, k, v, 16, top_k, impl="triton"), ref, rtol=1e-4, atol=1e-5, what="triton")
+
+
+@given(st.integers(1, 2), st.integers(1, 50), st.integers(0, 2), st.sampled_from([1, 2]), st.integers(0, 2**16))
+def test_causal_attention_naive_equals_torch(B, t_q, extra, group, seed):
+    H_kv = 2
+    q = _randn((B, H_kv * group, t_q, 8), seed)
+    k, v = _randn((B, H_kv, t_q + extra, 8), seed + 1), _randn((B, H_kv, t_q + extra, 8), seed + 2)
+    assert_close(causal_attention(q, k, v, "torch"), causal_attention(q, k, v, "naive"), rtol=1e-5, atol=1e-6)
+
+
+@given(st.integers(0, 40), st.integers(1, 8), st.data(), st.integers(1, 12), st.integers(0, 2**16))
+def test_moe_naive_equals_torch(N, E, data, h, seed):
+    top_k = data.draw(st.integers(1, E))  # top_k = n_experts included
+    x, logits = _randn((N, 6), seed), _randn((N, E), seed + 1)
+    w1, w3, w2 = _randn((E, 6, h), seed + 2), _randn((E, 6, h), seed + 3), _randn((E, h, 6), seed + 4)
+    idx, wts = sigmoid_topk_route(logits, None, top_k, 2.0)
+    if N:
+        assert_close(wts.sum(-1), torch.full((N,), 2.0), rtol=1e-6, atol=1e-6, what="weights sum to the scale")
+    ref = moe_experts(x, idx, wts, w1, w3, w2, impl="naive")
+    out = moe_experts(x, idx, wts, w1, w3, w2, impl="torch")
+    assert out.shape == (N, 6) and torch.isfinite(out).all()
+    assert_close(out, ref, rtol=1e-5, atol=1e-5, what="moe torch vs naive")
+
+
+@given(st.integers(0, 3), st.integers(0, 24), st.integers(1, 24), st.integers(0, 2**16))
+def test_newton_schulz_is_finite_and_keeps_the_shape(batch, m, n, seed):
+    G = _randn((batch, m, n) if batch else (m, n), seed)
+    X = newton_schulz(G)
+    assert X.shape == G.shape and torch.isfinite(X).all()
+    if m and n and batch == 0:  # NS(Gᵀ) = NS(G)ᵀ: the transposed input takes the same path
+        assert_close(newton_schulz(G.mT), X.mT, rtol=1e-5, atol=1e-5)
+
+
+@given(st.one_of(st.integers(-10, 0), st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=3)))
+def test_moba_rejects_any_bad_block_size(block_size):
+    q = torch.randn(1, 1, 8, 4)
+    with pytest.raises(ValueError, match="block_size"):
+        moba_attention(q, q, q, block_size, 2)
+
+
+@given(st.integers(1, 6), st.one_of(st.integers(-5, 0), st.integers(7, 20)))
+def test_route_rejects_top_k_outside_1_to_n_experts(E, top_k):
+    top_k = top_k if top_k <= 0 else E + top_k
+    with pytest.raises(ValueError, match="top_k"):
+        sigmoid_topk_route(torch.randn(3, E), None, top_k)
+
+
+@given(st.one_of(st.floats(max_value=0.0), st.just(float("nan")), st.just(float("inf"))))
+def test_route_rejects_a_bad_scale(scale):
+    with pytest.raises(ValueError, match="scale"):
+        sigmoid_topk_route(torch.randn(3, 4), None, 2, scale)
+
+
+def test_nan_query_rows_propagate_identically_in_every_impl():
+    q, k, v = (_randn((1, 2, 40, 16), i) for i in range(3))
+    q[0, 1, 21] = float("nan")
+    outs = {impl: moba_attention(q, k, v, 8, 3, impl=impl) for impl in ("naive", "torch", "triton")}
+    for impl, o in outs.items():
+        nan_rows = o.isnan().any(-1)
+        assert nan_rows[0, 1, 21] and nan_rows.sum() == 1, impl
