@@ -21,8 +21,15 @@ from kimi_mini.exercises import check
 from kimi_mini.layers import causal_attention
 from kimi_mini.moba import moba_attention, moba_decode_attention, moba_gate, moba_select
 from kimi_mini.model import KimiConfig, KimiMini
-from kimi_mini.moe import MoE, bias_update, expected_route_scale, max_violation, moe_experts, sequence_aux_loss
-from kimi_mini.moe import sigmoid_topk_route
+from kimi_mini.moe import (
+    MoE,
+    bias_update,
+    expected_route_scale,
+    max_violation,
+    moe_experts,
+    sequence_aux_loss,
+    sigmoid_topk_route,
+)
 from kimi_mini.optim import Muon, build_optimizer, muon_update_scale, newton_schulz
 from kimi_mini.presets import get_preset
 from kimi_mini.qk_clip import qk_clip_, qk_clip_gamma, qk_clip_mha_weights
@@ -268,7 +275,8 @@ for name, values in (("lr", [-1, NAN, INF, "0.1"]), ("momentum", [1.0, -0.1, NAN
                      ("update_rms", [0, -0.2, NAN]), ("betas", [(1.0, 0.9), (0.9,), (0.9, NAN)]),
                      ("eps", [-1.0, NAN]), ("impl", ["naive", None])):
     cases(f"Muon.{name}", name, lambda v, name=name: Muon(P, **{"lr": 0.1, name: v}), values)
-cases("Muon.params", "params", lambda v: Muon([torch.nn.Parameter(v)], lr=0.1), [torch.randn(5), torch.randn(2, 2, 2, 2)])
+cases("Muon.params", "params", lambda v: Muon([torch.nn.Parameter(v)], lr=0.1),
+      [torch.randn(5), torch.randn(2, 2, 2, 2)])
 cases("build_optimizer.name", "name", lambda v: build_optimizer(model(), v, lr=0.1), ["sgd", "", None, 3])
 cases("muonclip.tau", "tau", lambda v: build_optimizer(model(), "muonclip", lr=0.1, tau=v), [0, -1, NAN, INF])
 cases("muonclip.alpha", "alpha", lambda v: build_optimizer(model(), "muonclip", lr=0.1, alpha=v), [1.5, -0.5, NAN])
