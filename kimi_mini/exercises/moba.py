@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from kimi_mini.exercises import register_exercise
-from kimi_mini.moba import merge_attention, moba_gate
+from kimi_mini.moba import merge_attention, moba_decode_attention, moba_gate
 
 
 def gate_one_head(q: Tensor, k: Tensor, block_size: int, top_k: int) -> Tensor:
@@ -83,3 +83,39 @@ register_exercise("moba_gate", solution=gate_one_head, wrong=_wrong_gate_one_hea
 register_exercise("moba_merge_lse", solution=merge_two_parts, wrong=_wrong_merge_two_parts,
                   checker=_check_merge_two_parts,
                   description="merge two partial attentions over disjoint keys by their log-sum-exps")
+
+
+# ------------------------------------------------------- predict, then run: one sparse MoBA decode step
+def measured_decode_keys(t: int, block_size: int, top_k: int) -> int:
+    """What the checker runs: one MoBA decode step for a new token at position ``t`` (0-based) with the
+    cache holding positions 0..t. With q = 0 every attended key gets the same weight, and with one-hot
+    values ``v_j = e_j`` the output is ``(1/L)·Σ_{j attended} e_j`` — so the keys it attends are the non-zero
+    entries of the output."""
+    T = t + 1
+    k = torch.randn(1, 1, T, T, generator=torch.Generator().manual_seed(t))
+    v = torch.eye(T)[None, None]
+    q = torch.zeros(1, 1, 1, T)
+    out = moba_decode_attention(q, k, v, t, block_size, top_k)
+    return int((out[0, 0, 0] > 0).sum())
+
+
+def decode_keys_prediction(t: int, block_size: int, top_k: int) -> int:
+    """Exercise solution: the token's own block up to itself (t mod B + 1 keys) plus min(k − 1, ⌊t/B⌋) whole
+    history blocks of B keys — O(k·B) per token however long the cache is."""
+    return (t % block_size + 1) + min(top_k - 1, t // block_size) * block_size
+
+
+def _check_decode_keys(candidate) -> None:
+    for t, bs, top_k in ((5, 8, 3), (70, 16, 3), (200, 32, 2), (40, 16, 8), (63, 64, 4)):
+        predicted = candidate(t, bs, top_k)
+        measured = measured_decode_keys(t, bs, top_k)
+        assert predicted == measured, (
+            f"token at position {t}, block_size {bs}, top_k {top_k}: you predicted {predicted} keys, the decode "
+            f"step attended {measured}. Hint: its own block counts only up to itself; history blocks are whole; "
+            "top_k counts the current block; early tokens have fewer history blocks than slots")
+
+
+register_exercise("moba_decode_keys", solution=decode_keys_prediction,
+                  wrong=lambda t, block_size, top_k: top_k * block_size,  # every block whole, even the current
+                  checker=_check_decode_keys,
+                  description="predict, then run: how many keys one sparse MoBA decode step attends")

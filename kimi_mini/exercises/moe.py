@@ -85,3 +85,47 @@ register_exercise("moe_routing_weights", solution=routing_weights, wrong=_wrong_
 register_exercise("moe_bias_update", solution=moonlight_bias_update, wrong=_wrong_moonlight_bias_update,
                   checker=_check_moonlight_bias_update,
                   description="aux-loss-free balancing step with Moonlight's zero-mean sign rule")
+
+
+# ------------------------------------------------------- predict, then run: MaxVio without balancing
+SKEW_EXPERTS, SKEW_TOPK, SKEW_STEPS, SKEW_TOKENS = 8, 2, 60, 512
+
+
+def simulate_bias_balancing(speed: float, seed: int = 0) -> float:
+    """What the checker runs: a router whose logits favour experts 0 and 1 by +4 (every token's top-2 is
+    {0, 1} at first) routes 512 tokens per step for 60 steps; after each step Moonlight's bias update with
+    ``speed`` u. Returns the MaxVio of the last step."""
+    from kimi_mini.moe import max_violation
+
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.zeros(SKEW_EXPERTS)
+    offsets[:2] = 4.0
+    bias = torch.zeros(SKEW_EXPERTS)
+    vio = float("nan")
+    for _ in range(SKEW_STEPS):
+        logits = torch.randn(SKEW_TOKENS, SKEW_EXPERTS, generator=g) * 0.3 + offsets
+        idx, _ = sigmoid_topk_route(logits, bias, SKEW_TOPK)
+        counts = torch.bincount(idx.reshape(-1), minlength=SKEW_EXPERTS)
+        vio = float(max_violation(counts))
+        if speed > 0:
+            bias = bias_update(bias, counts, speed)
+    return vio
+
+
+def maxvio_without_bias_prediction() -> float:
+    """Exercise solution: with u = 0 the bias never moves, so every step routes all tokens to experts 0
+    and 1: c₀ = c₁ = N, the rest 0, mean c̄ = 2N/8 = N/4, MaxVio = N/(N/4) − 1 = 3."""
+    return 3.0
+
+
+def _check_maxvio_prediction(candidate) -> None:
+    predicted = float(candidate())
+    measured = simulate_bias_balancing(0.0)
+    assert abs(predicted - measured) <= 0.05, (
+        f"you predicted MaxVio {predicted:.3f} after {SKEW_STEPS} steps with u = 0; the run measured "
+        f"{measured:.3f}. Hint: with u = 0 which experts does each token pick, every step? Then c̄ = Σc/E.")
+
+
+register_exercise("maxvio_without_bias", solution=maxvio_without_bias_prediction, wrong=lambda: 0.0,
+                  checker=_check_maxvio_prediction,
+                  description="predict, then run: MaxVio of a skewed router when the bias speed u is 0")

@@ -30,3 +30,36 @@ def _wrong_unigram_entropy(tokens):
 register_exercise("unigram_entropy", solution=unigram_entropy, wrong=_wrong_unigram_entropy,
                   checker=_check_unigram_entropy,
                   description="entropy of the byte-frequency distribution, in nats")
+
+
+# ---------------------------------------------------------------- predict, then run: the loss at init
+def init_loss_prediction() -> float:
+    """Exercise solution: an untrained KimiMini (weights N(0, 0.02)) gives nearly uniform next-byte
+    probabilities, so its cross-entropy is ≈ ln 256 = 5.545 nats."""
+    import math
+
+    return math.log(256)
+
+
+def measured_init_loss(seed: int = 0) -> float:
+    """What the checker runs: the loss of a freshly initialised KimiMini on random bytes."""
+    from kimi_mini.model import KimiConfig, KimiMini
+
+    torch.manual_seed(seed)
+    model = KimiMini(KimiConfig(d_model=64, n_layers=2, n_heads=2, d_ff=160, max_seq_len=64))
+    tokens = torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return float(model(tokens, tokens)[1])
+
+
+def _check_init_loss_prediction(candidate) -> None:
+    predicted = float(candidate())
+    measured = measured_init_loss()
+    assert abs(predicted - measured) <= 0.03 * measured, (
+        f"you predicted {predicted:.3f} nats; an untrained model measured {measured:.3f}. Hint: with tiny "
+        "random weights the logits are all ≈ 0 — what is the cross-entropy of a uniform guess over 256 bytes?")
+
+
+register_exercise("init_loss_prediction", solution=init_loss_prediction, wrong=lambda: 8.0,  # log2(256): bits
+                  checker=_check_init_loss_prediction,
+                  description="predict, then run: the cross-entropy of an untrained byte-level model")
