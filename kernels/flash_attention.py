@@ -35,18 +35,16 @@ In the interpreter (CPU) every load is upcast to fp32: there bf16/fp16 arithmeti
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["flash_attention", "flash_attention_reference", "online_softmax_update"]
+import kimi_mini.kernels as K
 
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+__all__ = ["flash_attention", "flash_attention_reference", "flash_attention_fwd", "flash_attention_bwd",
+           "online_softmax_update"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,16 +75,17 @@ def flash_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: float | No
 # Kernels.
 # --------------------------------------------------------------------------------------------------
 @triton.jit
-def online_softmax_update(s, v, m_i, l_i, acc):
+def online_softmax_update(s, v, m_i, l_i, acc, PRECISION: tl.constexpr):
     """One online-softmax step: fold the base-2 scores ``s [M, N]`` (fp32, ``q·k · scale · log₂e``,
     invisible pairs set to -inf) and values ``v [N, D_v]`` into the running max ``m_i [M]``, normaliser
     ``l_i [M]`` and unnormalised output ``acc [M, D_v]`` (fp32). Start ``m_i`` at a large negative
-    *finite* value (-1e30): a block where a row sees nothing then leaves its state unchanged."""
+    *finite* value (-1e30): a block where a row sees nothing then leaves its state unchanged.
+    ``PRECISION``: the ``tl.dot`` input precision (:func:`kimi_mini.kernels.dot_precision`)."""
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old max
     p = tl.exp2(s - m_new[:, None])  # [M, N]; exp2(-inf) = 0 for invisible pairs
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return m_new, l_i, acc
 
 
@@ -96,10 +95,12 @@ def _flash_attention_fwd_kernel(
     scale, T_Q, T_K, H, N_M_BLOCKS,
     GROUP: tl.constexpr, D_QK: tl.constexpr, D_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)  # b * H + h; int64: B·H·T·D may pass 2³¹
+    # One 1-D grid of B·H·N_M_BLOCKS programs (grid axis 1 would cap B·H at 65,535).
+    pid = tl.program_id(0)
+    pid_m = pid % N_M_BLOCKS
+    pid_bh = (pid // N_M_BLOCKS).to(tl.int64)  # b * H + h; int64: B·H·T·D may pass 2³¹
     h_kv_flat = (pid_bh // H) * (H // GROUP) + (pid_bh % H) // GROUP  # b * H_kv + h // GROUP
     offset = T_K - T_Q  # query row i sits at absolute position i + offset
 
@@ -131,10 +132,10 @@ def _flash_attention_fwd_kernel(
                     mask=col_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [N, Dv]
         if UPCAST:
             kt, v = kt.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, kt) * qk_scale  # [M, N] fp32, base 2
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # [M, N] fp32, base 2
         visible = (cols[None, :] <= offs_m[:, None] + offset) & col_ok[None, :]
         s = tl.where(visible, s, float("-inf"))
-        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc)
+        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
 
     out = acc / l_i[:, None]
     tl.store(O + pid_bh * T_Q * D_V + offs_m[:, None] * D_V + offs_dv[None, :],
@@ -149,15 +150,16 @@ def _flash_attention_fwd_kernel(
 @triton.jit
 def _flash_attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV,
-    scale, T_Q, T_K, H,
+    scale, T_Q, T_K, H, N_N_BLOCKS,
     GROUP: tl.constexpr, D_QK: tl.constexpr, D_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """One program per (key block, batch·kv-head): accumulate dK, dV over every query row (of every
-    query head in the GQA group) that can see the block."""
-    pid_n = tl.program_id(0)
-    pid_bhkv = tl.program_id(1).to(tl.int64)  # b * H_kv + h_kv
+    """One program per (key block, batch·kv-head), on a 1-D grid: accumulate dK, dV over every query
+    row (of every query head in the GQA group) that can see the block."""
+    pid = tl.program_id(0)
+    pid_n = pid % N_N_BLOCKS
+    pid_bhkv = (pid // N_N_BLOCKS).to(tl.int64)  # b * H_kv + h_kv
     H_KV = H // GROUP
     b = pid_bhkv // H_KV
     h_kv = pid_bhkv % H_KV
@@ -193,13 +195,13 @@ def _flash_attention_bwd_dkdv_kernel(
                 q, do = q.to(tl.float32), do.to(tl.float32)
             lse = tl.load(LSE + bh * T_Q + rows, mask=row_ok, other=0.0)
             delta = tl.load(DELTA + bh * T_Q + rows, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale  # [M, N], base 2
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [M, N], base 2
             visible = (cols[None, :] <= rows[:, None] + offset) & col_ok[None, :] & row_ok[:, None]
             p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)  # P recomputed from the saved LSE
-            dv += tl.dot(tl.trans(p).to(do.dtype), do)
-            dp = tl.dot(do, tl.trans(v))  # [M, N]
+            dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [M, N]
             ds = p * (dp - delta[:, None])
-            dk += tl.dot(tl.trans(ds).to(q.dtype), q)
+            dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
 
     tl.store(DK + pid_bhkv * T_K * D_QK + cols[:, None] * D_QK + offs_dqk[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=col_ok[:, None] & (offs_dqk[None, :] < D_QK))
@@ -210,14 +212,16 @@ def _flash_attention_bwd_dkdv_kernel(
 @triton.jit
 def _flash_attention_bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ,
-    scale, T_Q, T_K, H,
+    scale, T_Q, T_K, H, N_M_BLOCKS,
     GROUP: tl.constexpr, D_QK: tl.constexpr, D_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """One program per (query block, batch·head): dQ = Σ_j dS_j K_j · scale over the visible keys."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    """One program per (query block, batch·head), on a 1-D grid: dQ = Σ_j dS_j K_j · scale over the
+    visible keys."""
+    pid = tl.program_id(0)
+    pid_m = pid % N_M_BLOCKS
+    pid_bh = (pid // N_M_BLOCKS).to(tl.int64)
     h_kv_flat = (pid_bh // H) * (H // GROUP) + (pid_bh % H) // GROUP
     offset = T_K - T_Q
 
@@ -249,12 +253,12 @@ def _flash_attention_bwd_dq_kernel(
                     mask=col_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [N, Dv]
         if UPCAST:
             k, v = k.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         visible = (cols[None, :] <= rows[:, None] + offset) & col_ok[None, :] & row_ok[:, None]
         p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v))
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k)
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
 
     tl.store(DQ + pid_bh * T_Q * D_QK + rows[:, None] * D_QK + offs_dqk[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None] & (offs_dqk[None, :] < D_QK))
@@ -263,12 +267,19 @@ def _flash_attention_bwd_dq_kernel(
 # --------------------------------------------------------------------------------------------------
 # Host wrappers.
 # --------------------------------------------------------------------------------------------------
-def _block_sizes(d_qk: int, d_v: int) -> dict:
+def _block_sizes(d_qk: int, d_v: int, dtype: torch.dtype) -> dict:
+    """Tile sizes for the three kernels. They depend on the head dims *and* the dtype: the tiles of
+    q, k, v, dO live in shared memory and an fp32 tile is twice a bf16 one — MLA's K2 heads
+    (192/128 → 256/128 padded) in fp32 at the bf16 tiles needed 245,760 B in the backward, over both
+    the H100's 232,448 and the A100's 166,912. ``tests/test_kernels_compile.py`` checks every choice
+    against both limits with headroom."""
     bd_qk = max(16, triton.next_power_of_2(d_qk))
     bd_v = max(16, triton.next_power_of_2(d_v))
-    if _interpreting():  # few, big programs: the interpreter pays per program, not per FLOP
+    if K.INTERPRETED:  # few, big programs: the interpreter pays per program, not per FLOP
         return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_DQK=bd_qk, BLOCK_DV=bd_v)
-    wide = max(bd_qk, bd_v) > 128  # keep the K/V tiles in shared memory for MLA's 192-dim heads
+    wide = max(bd_qk, bd_v) > 128  # MLA's 192-dim q·k heads pad to 256
+    if dtype == torch.float32:  # 4-byte tiles (and tf32x3's split operands): small tiles
+        return dict(BLOCK_M=32, BLOCK_N=16 if wide else 32, BLOCK_DQK=bd_qk, BLOCK_DV=bd_v)
     return dict(BLOCK_M=64, BLOCK_N=32 if wide else 64, BLOCK_DQK=bd_qk, BLOCK_DV=bd_v)
 
 
@@ -277,34 +288,58 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         if not torch.is_tensor(t) or t.dim() != 4:
             raise ValueError(f"{name}: expected a [B, H, T, D] tensor, got "
                              f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
-        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"{name}: expected dtype float32, float16 or bfloat16, got {t.dtype}")
+        K.check_tensor(name, t, like=q)
     B, H, t_q, d_qk = q.shape
     if k.shape[0] != B or k.shape[3] != d_qk or v.shape[:3] != k.shape[:3]:
         raise ValueError(f"k, v: expected k [B={B}, H_kv, t_k, {d_qk}] and v [B, H_kv, t_k, D_v] with the "
                          f"same B, H_kv, t_k; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if H % k.shape[1]:
+    if k.shape[1] == 0 or H % k.shape[1]:
         raise ValueError(f"k: expected H_kv dividing H={H} (GQA), got H_kv={k.shape[1]}")
     if t_q > k.shape[2]:
         raise ValueError(f"q: expected t_q <= t_k (queries are the last t_q positions), got t_q={t_q}, "
                          f"t_k={k.shape[2]}")
-    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v: expected one dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on "
-                         f"{q.device}/{k.device}/{v.device}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v: expected one dtype, got {q.dtype}/{k.dtype}/{v.dtype}")
+    if d_qk == 0 or v.shape[3] == 0:
+        raise ValueError(f"q, v: expected head dims >= 1, got D_qk={d_qk}, D_v={v.shape[3]}")
 
 
-def _fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def flash_attention_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward on contiguous inputs (no checks, no autograd): ``out [B, H, t_q, D_v]``, ``lse [B, H, t_q]``
+    (base 2, fp32) and the max scaled logit ``[B, H]`` fp32."""
     B, H, t_q, d_qk = q.shape
     H_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
-    cfg = _block_sizes(d_qk, d_v)
+    cfg = _block_sizes(d_qk, d_v, q.dtype)
     n_m = triton.cdiv(t_q, cfg["BLOCK_M"])
     out = torch.empty(B, H, t_q, d_v, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, t_q, device=q.device, dtype=torch.float32)  # base 2 (log₂ Σ 2^s₂)
-    block_max = torch.empty(B, H, n_m, device=q.device, dtype=torch.float32)
-    _flash_attention_fwd_kernel[(n_m, B * H)](
-        q, k, v, out, lse, block_max, scale, t_q, t_k, H, n_m,
-        GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=_interpreting(), num_warps=4, num_stages=2, **cfg)
+    block_max = torch.empty(B, H, max(n_m, 1), device=q.device, dtype=torch.float32).fill_(float("-inf"))
+    if out.numel() and t_q:
+        _flash_attention_fwd_kernel[(B * H * n_m,)](
+            q, k, v, out, lse, block_max, scale, t_q, t_k, H, n_m,
+            GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype),
+            num_warps=4, num_stages=2, **cfg)
     return out, lse, block_max.amax(-1)
+
+
+def flash_attention_bwd(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, d_out: Tensor, scale: float
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward on contiguous inputs (no checks): ``dq, dk, dv`` in the inputs' dtypes."""
+    B, H, t_q, d_qk = q.shape
+    H_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
+    delta = (d_out.float() * out.float()).sum(-1)  # [B, H, t_q]: Δ_i = dO_i · O_i
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if t_q == 0 or q.numel() == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    cfg = _block_sizes(d_qk, d_v, q.dtype)
+    common = dict(GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype),
+                  num_warps=4, num_stages=1, **cfg)
+    n_n, n_m = triton.cdiv(t_k, cfg["BLOCK_N"]), triton.cdiv(t_q, cfg["BLOCK_M"])
+    _flash_attention_bwd_dkdv_kernel[(B * H_kv * n_n,)](
+        q, k, v, d_out, lse, delta, dk, dv, scale, t_q, t_k, H, n_n, **common)
+    _flash_attention_bwd_dq_kernel[(B * H * n_m,)](
+        q, k, v, d_out, lse, delta, dq, scale, t_q, t_k, H, n_m, **common)
+    return dq, dk, dv
 
 
 class FlashAttention(torch.autograd.Function):
@@ -313,7 +348,7 @@ class FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        out, lse, max_logit = _fwd(q, k, v, scale)
+        out, lse, max_logit = flash_attention_fwd(q, k, v, scale)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.scale = scale
         ctx.mark_non_differentiable(max_logit)
@@ -322,18 +357,7 @@ class FlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out: Tensor, _d_max_logit: Tensor):
         q, k, v, out, lse = ctx.saved_tensors
-        d_out = d_out.contiguous()
-        B, H, t_q, d_qk = q.shape
-        H_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
-        delta = (d_out.float() * out.float()).sum(-1)  # [B, H, t_q]: Δ_i = dO_i · O_i
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        cfg = _block_sizes(d_qk, d_v)
-        common = dict(GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=_interpreting(), num_warps=4, num_stages=1,
-                      **cfg)
-        _flash_attention_bwd_dkdv_kernel[(triton.cdiv(t_k, cfg["BLOCK_N"]), B * H_kv)](
-            q, k, v, d_out, lse, delta, dk, dv, ctx.scale, t_q, t_k, H, **common)
-        _flash_attention_bwd_dq_kernel[(triton.cdiv(t_q, cfg["BLOCK_M"]), B * H)](
-            q, k, v, d_out, lse, delta, dq, ctx.scale, t_q, t_k, H, **common)
+        dq, dk, dv = flash_attention_bwd(q, k, v, out, lse, d_out.contiguous(), ctx.scale)
         return dq, dk, dv, None
 
 
@@ -345,16 +369,18 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None)
         k: ``[B, H_kv, t_k, D_qk]`` with ``H % H_kv == 0`` (GQA).
         v: ``[B, H_kv, t_k, D_v]``.
         scale: softmax scale; default ``1/√D_qk``.
-        All three share one dtype (fp32, fp16, bf16; bf16 only on a GPU) and device.
+        All three share one dtype (fp32, fp16, bf16; bf16 only on a GPU) and device (CUDA when the
+        kernels are compiled, CPU in the interpreter). fp32 inputs are multiplied in true fp32
+        (:func:`kimi_mini.kernels.dot_precision`), bf16/fp16 on the tensor cores.
     Returns:
         ``out [B, H, t_q, D_v]`` in q's dtype and ``max_logit [B, H]`` fp32: the largest
-        ``scale · q_i·k_j`` over the causal pairs (j ≤ i) of each (batch, head).
+        ``scale · q_i·k_j`` over the causal pairs (j ≤ i) of each (batch, head) (-inf when t_q = 0).
     """
     _check_inputs(q, k, v)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    elif not scale > 0:
-        raise ValueError(f"scale: expected a positive float, got {scale!r}")
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale < math.inf):
+        raise ValueError(f"scale: expected a positive finite float, got {scale!r}")
     return FlashAttention.apply(q, k, v, float(scale))
 
 

@@ -26,8 +26,12 @@ choice:
   (``kimi_mini.moba``, ``impl="torch"``) shows the other, gathering design.
 
 The selection enters as ``SEL [B·H, T, S1]`` int32: each query's block ids (current block included),
-padded with −1 to a power of two. Loads are upcast to fp32 right away (the CPU interpreter computes
-bf16 wrongly otherwise); softmax statistics are fp32, in base 2 (``exp2``) as in Triton's tutorial.
+padded with −1 to a power of two. On a GPU, bf16/fp16 tiles go to the tensor cores as loaded (fp32
+accumulation); only in the CPU interpreter are loads upcast to fp32 (``UPCAST``: it computes bf16 wrongly
+otherwise) — upcasting on the GPU would double the tiles' shared memory and spill. fp32 inputs use the
+``tl.dot`` precision of :func:`kimi_mini.kernels.dot_precision`. Softmax statistics are fp32, in base 2
+(``exp2``) as in Triton's tutorial. Every kernel runs on a 1-D grid (CUDA caps grid axis 1 at 65,535;
+B·H may exceed it).
 
 Order, as in Triton's tutorials: reference (``kimi_mini.moba``, ``impl="naive"``), kernels, host
 wrapper + ``autograd.Function``, check (``tests/test_moba_kernel.py``), benchmark (``__main__``).
@@ -42,7 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kimi_mini.kernels import INTERPRETED
+import kimi_mini.kernels as K
 from kimi_mini.kernels.flash_attention import online_softmax_update
 
 _LOG2E = 1.4426950408889634
@@ -50,17 +54,20 @@ _LN2 = 0.6931471805599453
 
 
 @triton.jit
-def _moba_fwd_kernel(Q, K, V, SEL, O, LSE, qk_scale, T, D, BS,
-                     S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+def _moba_fwd_kernel(Q, K, V, SEL, O, LSE, qk_scale, T, D, BS, N_M,
+                     S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0) % N_M
+    bh = tl.program_id(0) // N_M
     base = bh.to(tl.int64) * T * D  # q, k, v, o are contiguous [B·H, T, D]
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < T
     d_ok = offs_d < D
     q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :],
-                other=0.0).to(tl.float32)
+                other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
     sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
                   mask=m_ok[:, None], other=-1)  # [BLOCK_M, S1] chosen block ids
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked chunk leaves the state alone
@@ -77,10 +84,12 @@ def _moba_fwd_kernel(Q, K, V, SEL, O, LSE, qk_scale, T, D, BS,
                 kv_mask = n_ok[:, None] & d_ok[None, :]
                 k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
                 v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-                s = tl.dot(q, tl.trans(k.to(tl.float32))) * qk_scale  # [BLOCK_M, BLOCK_N], base-2 logits
+                if UPCAST:
+                    k, v = k.to(tl.float32), v.to(tl.float32)
+                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N], base 2
                 ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
                 s = tl.where(ok, s, float("-inf"))
-                m_i, l_i, acc = online_softmax_update(s, v.to(tl.float32), m_i, l_i, acc)  # shared with flash
+                m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)  # shared with flash
     l_safe = tl.where(l_i > 0, l_i, 1.0)  # rows past T only
     o = acc / l_safe[:, None]
     tl.store(O + base + offs_m[:, None] * D + offs_d[None, :], o.to(O.dtype.element_ty),
@@ -89,19 +98,21 @@ def _moba_fwd_kernel(Q, K, V, SEL, O, LSE, qk_scale, T, D, BS,
 
 
 @triton.jit
-def _moba_bwd_dq_kernel(Q, K, V, DO, SEL, LSE, DELTA, DQ, qk_scale, sm_scale, T, D, BS,
+def _moba_bwd_dq_kernel(Q, K, V, DO, SEL, LSE, DELTA, DQ, qk_scale, sm_scale, T, D, BS, N_M,
                         S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+                        BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0) % N_M
+    bh = tl.program_id(0) // N_M
     base = bh.to(tl.int64) * T * D
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < T
     d_ok = offs_d < D
     md_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0).to(tl.float32)
+    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+    do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+    if UPCAST:
+        q, do = q.to(tl.float32), do.to(tl.float32)
     sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
                   mask=m_ok[:, None], other=-1)
     lse2 = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
@@ -116,25 +127,26 @@ def _moba_bwd_dq_kernel(Q, K, V, DO, SEL, LSE, DELTA, DQ, qk_scale, sm_scale, T,
                 offs_n = blk * BS + in_blk
                 n_ok = (in_blk < BS) & (offs_n < T)
                 kv_mask = n_ok[:, None] & d_ok[None, :]
-                k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask,
-                            other=0.0).to(tl.float32)
-                v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask,
-                            other=0.0).to(tl.float32)
+                k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+                v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+                if UPCAST:
+                    k, v = k.to(tl.float32), v.to(tl.float32)
                 ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
-                p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse2[:, None])  # with the final lse
+                s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+                p = tl.exp2(s * qk_scale - lse2[:, None])  # with the final lse
                 p = tl.where(ok, p, 0.0)
-                ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-                dq += tl.dot(ds, k)
+                ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+                dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
     tl.store(DQ + base + offs_m[:, None] * D + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=md_mask)
 
 
 @triton.jit
 def _moba_bwd_dkdv_kernel(Q, K, V, DO, SEL, LSE, DELTA, DK, DV, qk_scale, sm_scale, T, D, BS, N_CHUNKS,
-                          S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
-    pid = tl.program_id(0)  # (key block, chunk of BLOCK_N keys inside it)
-    bh = tl.program_id(1)
+                          N_PID, S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0) % N_PID  # (key block, chunk of BLOCK_N keys inside it)
+    bh = tl.program_id(0) // N_PID
     blk = pid // N_CHUNKS
     in_blk = (pid % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
     base = bh.to(tl.int64) * T * D
@@ -143,8 +155,10 @@ def _moba_bwd_dkdv_kernel(Q, K, V, DO, SEL, LSE, DELTA, DK, DV, qk_scale, sm_sca
     n_ok = (in_blk < BS) & (offs_n < T)
     d_ok = offs_d < D
     kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0).to(tl.float32)
-    v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0).to(tl.float32)
+    k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+    if UPCAST:
+        k, v = k.to(tl.float32), v.to(tl.float32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     # Queries before this block can never select it; walk the rest, tile by tile.
@@ -156,18 +170,19 @@ def _moba_bwd_dkdv_kernel(Q, K, V, DO, SEL, LSE, DELTA, DK, DV, qk_scale, sm_sca
         hit = tl.sum((sel == blk).to(tl.int32), axis=1) > 0  # [BLOCK_M]
         if tl.max(hit.to(tl.int32), axis=0) > 0:
             md_mask = m_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask,
-                        other=0.0).to(tl.float32)
-            do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask,
-                         other=0.0).to(tl.float32)
+            q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+            do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+            if UPCAST:
+                q, do = q.to(tl.float32), do.to(tl.float32)
             lse2 = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
             delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
             ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
-            p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse2[:, None])  # [BLOCK_M, BLOCK_N]
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+            p = tl.exp2(s * qk_scale - lse2[:, None])  # [BLOCK_M, BLOCK_N]
             p = tl.where(ok, p, 0.0)
-            dv += tl.dot(tl.trans(p), do)
-            ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-            dk += tl.dot(tl.trans(ds), q)
+            dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+            ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+            dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
     tl.store(DK + base + offs_n[:, None] * D + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
              mask=kv_mask)
     tl.store(DV + base + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -190,41 +205,56 @@ def selection_table(hist: Tensor, block_size: int) -> Tensor:
     return sel.reshape(B * H, T, S1).to(torch.int32).contiguous()
 
 
-def _tiles(block_size: int, D: int) -> tuple[int, int, int]:
+def _tiles(block_size: int, D: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D). fp32 tiles are half as tall: 4-byte tiles in shared memory."""
     block_d = max(16, triton.next_power_of_2(D))
     block_n = max(16, min(64, triton.next_power_of_2(block_size)))
-    block_m = 32 if INTERPRETED else 64  # the interpreter pays per program and per op: few, big tiles
-    return block_m, block_n, block_d
+    if K.INTERPRETED:  # the interpreter pays per program and per op: few, big tiles
+        return 32, block_n, block_d
+    if dtype == torch.float32:
+        return 32, min(block_n, 32), block_d
+    return 64, block_n, block_d
+
+
+def _launch_args(q: Tensor) -> dict:
+    return dict(UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype))
 
 
 def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sel: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
-    """Forward on contiguous ``[B, H, T, D]`` inputs; returns ``o`` (q's dtype) and ``lse [B·H, T]`` fp32."""
+    """Forward on contiguous ``[B, H, T, D]`` inputs (no checks); returns ``o`` (q's dtype) and
+    ``lse [B·H, T]`` fp32."""
     B, H, T, D = q.shape
     o = torch.empty_like(q)
     lse = torch.empty(B * H, T, device=q.device, dtype=torch.float32)
-    BM, BN, BD = _tiles(block_size, D)
-    grid = (triton.cdiv(T, BM), B * H)
-    _moba_fwd_kernel[grid](q, k, v, sel, o, lse, _LOG2E / math.sqrt(D), T, D, block_size,
-                           S1=sel.shape[-1], BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD)
+    if o.numel() == 0:
+        return o, lse
+    BM, BN, BD = _tiles(block_size, D, q.dtype)
+    n_m = triton.cdiv(T, BM)
+    _moba_fwd_kernel[(B * H * n_m,)](q, k, v, sel, o, lse, _LOG2E / math.sqrt(D), T, D, block_size, n_m,
+                                     S1=sel.shape[-1], BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_launch_args(q))
     return o, lse
 
 
 def moba_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, sel: Tensor,
              block_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward on contiguous inputs (no checks): ``dq, dk, dv`` in q's dtype."""
     B, H, T, D = q.shape
     do = do.contiguous()
     delta = (do.float() * o.float()).sum(-1).reshape(B * H, T)  # δ_t = do_t · o_t
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    BM, BN, BD = _tiles(block_size, D)
+    if q.numel() == 0:
+        return dq, dk, dv
+    BM, BN, BD = _tiles(block_size, D, q.dtype)
     qk_scale, sm_scale = _LOG2E / math.sqrt(D), 1.0 / math.sqrt(D)
     S1 = sel.shape[-1]
-    _moba_bwd_dq_kernel[(triton.cdiv(T, BM), B * H)](q, k, v, do, sel, lse, delta, dq, qk_scale, sm_scale,
-                                                      T, D, block_size, S1=S1, BLOCK_M=BM, BLOCK_N=BN,
-                                                      BLOCK_D=BD)
+    n_m = triton.cdiv(T, BM)
+    _moba_bwd_dq_kernel[(B * H * n_m,)](q, k, v, do, sel, lse, delta, dq, qk_scale, sm_scale, T, D, block_size,
+                                        n_m, S1=S1, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_launch_args(q))
     n_chunks = triton.cdiv(block_size, BN)
-    grid = (triton.cdiv(T, block_size) * n_chunks, B * H)
-    _moba_bwd_dkdv_kernel[grid](q, k, v, do, sel, lse, delta, dk, dv, qk_scale, sm_scale, T, D, block_size,
-                                n_chunks, S1=S1, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD)
+    n_pid = triton.cdiv(T, block_size) * n_chunks
+    _moba_bwd_dkdv_kernel[(B * H * n_pid,)](q, k, v, do, sel, lse, delta, dk, dv, qk_scale, sm_scale, T, D,
+                                            block_size, n_chunks, n_pid, S1=S1, BLOCK_M=BM, BLOCK_N=BN,
+                                            BLOCK_D=BD, **_launch_args(q))
     return dq, dk, dv
 
 
@@ -244,16 +274,38 @@ class MobaFunction(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-def moba_attention_triton(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_size: int) -> Tensor:
-    """MoBA attention with the Triton kernels (differentiable in q, k, v).
-
-    Args: q, k, v ``[B, H, T, D]`` (same shape/dtype/device; validated by ``kimi_mini.moba``), ``hist``
-    the history selection ``[B, H, T, S]`` from ``kimi_mini.moba.moba_select``, ``block_size`` > 0.
-    Returns ``[B, H, T, D]`` in q's dtype. Use ``kimi_mini.moba.moba_attention(..., impl="triton")``.
-    """
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_size: int) -> None:
+    """Everything the kernels rely on, before launch: they index k, v, hist with q's sizes."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        K.check_tensor(name, t, ndim=4, like=q)
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"k, v: expected the shape of q {tuple(q.shape)}, got k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v: expected one dtype, got {q.dtype}/{k.dtype}/{v.dtype}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size: expected a positive int, got {block_size!r}")
+    K.check_tensor("hist", hist, ndim=4, dtypes=(torch.int32, torch.int64), like=q)
     if hist.shape[:3] != q.shape[:3]:
         raise ValueError(f"hist: expected shape [B, H, T, S] matching q {tuple(q.shape[:3])}, "
                          f"got {tuple(hist.shape)}")
+    if hist.numel():
+        lo, hi = torch.stack(torch.aminmax(hist)).tolist()  # one device sync for both
+        n_blocks = triton.cdiv(q.shape[2], block_size)
+        if lo < -1 or hi >= n_blocks:
+            raise ValueError(f"hist: expected block ids in -1..{n_blocks - 1} (-1 = none), got {lo}..{hi}")
+
+
+def moba_attention_triton(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_size: int) -> Tensor:
+    """MoBA attention with the Triton kernels (differentiable in q, k, v).
+
+    Args: q, k, v ``[B, H, T, D]`` (same shape, dtype fp32/fp16/bf16 and device: CUDA when compiled,
+    CPU in the interpreter), ``hist`` the history selection ``[B, H, T, S]`` int32/int64 from
+    ``kimi_mini.moba.moba_select`` (block ids in ``-1 .. n_blocks - 1``), ``block_size`` > 0.
+    Returns ``[B, H, T, D]`` in q's dtype. Use ``kimi_mini.moba.moba_attention(..., impl="triton")``.
+    Raises ``ValueError`` naming the argument for anything else.
+    """
+    _check_inputs(q, k, v, hist, block_size)
     return MobaFunction.apply(q, k, v, selection_table(hist, block_size), block_size)
 
 

@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kimi_mini.kernels import INTERPRETED
+import kimi_mini.kernels as K
 
 __all__ = ["ExpertTiles", "align_to_tiles", "grouped_gemm", "grouped_gemm_dw", "GroupedGemm",
            "moe_swiglu_experts", "ROWS_SORTED", "ROWS_PAIR", "ROWS_TOKEN"]
@@ -48,16 +48,16 @@ ROWS_SORTED, ROWS_PAIR, ROWS_TOKEN = 0, 1, 2
 _ROW_NAMES = {ROWS_SORTED: "sorted", ROWS_PAIR: "pair", ROWS_TOKEN: "token"}
 
 
-def _default_blocks(device: torch.device) -> tuple[int, int, int]:
+def _default_blocks(device: torch.device | None = None) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K): GPU-sized tiles, or big-but-cheap ones for the slow interpreter."""
-    if device.type == "cuda":
+    if not K.INTERPRETED:
         return 64, 64, 32
     return 16, 64, 64
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """fp32 inputs stay fp32 in tl.dot (TF32 would break the fp32 agreement tests on a GPU)."""
-    return "ieee" if dtype == torch.float32 or INTERPRETED else "tf32"
+    """fp32 inputs keep fp32 accuracy in tl.dot (see :func:`kimi_mini.kernels.dot_precision`)."""
+    return K.dot_precision(dtype)
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -191,8 +191,8 @@ def _grouped_gemm_dw_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dW[e][k-block, n-block] = Σ over expert e's rows r of X[x_row(r)]ᵀ (w_pair(r) ·) dY[dy_row(r)]."""
-    expert = tl.program_id(0)
-    pid_kn = tl.program_id(1)
+    pid_kn = tl.program_id(0)  # the (K, N) tiles on axis 0, the experts on axis 1 (≤ 65,535)
+    expert = tl.program_id(1)
     n_blocks_n = tl.cdiv(N, BLOCK_N)
     offs_k = (pid_kn // n_blocks_n) * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_n = (pid_kn % n_blocks_n) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -223,6 +223,15 @@ def _grouped_gemm_dw_kernel(
 
 
 # ------------------------------------------------------------------------------ host wrappers
+def _check_plan(plan: ExpertTiles, x: Tensor) -> None:
+    if not isinstance(plan, ExpertTiles):
+        raise ValueError(f"plan: expected an ExpertTiles from align_to_tiles, got {type(plan).__name__}")
+    for name in ("sorted_pair", "tile_expert", "expert_tile_start", "expert_tile_count"):
+        K.check_tensor(f"plan.{name}", getattr(plan, name), ndim=1, dtypes=(torch.int32,), like=x)
+    if plan.n_experts > 65_535:
+        raise ValueError(f"plan.n_experts: expected at most 65,535 (CUDA grid axis 1), got {plan.n_experts}")
+
+
 def _check_rows(name: str, t: Tensor, plan: ExpertTiles, rows: int) -> None:
     if rows not in _ROW_NAMES:
         raise ValueError(f"{name}_rows: expected one of {sorted(_ROW_NAMES)}, got {rows!r}")
@@ -243,16 +252,21 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
         route_weights: optional ``[N·k]`` routing weight per pair multiplying its output row.
     Returns: Y in x.dtype, accumulated in fp32.
     """
+    _check_plan(plan, x)
+    K.check_tensor("x", x)
     _check_rows("x", x, plan, x_rows)
+    K.check_tensor("w", w, like=x)
+    if route_weights is not None:
+        K.check_tensor("route_weights", route_weights, like=x)
     if y_rows not in (ROWS_SORTED, ROWS_PAIR):
         raise ValueError(f"y_rows: expected ROWS_SORTED or ROWS_PAIR, got {y_rows!r}")
     if w.dim() != 3 or w.shape[0] != plan.n_experts or w.shape[1] != x.shape[1]:
         raise ValueError(f"w: expected [{plan.n_experts}, {x.shape[1]}, N], got {tuple(w.shape)}")
     if route_weights is not None and route_weights.shape != (plan.n_pairs,):
         raise ValueError(f"route_weights: expected [{plan.n_pairs}], got {tuple(route_weights.shape)}")
-    K, N = w.shape[1], w.shape[2]
+    k_dim, N = w.shape[1], w.shape[2]
     y = x.new_empty(plan.n_rows(y_rows), N) if y_rows == ROWS_SORTED else x.new_zeros(plan.n_pairs, N)
-    if plan.n_tiles == 0:
+    if plan.n_tiles == 0 or N == 0:
         return y
     bm, bn, bk = _default_blocks(x.device)
     bn, bk = block_n or bn, block_k or bk
@@ -261,10 +275,10 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
     grid = (plan.n_tiles, triton.cdiv(N, bn))
     _grouped_gemm_fwd_kernel[grid](
         x, w, y, rw, plan.sorted_pair, plan.tile_expert,
-        plan.n_pairs, K, N,
+        plan.n_pairs, k_dim, N,
         x.stride(0), x.stride(1), w.stride(0), w.stride(1), w.stride(2), y.stride(0), y.stride(1),
         TOP_K=plan.top_k, X_ROWS=x_rows, Y_ROWS=y_rows, MUL_WEIGHT=route_weights is not None,
-        PRECISION=_precision(x.dtype), UPCAST=INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk,
+        PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk,
     )
     return y
 
@@ -273,21 +287,30 @@ def grouped_gemm_dw(x: Tensor, dy: Tensor, plan: ExpertTiles, x_rows: int, dy_ro
                     route_weights: Tensor | None = None, block_n: int | None = None,
                     block_k: int | None = None) -> Tensor:
     """``dW[e] = Σ_{rows of e} X[x_row]ᵀ (w_pair ·) dY[dy_row]`` → ``[E, K, N]`` in x.dtype."""
+    _check_plan(plan, x)
+    K.check_tensor("x", x)
+    K.check_tensor("dy", dy, like=x)
     _check_rows("x", x, plan, x_rows)
     _check_rows("dy", dy, plan, dy_rows)
-    K, N = x.shape[1], dy.shape[1]
-    dw = x.new_empty(plan.n_experts, K, N)
+    if route_weights is not None:
+        K.check_tensor("route_weights", route_weights, like=x)
+        if route_weights.shape != (plan.n_pairs,):
+            raise ValueError(f"route_weights: expected [{plan.n_pairs}], got {tuple(route_weights.shape)}")
+    k_dim, N = x.shape[1], dy.shape[1]
+    dw = x.new_zeros(plan.n_experts, k_dim, N)
+    if plan.n_experts == 0 or k_dim == 0 or N == 0:
+        return dw
     _, bn, bk = _default_blocks(x.device)
     bn, bk = block_n or bn, block_k or bk
     dy = dy.to(x.dtype)
     rw = route_weights if route_weights is not None else plan.sorted_pair
-    grid = (plan.n_experts, triton.cdiv(K, bk) * triton.cdiv(N, bn))
+    grid = (triton.cdiv(k_dim, bk) * triton.cdiv(N, bn), plan.n_experts)
     _grouped_gemm_dw_kernel[grid](
         x, dy, dw, rw, plan.sorted_pair, plan.expert_tile_start, plan.expert_tile_count,
-        plan.n_pairs, K, N,
+        plan.n_pairs, k_dim, N,
         x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dw.stride(0), dw.stride(1), dw.stride(2),
         TOP_K=plan.top_k, X_ROWS=x_rows, DY_ROWS=dy_rows, MUL_WEIGHT=route_weights is not None,
-        PRECISION=_precision(x.dtype), UPCAST=INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk,
+        PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk,
     )
     return dw
 
@@ -358,19 +381,26 @@ def moe_swiglu_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, 
         block_m: tile height (default 64 on GPU, 16 in the interpreter).
     Returns: ``[N, d]`` in x.dtype; differentiable in x, weights, w1, w3, w2.
     """
-    if x.dim() != 2 or indices.dim() != 2 or indices.shape != weights.shape or indices.shape[0] != x.shape[0]:
+    K.check_tensor("x", x, ndim=2)
+    K.check_tensor("indices", indices, ndim=2, dtypes=(torch.int32, torch.int64), like=x)
+    K.check_tensor("weights", weights, ndim=2, like=x)
+    for name, w in (("w1", w1), ("w3", w3), ("w2", w2)):
+        K.check_tensor(name, w, ndim=3, like=x)
+    if indices.shape != weights.shape or indices.shape[0] != x.shape[0]:
         raise ValueError(f"indices: expected [N, k] like weights, with x [N, d]; got x {tuple(x.shape)}, "
                          f"indices {tuple(indices.shape)}, weights {tuple(weights.shape)}")
     N, d = x.shape
     k = indices.shape[1]
     E = w1.shape[0]
-    if w1.shape != w3.shape or w1.shape[1] != d or w2.shape != (E, w1.shape[2], d):
-        raise ValueError(f"w1, w3, w2: expected [E, {d}, h], [E, {d}, h], [E, h, {d}]; got "
-                         f"{tuple(w1.shape)}, {tuple(w3.shape)}, {tuple(w2.shape)}")
+    for name, w, want in (("w1", w1, (E, d, w1.shape[2])), ("w3", w3, tuple(w1.shape)),
+                          ("w2", w2, (E, w1.shape[2], d))):
+        if tuple(w.shape) != want or (name == "w1" and w.shape[1] != d):
+            raise ValueError(f"{name}: expected shape {list(want)} (w1, w3 [E, d={d}, h], w2 [E, h, d]), "
+                             f"got {tuple(w.shape)}")
     if torch.is_autocast_enabled(x.device.type):  # a custom op: do autocast's cast ourselves
         dt = torch.get_autocast_dtype(x.device.type)
         x, weights, w1, w3, w2 = (t.to(dt) for t in (x, weights, w1, w3, w2))
-    plan = align_to_tiles(indices, E, block_m or _default_blocks(x.device)[0])
+    plan = align_to_tiles(indices, E, block_m or _default_blocks()[0])
     x = x.contiguous()
     gate = GroupedGemm.apply(x, w1, None, plan, ROWS_TOKEN, ROWS_SORTED)  # [M_pad, h]
     up = GroupedGemm.apply(x, w3, None, plan, ROWS_TOKEN, ROWS_SORTED)  # [M_pad, h]

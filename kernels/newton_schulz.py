@@ -17,7 +17,8 @@ epilogue ``b·A[i, j] + c·acc`` (one read of the ``A`` tile, no ``A·A`` tempor
 
 Accumulation is fp32; the stored result has the input's dtype. Inputs in the CPU interpreter are upcast
 to fp32 right after loading (``UPCAST``) because the interpreter computes bf16 wrongly; on a GPU the
-16-bit tiles go straight to the tensor cores. Batched over a leading dim (the grid's second axis).
+16-bit tiles go straight to the tensor cores; fp32 uses :func:`kimi_mini.kernels.dot_precision`. Batched
+over a leading dim, flattened with the tiles into one 1-D grid (CUDA caps grid axis 1 at 65,535).
 
 Order, as in Triton's tutorials: reference (:func:`kimi_mini.optim.newton_schulz_step`), kernels, host
 wrappers, check (``tests/test_newton_schulz_kernel.py``), benchmark (``__main__``).
@@ -26,13 +27,14 @@ wrappers, check (``tests/test_newton_schulz_kernel.py``), benchmark (``__main__`
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from kimi_mini.kernels import INTERPRETED
+import kimi_mini.kernels as K
 
 
 @triton.jit
@@ -70,12 +72,12 @@ def _store_symmetric(C, stride_cm, stride_cn, tile, ti, tj, M, BLOCK: tl.constex
 
 @triton.jit
 def _ns_gram_fwd_kernel(X, C, TILE_I, TILE_J, stride_xb, stride_xm, stride_xk,
-                        stride_cb, stride_cm, stride_cn, M, K, BLOCK: tl.constexpr,
+                        stride_cb, stride_cm, stride_cn, M, K, N_TILES, BLOCK: tl.constexpr,
                         BLOCK_K: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    """``C = X·Xᵀ`` for ``X [batch, M, K]``; program ``(pid, b)`` computes the upper tile
+    """``C = X·Xᵀ`` for ``X [batch, M, K]``; program ``b·N_TILES + pid`` computes the upper tile
     ``(TILE_I[pid], TILE_J[pid])`` of matrix ``b``."""
-    pid = tl.program_id(0)
-    bid = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0) % N_TILES
+    bid = (tl.program_id(0) // N_TILES).to(tl.int64)
     ti = tl.load(TILE_I + pid)
     tj = tl.load(TILE_J + pid)
     acc = _gram_tile(X + bid * stride_xb, stride_xm, stride_xk, ti, tj, M, K,
@@ -85,11 +87,11 @@ def _ns_gram_fwd_kernel(X, C, TILE_I, TILE_J, stride_xb, stride_xm, stride_xk,
 
 @triton.jit
 def _ns_poly_fwd_kernel(A, C, TILE_I, TILE_J, stride_ab, stride_am, stride_an,
-                        stride_cb, stride_cm, stride_cn, M, coef_b, coef_c, BLOCK: tl.constexpr,
+                        stride_cb, stride_cm, stride_cn, M, coef_b, coef_c, N_TILES, BLOCK: tl.constexpr,
                         BLOCK_K: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """``C = b·A + c·A·A`` for symmetric ``A [batch, M, M]`` (``A·A = A·Aᵀ``: the Gram tile of A)."""
-    pid = tl.program_id(0)
-    bid = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0) % N_TILES
+    bid = (tl.program_id(0) // N_TILES).to(tl.int64)
     ti = tl.load(TILE_I + pid)
     tj = tl.load(TILE_J + pid)
     base = A + bid * stride_ab
@@ -114,15 +116,17 @@ def _upper_tiles(n_tiles: int, device: str) -> tuple[Tensor, Tensor]:
     return i.to(torch.int32).to(device), j.to(torch.int32).to(device)
 
 
-def _config(m: int, block: int | None) -> tuple[int, int, int]:
+def _config(m: int, block: int | None, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK, BLOCK_K, num_warps). fp32 stays at 64×64 tiles: 128×128 fp32 tiles need 196,608 B of
+    shared memory, over the A100's 166,912 (``kimi_mini.kernels.aot`` measures every choice)."""
     if block is None:
-        if INTERPRETED:  # few, large programs: the interpreter's cost is per program
+        if K.INTERPRETED:  # few, large programs: the interpreter's cost is per program
             block = max(16, min(64, triton.next_power_of_2(m)))
         else:
-            block = 64 if m <= 1024 else 128
-    if block < 16 or block & (block - 1):
-        raise ValueError(f"block: expected a power of two >= 16, got {block}")
-    block_k = block if INTERPRETED else 64
+            block = 64 if m <= 1024 or dtype == torch.float32 else 128
+    if isinstance(block, bool) or not isinstance(block, int) or block < 16 or block & (block - 1):
+        raise ValueError(f"block: expected a power of two >= 16, got {block!r}")
+    block_k = block if K.INTERPRETED else 64
     num_warps = 8 if block >= 128 else 4
     return block, block_k, num_warps
 
@@ -131,25 +135,27 @@ def _check(X: Tensor, name: str) -> Tensor:
     if not isinstance(X, Tensor) or X.dim() < 2:
         got = tuple(X.shape) if isinstance(X, Tensor) else type(X).__name__
         raise ValueError(f"{name}: expected a tensor [..., m, n], got {got}")
-    if X.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"{name}: expected float32/float16/bfloat16, got {X.dtype}")
-    return X.reshape(-1, X.shape[-2], X.shape[-1])
+    K.check_tensor(name, X)
+    return X.reshape(math.prod(X.shape[:-2]), X.shape[-2], X.shape[-1])  # not -1: ambiguous when empty
 
 
 def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+    return K.dot_precision(dtype)
 
 
 def ns_gram(X: Tensor, block: int | None = None) -> Tensor:
     """``X·Xᵀ`` for ``X [..., m, n]`` → ``[..., m, m]`` in X's dtype, bitwise symmetric (upper tiles only)."""
     X3 = _check(X, "X")
     batch, m, k = X3.shape
-    C = torch.empty(batch, m, m, device=X.device, dtype=X.dtype)
-    BLOCK, BLOCK_K, num_warps = _config(m, block)
+    C = torch.zeros(batch, m, m, device=X.device, dtype=X.dtype) if k == 0 else \
+        torch.empty(batch, m, m, device=X.device, dtype=X.dtype)
+    BLOCK, BLOCK_K, num_warps = _config(m, block, X.dtype)
+    if C.numel() == 0 or k == 0:  # empty shapes: nothing to launch (X·Xᵀ of [m, 0] is zeros)
+        return C.view(*X.shape[:-1], m)
     ti, tj = _upper_tiles(triton.cdiv(m, BLOCK), str(X.device))
-    _ns_gram_fwd_kernel[(ti.numel(), batch)](
+    _ns_gram_fwd_kernel[(ti.numel() * batch,)](
         X3, C, ti, tj, X3.stride(0), X3.stride(1), X3.stride(2), C.stride(0), C.stride(1), C.stride(2),
-        m, k, BLOCK=BLOCK, BLOCK_K=BLOCK_K, UPCAST=INTERPRETED, PRECISION=_precision(X.dtype),
+        m, k, ti.numel(), BLOCK=BLOCK, BLOCK_K=BLOCK_K, UPCAST=K.INTERPRETED, PRECISION=_precision(X.dtype),
         num_warps=num_warps)
     return C.view(*X.shape[:-1], m)
 
@@ -162,12 +168,17 @@ def ns_poly(A: Tensor, b: float, c: float, block: int | None = None) -> Tensor:
     batch, m, m2 = A3.shape
     if m != m2:
         raise ValueError(f"A: expected square matrices [..., m, m], got {tuple(A.shape)}")
+    for name, v in (("b", b), ("c", c)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name}: expected a finite float, got {v!r}")
     C = torch.empty_like(A3, memory_format=torch.contiguous_format)
-    BLOCK, BLOCK_K, num_warps = _config(m, block)
+    BLOCK, BLOCK_K, num_warps = _config(m, block, A.dtype)
+    if C.numel() == 0:
+        return C.view(A.shape)
     ti, tj = _upper_tiles(triton.cdiv(m, BLOCK), str(A.device))
-    _ns_poly_fwd_kernel[(ti.numel(), batch)](
+    _ns_poly_fwd_kernel[(ti.numel() * batch,)](
         A3, C, ti, tj, A3.stride(0), A3.stride(1), A3.stride(2), C.stride(0), C.stride(1), C.stride(2),
-        m, float(b), float(c), BLOCK=BLOCK, BLOCK_K=BLOCK_K, UPCAST=INTERPRETED,
+        m, float(b), float(c), ti.numel(), BLOCK=BLOCK, BLOCK_K=BLOCK_K, UPCAST=K.INTERPRETED,
         PRECISION=_precision(A.dtype), num_warps=num_warps)
     return C.view(A.shape)
 

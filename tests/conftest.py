@@ -35,3 +35,12 @@ def _one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def device() -> str:
+    """The device every kernel test puts its tensors on: "cuda" when the kernels are compiled, "cpu" when
+    Triton interprets them — so a CPU tensor never reaches a compiled kernel (kimi_mini.kernels decides)."""
+    from kimi_mini.kernels import default_device
+
+    return default_device()

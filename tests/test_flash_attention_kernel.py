@@ -1,6 +1,8 @@
-"""Triton flash attention with max logit vs PyTorch SDPA and a naive max logit (interpreter on CPU).
+"""Triton flash attention with max logit vs PyTorch SDPA and a naive max logit (interpreter on CPU,
+compiled on a GPU: tensors come from the ``device`` fixture).
 
-Odd lengths (63, 130) leave partial blocks; GQA, t_q < t_k (decoding) and MLA's D_qk ≠ D_v are covered.
+Odd lengths (63, 130) leave partial blocks; GQA, t_q < t_k (decoding) and MLA's D_qk ≠ D_v are covered;
+bad inputs raise ValueError naming the argument; empty inputs give empty outputs.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import kimi_mini.kernels as K
 from kimi_mini.kernels.flash_attention import flash_attention, flash_attention_reference
 from kimi_mini.testing import assert_close
 
@@ -73,8 +76,8 @@ def _check(case, dtype, device="cpu"):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_matches_sdpa_and_naive_max_logit(case, dtype):
-    _check(case, dtype)
+def test_matches_sdpa_and_naive_max_logit(case, dtype, device):
+    _check(case, dtype, device)
 
 
 def test_bf16_in_the_interpreter():
@@ -90,20 +93,20 @@ def test_bf16_on_gpu(case):
     _check(case, torch.bfloat16, device="cuda")
 
 
-def test_reference_agrees_with_sdpa():
-    q, k, v = _inputs(1, 4, 2, 9, 20, 8, 6, torch.float32)
+def test_reference_agrees_with_sdpa(device):
+    q, k, v = _inputs(1, 4, 2, 9, 20, 8, 6, torch.float32, device)
     out, m = flash_attention_reference(q, k, v)
     assert_close(out, _sdpa(q, k, v), rtol=1e-5, what="reference vs SDPA")
     assert_close(m, _naive_max_logit(q, k, 8**-0.5), rtol=1e-6, what="reference max logit")
 
 
-def test_max_logit_is_causal():
+def test_max_logit_is_causal(device):
     """A huge logit between query 0 and key 5 (in the future) must not count."""
-    q = torch.zeros(1, 1, 8, 16)
-    k = torch.zeros(1, 1, 8, 16)
+    q = torch.zeros(1, 1, 8, 16, device=device)
+    k = torch.zeros(1, 1, 8, 16, device=device)
     q[0, 0, 0, 0] = 30.0
     k[0, 0, 5, 0] = 30.0
-    v = torch.randn(1, 1, 8, 16)
+    v = torch.randn(1, 1, 8, 16, device=device)
     _, m = flash_attention(q, k, v, scale=1.0)
     assert float(m) == 0.0
     q[0, 0, 6, 0] = 2.0  # query 6 sees key 5: 2·30 = 60
@@ -111,35 +114,68 @@ def test_max_logit_is_causal():
     assert float(m) == pytest.approx(60.0, rel=1e-6)  # base-2 round trip: last-bit rounding
 
 
-def test_custom_scale():
-    q, k, v = _inputs(1, 2, 2, 40, 40, 16, 16, torch.float32)
+def test_custom_scale(device):
+    q, k, v = _inputs(1, 2, 2, 40, 40, 16, 16, torch.float32, device)
     out, m = flash_attention(q, k, v, scale=0.5)
     ref, ref_m = flash_attention_reference(q, k, v, scale=0.5)
     assert_close(out, ref, rtol=2e-5, what="out, scale 0.5")
     assert_close(m, ref_m, rtol=1e-6, what="max logit, scale 0.5")
 
 
-@pytest.mark.parametrize("args, match", [
-    ((torch.randn(2, 3, 4), torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)), "q: expected a"),
-    ((torch.randn(1, 3, 4, 8), torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)), "H_kv dividing"),
-    ((torch.randn(1, 2, 6, 8), torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)), "t_q <= t_k"),
-    ((torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 6), torch.randn(1, 2, 4, 8)), "k, v: expected"),
-    ((torch.randn(1, 2, 4, 8).double(),) * 3, "dtype"),
-    ((torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8).half(), torch.randn(1, 2, 4, 8)), "one dtype"),
-], ids=["3d-q", "bad-gqa", "tq>tk", "dim-mismatch", "float64", "mixed-dtype"])
-def test_bad_inputs(args, match):
-    with pytest.raises(ValueError, match=match):
-        flash_attention(*args)
+def _t(*shape, dtype=torch.float32, device="cpu"):
+    return torch.randn(*shape, device=device).to(dtype)
 
 
-def test_bad_scale():
+BAD = [  # (argument named in the error, q k v builder, message fragment)
+    ("q", lambda d: (_t(2, 3, 4, device=d), _t(2, 1, 3, 4, device=d), _t(2, 1, 3, 4, device=d)), "expected a"),
+    ("q", lambda d: ("q", _t(1, 2, 4, 8, device=d), _t(1, 2, 4, 8, device=d)), "expected a"),
+    ("k", lambda d: (_t(1, 3, 4, 8, device=d), _t(1, 2, 4, 8, device=d), _t(1, 2, 4, 8, device=d)), "H_kv dividing"),
+    ("q", lambda d: (_t(1, 2, 6, 8, device=d), _t(1, 2, 4, 8, device=d), _t(1, 2, 4, 8, device=d)), "t_q <= t_k"),
+    ("k, v", lambda d: (_t(1, 2, 4, 8, device=d), _t(1, 2, 4, 6, device=d), _t(1, 2, 4, 8, device=d)), "expected"),
+    ("k, v", lambda d: (_t(1, 2, 4, 8, device=d), _t(1, 2, 4, 8, device=d), _t(1, 2, 5, 8, device=d)), "expected"),
+    ("q", lambda d: (_t(1, 2, 4, 8, dtype=torch.float64, device=d),) * 3, "dtype"),
+    ("q", lambda d: (torch.ones(1, 2, 4, 8, dtype=torch.int32, device=d),) * 3, "dtype"),
+    ("q, k, v", lambda d: (_t(1, 2, 4, 8, device=d), _t(1, 2, 4, 8, dtype=torch.float16, device=d),
+                           _t(1, 2, 4, 8, device=d)), "one dtype"),
+    ("k", lambda d: (_t(1, 2, 4, 8, device=d), _t(1, 2, 4, 8, device="meta"), _t(1, 2, 4, 8, device=d)), "device"),
+    ("k", lambda d: (_t(1, 2, 4, 8, device=d), _t(1, 0, 4, 8, device=d), _t(1, 0, 4, 8, device=d)), "H_kv"),
+]
+
+
+@pytest.mark.parametrize("arg,make,match", BAD, ids=[f"{a.replace(', ', '')}-{i}" for i, (a, _, _) in enumerate(BAD)])
+def test_bad_inputs_name_the_argument(arg, make, match, device):
+    with pytest.raises(ValueError, match=f"^{arg}: .*{match}"):
+        flash_attention(*make(device))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf"), "0.5"], ids=repr)
+def test_bad_scale(scale, device):
+    q = torch.randn(1, 1, 4, 8, device=device)
+    with pytest.raises(ValueError, match="^scale:"):
+        flash_attention(q, q, q, scale=scale)
+
+
+def test_cpu_tensor_to_a_compiled_kernel_is_a_value_error(monkeypatch):
+    monkeypatch.setattr(K, "INTERPRETED", False)
     q = torch.randn(1, 1, 4, 8)
-    with pytest.raises(ValueError, match="scale"):
-        flash_attention(q, q, q, scale=0.0)
+    with pytest.raises(ValueError, match="^q: expected a CUDA tensor"):
+        flash_attention(q, q, q)
+
+
+def test_empty_query_and_batch(device):
+    """t_q = 0 or B = 0: empty outputs (max logit -inf: no pair), gradients of the right shapes."""
+    for B, t_q in ((0, 4), (1, 0)):
+        q = torch.randn(B, 2, t_q, 8, device=device, requires_grad=True)
+        k = torch.randn(B, 2, 4, 8, device=device, requires_grad=True)
+        out, m = flash_attention(q, k, k)
+        assert out.shape == (B, 2, t_q, 8) and m.shape == (B, 2)
+        assert bool((m == float("-inf")).all())
+        dq, dk = torch.autograd.grad(out.sum(), (q, k))
+        assert dq.shape == q.shape and torch.equal(dk, torch.zeros_like(k))
 
 
 @pytest.mark.parametrize("n_kv_heads", [None, 2], ids=["mha", "gqa"])
-def test_multihead_attention_triton_impl(n_kv_heads):
+def test_multihead_attention_triton_impl(n_kv_heads, device):
     """``attention_options={"impl": "triton"}`` in KimiMini: same logits, gradients and max logits as SDPA,
     and KV-cache decoding still agrees."""
     from kimi_mini import KimiConfig, KimiMini
@@ -147,12 +183,12 @@ def test_multihead_attention_triton_impl(n_kv_heads):
 
     torch.manual_seed(0)
     cfg = dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=n_kv_heads, max_seq_len=64)
-    ref = KimiMini(KimiConfig(**cfg))
-    tri = KimiMini(KimiConfig(**cfg, attention_options={"impl": "triton"}))
+    ref = KimiMini(KimiConfig(**cfg)).to(device)
+    tri = KimiMini(KimiConfig(**cfg, attention_options={"impl": "triton"})).to(device)
     tri.load_state_dict(ref.state_dict())
     track_max_logits(ref)
     track_max_logits(tri)
-    x = torch.randint(0, 256, (2, 40))
+    x = torch.randint(0, 256, (2, 40), device=device)
     (l_ref, loss_ref), (l_tri, loss_tri) = ref(x, x), tri(x, x)
     assert_close(l_tri, l_ref, rtol=1e-5, what="logits")
     assert_close(max_logits(tri), max_logits(ref), rtol=1e-6, what="max logits")

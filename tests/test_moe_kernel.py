@@ -1,15 +1,19 @@
 """The MoE grouped-GEMM kernel (kernels/moe.py; interpreter on CPU) against the naive reference:
-alignment invariants, each GEMM mode, and the routed SwiGLU experts' outputs and gradients."""
+alignment invariants, each GEMM mode, and the routed SwiGLU experts' outputs and gradients; bad inputs →
+ValueError naming the argument. Tensors come from the ``device`` fixture (CUDA when compiled)."""
 
 import pytest
 import torch
 
+import kimi_mini.kernels as K
 from kimi_mini.kernels.moe import (
     ROWS_PAIR,
     ROWS_SORTED,
     ROWS_TOKEN,
     GroupedGemm,
     align_to_tiles,
+    grouped_gemm,
+    grouped_gemm_dw,
     moe_swiglu_experts,
 )
 from kimi_mini.moe import MoE, moe_experts
@@ -55,33 +59,34 @@ _NAMES = {ROWS_TOKEN: "token", ROWS_SORTED: "sorted", ROWS_PAIR: "pair"}
 
 @pytest.mark.parametrize("x_rows,y_rows,weighted", MODES,
                          ids=[f"{_NAMES[a]}-to-{_NAMES[b]}{'-weighted' if w else ''}" for a, b, w in MODES])
-def test_grouped_gemm_modes_match_per_pair_loop(x_rows, y_rows, weighted):
-    N, E, k, K, Nout = 21, 5, 2, 24, 40
-    idx = _ragged_indices(N, E, k, empty=(4,))
+def test_grouped_gemm_modes_match_per_pair_loop(x_rows, y_rows, weighted, device):
+    N, E, k, d_in, Nout = 21, 5, 2, 24, 40
+    idx = _ragged_indices(N, E, k, empty=(4,)).to(device)
     plan = align_to_tiles(idx, E, 16)
     g = torch.Generator().manual_seed(1)
     sp = plan.sorted_pair.long()
     valid = sp < N * k
-    x = torch.randn(plan.n_rows(x_rows), K, generator=g)
+    x = torch.randn(plan.n_rows(x_rows), d_in, generator=g).to(device)
     if x_rows == ROWS_SORTED:
         x[~valid] = 0.0
     x.requires_grad_()
-    w = torch.randn(E, K, Nout, generator=g, requires_grad=True)
-    rw = torch.rand(N * k, generator=g, requires_grad=True) if weighted else None
+    w = torch.randn(E, d_in, Nout, generator=g).to(device).requires_grad_()
+    rw = torch.rand(N * k, generator=g).to(device).requires_grad_() if weighted else None
     y = GroupedGemm.apply(x, w, rw, plan, x_rows, y_rows)
     # the reference: one row per pair, written where the output layout puts that pair
-    row_of_pair = torch.empty(N * k, dtype=torch.long)
-    row_of_pair[sp[valid]] = torch.arange(plan.padded_rows)[valid]
-    x_row = {ROWS_TOKEN: torch.arange(N * k) // k, ROWS_PAIR: torch.arange(N * k), ROWS_SORTED: row_of_pair}
+    row_of_pair = torch.empty(N * k, dtype=torch.long, device=device)
+    row_of_pair[sp[valid]] = torch.arange(plan.padded_rows, device=device)[valid]
+    pairs = torch.arange(N * k, device=device)
+    x_row = {ROWS_TOKEN: pairs // k, ROWS_PAIR: pairs, ROWS_SORTED: row_of_pair}
     per_pair = torch.einsum("pk,pkn->pn", x[x_row[x_rows]], w[idx.reshape(-1)])
     if weighted:
         per_pair = per_pair * rw[:, None]
     if y_rows == ROWS_PAIR:
         ref = per_pair
     else:
-        ref = torch.zeros(plan.padded_rows, Nout).index_copy(0, row_of_pair, per_pair)
+        ref = torch.zeros(plan.padded_rows, Nout, device=device).index_copy(0, row_of_pair, per_pair)
     assert_close(y, ref, rtol=1e-5, atol=1e-5, what="y")
-    dy = torch.randn(ref.shape, generator=g)
+    dy = torch.randn(ref.shape, generator=g).to(device)
     inputs = [x, w] + ([rw] if weighted else [])
     got = torch.autograd.grad(y, inputs, dy)
     want = torch.autograd.grad(ref, inputs, dy)
@@ -98,15 +103,15 @@ CASES = [  # (N, d, E, k, h, dtype, empty experts)
 
 @pytest.mark.parametrize("N,d,E,k,h,dtype,empty", CASES,
                          ids=[f"N{c[0]}-E{c[2]}-k{c[3]}-{str(c[5])[6:]}-empty{len(c[6])}" for c in CASES])
-def test_swiglu_experts_kernel_matches_naive(N, d, E, k, h, dtype, empty):
+def test_swiglu_experts_kernel_matches_naive(N, d, E, k, h, dtype, empty, device):
     g = torch.Generator().manual_seed(0)
-    idx = _ragged_indices(N, E, k, empty=empty)
-    x = torch.randn(N, d, generator=g).to(dtype).requires_grad_()
-    w1 = (torch.randn(E, d, h, generator=g) * d**-0.5).to(dtype).requires_grad_()
-    w3 = (torch.randn(E, d, h, generator=g) * d**-0.5).to(dtype).requires_grad_()
-    w2 = (torch.randn(E, h, d, generator=g) * h**-0.5).to(dtype).requires_grad_()
-    wts = torch.rand(N, k, generator=g).to(dtype).requires_grad_()
-    dy = torch.randn(N, d, generator=g).to(dtype)
+    idx = _ragged_indices(N, E, k, empty=empty).to(device)
+    x = torch.randn(N, d, generator=g).to(device, dtype).requires_grad_()
+    w1 = (torch.randn(E, d, h, generator=g) * d**-0.5).to(device, dtype).requires_grad_()
+    w3 = (torch.randn(E, d, h, generator=g) * d**-0.5).to(device, dtype).requires_grad_()
+    w2 = (torch.randn(E, h, d, generator=g) * h**-0.5).to(device, dtype).requires_grad_()
+    wts = torch.rand(N, k, generator=g).to(device, dtype).requires_grad_()
+    dy = torch.randn(N, d, generator=g).to(device, dtype)
     inputs = (x, wts, w1, w3, w2)
     y = moe_swiglu_experts(x, idx, wts, w1, w3, w2)
     got = torch.autograd.grad(y, inputs, dy)
@@ -124,10 +129,10 @@ def test_swiglu_experts_kernel_matches_naive(N, d, E, k, h, dtype, empty):
         assert got[2][e].abs().max() == 0 and got[4][e].abs().max() == 0
 
 
-def test_moe_layer_triton_impl_trains_like_naive():
+def test_moe_layer_triton_impl_trains_like_naive(device):
     torch.manual_seed(0)
-    moe = MoE(32, 4, 2, 16, route_scale=2.0)
-    x, dy = torch.randn(2, 9, 32), torch.randn(2, 9, 32)
+    moe = MoE(32, 4, 2, 16, route_scale=2.0).to(device)
+    x, dy = torch.randn(2, 9, 32, device=device), torch.randn(2, 9, 32, device=device)
     out = {}
     for impl in ("naive", "triton"):
         moe.impl = impl
@@ -141,13 +146,56 @@ def test_moe_layer_triton_impl_trains_like_naive():
         assert_close(a, b, rtol=1e-5, atol=1e-5, what=name)
 
 
-def test_kernel_rejects_bad_shapes():
-    idx = torch.zeros(4, 2, dtype=torch.long)
-    w = torch.randn(3, 8, 6)
-    with pytest.raises(ValueError, match="w1"):
-        moe_swiglu_experts(torch.randn(4, 8), idx, torch.ones(4, 2), w, w, torch.randn(3, 8, 8))
-    with pytest.raises(ValueError, match="indices"):
-        moe_swiglu_experts(torch.randn(4, 8), idx[:3], torch.ones(3, 2), w, w, torch.randn(3, 6, 8))
+def _valid(device, N=4, d=8, E=3, k=2, h=6):
+    return dict(x=torch.randn(N, d, device=device), indices=torch.zeros(N, k, dtype=torch.long, device=device),
+                weights=torch.ones(N, k, device=device), w1=torch.randn(E, d, h, device=device),
+                w3=torch.randn(E, d, h, device=device), w2=torch.randn(E, h, d, device=device))
+
+
+BAD = [  # (argument named, changes to the valid inputs)
+    ("x", dict(x=torch.randn(4, 8).double())),
+    ("x", dict(x=torch.randn(2, 4, 8))),
+    ("x", dict(x="x")),
+    ("indices", dict(indices=torch.zeros(4, 2))),  # float ids
+    ("indices", dict(indices=torch.zeros(3, 2, dtype=torch.long))),
+    ("indices", dict(indices=torch.full((4, 2), 3, dtype=torch.long))),  # expert 3 of 3: past the end
+    ("indices", dict(indices=torch.full((4, 2), -1, dtype=torch.long))),
+    ("weights", dict(weights=torch.ones(4, 2, dtype=torch.int64))),
+    ("weights", dict(weights=torch.ones(4, 2, device="meta"))),
+    ("w1", dict(w1=torch.randn(3, 7, 6))),
+    ("w2", dict(w2=torch.randn(3, 8, 6))),
+    ("w3", dict(w3=torch.randn(3, 8, 6).to(torch.int32))),
+]
+
+
+@pytest.mark.parametrize("arg,change", BAD, ids=[f"{a}-{i}" for i, (a, _) in enumerate(BAD)])
+def test_bad_inputs_name_the_argument(arg, change, device):
+    kwargs = _valid(device)
+    kwargs.update({k: v.to(device) if torch.is_tensor(v) and v.device.type != "meta" else v
+                   for k, v in change.items()})
+    with pytest.raises(ValueError, match=rf"^{arg}\b"):
+        moe_swiglu_experts(**kwargs)
+
+
+def test_grouped_gemm_bad_inputs(device):
+    idx = torch.zeros(4, 2, dtype=torch.long, device=device)
+    plan = align_to_tiles(idx, 3, 16)
+    x, w = torch.randn(4, 8, device=device), torch.randn(3, 8, 6, device=device)
+    with pytest.raises(ValueError, match="^w:"):
+        grouped_gemm(x, w.to("meta"), plan, ROWS_TOKEN, ROWS_SORTED)
+    with pytest.raises(ValueError, match="^x:"):
+        grouped_gemm(x[:3], w, plan, ROWS_TOKEN, ROWS_SORTED)
+    with pytest.raises(ValueError, match="^plan:"):
+        grouped_gemm(x, w, "plan", ROWS_TOKEN, ROWS_SORTED)
+    with pytest.raises(ValueError, match="^route_weights:"):
+        grouped_gemm_dw(x, torch.randn(plan.padded_rows, 6, device=device), plan, ROWS_TOKEN, ROWS_SORTED,
+                        torch.ones(3, device=device))
+
+
+def test_cpu_tensor_to_a_compiled_kernel_is_a_value_error(monkeypatch):
+    monkeypatch.setattr(K, "INTERPRETED", False)
+    with pytest.raises(ValueError, match="^x: expected a CUDA tensor"):
+        moe_swiglu_experts(**_valid("cpu"))
 
 
 @pytest.mark.gpu
