@@ -162,16 +162,18 @@ def _precision(dtype: torch.dtype) -> str:
     return rule(dtype) if rule is not None else "ieee"
 
 
-def _blocks(D: int, K: int) -> tuple[int, int, int]:
-    """Powers of two ≥ 16 (``tl.dot``'s minimum) for rows, the D chunk and the K tile."""
-    return 32, max(16, min(64, triton.next_power_of_2(D))), max(16, min(32, triton.next_power_of_2(K)))
+def _blocks(D: int, K: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """Powers of two ≥ 16 (``tl.dot``'s minimum) for rows, the D chunk and the K tile; fp32 tiles take a
+    narrower D chunk (its three-pass fp32 dot needs more registers)."""
+    d_max = 32 if dtype == torch.float32 else 64
+    return 32, max(16, min(d_max, triton.next_power_of_2(D))), max(16, min(32, triton.next_power_of_2(K)))
 
 
 def polynomial_fusion_fwd(z: Tensor, factors: Tensor) -> Tensor:
     P, R, D, K = factors.shape
     N = z.shape[0]
     y = torch.empty(N, K, device=z.device, dtype=z.dtype)
-    BN, BD, BK = _blocks(D, K)
+    BN, BD, BK = _blocks(D, K, z.dtype)
     grid = (triton.cdiv(N, BN) * triton.cdiv(K, BK),)
     _fusion_fwd_kernel[grid](z, factors, y, z.stride(0), y.stride(0), N, D, K, R, P=P, BLOCK_N=BN, BLOCK_D=BD,
                              BLOCK_K=BK, PRECISION=_precision(z.dtype))
@@ -184,7 +186,7 @@ def polynomial_fusion_bwd(dy: Tensor, z: Tensor, factors: Tensor) -> tuple[Tenso
     dy = dy.contiguous()
     dz = torch.empty_like(z)
     dw = torch.empty_like(factors)
-    BN, BD, BK = _blocks(D, K)
+    BN, BD, BK = _blocks(D, K, z.dtype)
     n_d = triton.cdiv(D, BD)
     _fusion_bwd_dz_kernel[(triton.cdiv(N, BN) * n_d,)](z, factors, dy, dz, z.stride(0), dy.stride(0), dz.stride(0),
                                                         N, D, K, R, P=P, BLOCK_N=BN, BLOCK_D=BD, BLOCK_K=BK,
