@@ -123,9 +123,9 @@ plt.show()
 # %%
 print(inspect.getsource(polynomial_fusion))
 g = torch.Generator().manual_seed(0)
-zt = torch.randn(37, 13, generator=g, requires_grad=True)  # odd N and D: masked tiles
-wt = (torch.randn(3, 2, 13, 5, generator=g) / 13 ** 0.5).requires_grad_()
-dy = torch.randn(37, 5, generator=g)
+zt = torch.randn(37, 13, generator=g).to(nb.device).requires_grad_()  # odd N and D: masked tiles
+wt = (torch.randn(3, 2, 13, 5, generator=g) / 13 ** 0.5).to(nb.device).requires_grad_()
+dy = torch.randn(37, 5, generator=g).to(nb.device)
 outs = {}
 for impl in ("naive", "torch", "triton"):
     y = polynomial_fusion(zt, wt, impl)

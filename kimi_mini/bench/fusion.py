@@ -2,7 +2,8 @@
 as the number of modalities grows — the curve that motivates low-rank fusion (Liu et al., arXiv 1806.00064;
 Du et al., arXiv 1810.10565).
 
-M = 2, 3, 4 modalities of width 32 (the summary's ratios are at M = 3), N rows, 32 fused outputs; forward +
+M = 2, 3, 4 modalities of width 32 (the summary's ratios are at M = 3), N rows (128 on the CPU, 2048 on a
+GPU: TFN's four-modality activations are then ≈ 10 GB), 32 fused outputs; forward +
 backward of the fusion head alone, timed round-robin (TFN, LMF, polynomial, TFN, …) after one warm-up each,
 so a change in machine load hits every candidate alike; each sample repeats a fast step until it lasts
 ≈ 50 ms; medians with the min–max spread over the samples.
@@ -78,7 +79,7 @@ def _timed(steps: dict, repeat: int, min_sample: float) -> dict[str, list[float]
 def bench_fusion(quick: bool = False) -> BenchResult:
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    width, N, out, rank = (8, 32, 8, 2) if quick else (32, 4096 if cuda else 128, 32, 4)
+    width, N, out, rank = (8, 32, 8, 2) if quick else (32, 2048 if cuda else 128, 32, 4)
     repeat = 2 if quick else 7
     rows, ratios = [], {}
     for M in (2, 3, 4):
