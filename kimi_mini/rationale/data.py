@@ -138,7 +138,7 @@ def _normal_scores(ratings: np.ndarray) -> np.ndarray:
     return norm.ppf((rankdata(ratings) - 0.5) / len(ratings))
 
 
-def _compose(target_pool, distractor_pools, rho, min_abs, rng):
+def _compose(target_pool, distractor_pools, rho, min_abs, rng, repeats=1):
     t_rat = np.array([r for _, r in target_pool])
     keep = np.nonzero(np.abs(t_rat) >= min_abs)[0]
     z_t = _normal_scores(t_rat)  # scores over the whole pool: the copula sees the natural marginal
@@ -148,7 +148,7 @@ def _compose(target_pool, distractor_pools, rho, min_abs, rng):
         order = np.argsort(z, kind="stable")
         sorted_pools.append((pool, order, z[order]))
     out = {"tokens": [], "aspect": [], "label": [], "ratings": [], "domains": []}
-    for i in rng.permutation(keep):
+    for i in rng.permutation(np.repeat(keep, repeats)):
         parts = [(0, target_pool[i])]
         for a, (pool, order, z_sorted) in enumerate(sorted_pools, start=1):
             z_a = rho * z_t[i] + np.sqrt(1 - rho**2) * rng.standard_normal()
@@ -192,13 +192,15 @@ def _embeddings(vocab: list[str], dim: int | None) -> Tensor:
 
 def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon", "tweet"), *, rho: float = 0.7,
                   min_tokens: int = 3, max_sentence_tokens: int = 12, min_abs_rating: float = 0.5,
-                  test_fraction: float = 0.2, dim: int | None = None, seed: int = 0,
+                  test_fraction: float = 0.2, train_repeats: int = 1, dim: int | None = None, seed: int = 0,
                   cache: Path | None = None) -> ReviewBenchmark:
     """Build (once; then load from ``data/cache/``) the review benchmark described in the module docstring.
 
     ``rho`` is the copula correlation between the target's and each distractor's rating (the measured
-    Pearson correlation is in :meth:`ReviewBenchmark.aspect_correlation`); ``dim=None`` keeps the 300-d
-    vectors, an integer projects them onto that many principal components.
+    Pearson correlation is in :meth:`ReviewBenchmark.aspect_correlation`); ``train_repeats`` puts every
+    training target sentence into that many reviews, each with freshly drawn distractors (the test split
+    uses each target once); ``dim=None`` keeps the 300-d vectors, an integer projects them onto that many
+    principal components.
     """
     domains = (target, *distractors)
     for d in domains:
@@ -214,11 +216,15 @@ def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon
                          f"{max_sentence_tokens}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: expected in (0, 1), got {test_fraction!r}")
+    if not isinstance(train_repeats, int) or train_repeats < 1:
+        raise ValueError(f"train_repeats: expected an integer >= 1, got {train_repeats!r}")
     if dim is not None and not (isinstance(dim, int) and 1 <= dim <= 300):
         raise ValueError(f"dim: expected None or an integer in [1, 300], got {dim!r}")
     params = dict(target=target, distractors=list(distractors), rho=rho, min_tokens=min_tokens,
                   max_sentence_tokens=max_sentence_tokens, min_abs_rating=min_abs_rating,
                   test_fraction=test_fraction, dim=dim, seed=seed, version=_VERSION)
+    if train_repeats != 1:  # keeps the cache key of earlier builds
+        params["train_repeats"] = train_repeats
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     path = (cache or cache_dir()) / f"dmr-reviews-{key}"
     if not path.exists():
@@ -237,7 +243,7 @@ def _build(params: dict, path: Path) -> None:
     splits = {}
     for split in ("train", "test"):
         rows = _compose(pools[domains[0]][split], [pools[d][split] for d in domains[1:]], params["rho"],
-                        params["min_abs_rating"], rng)
+                        params["min_abs_rating"], rng, params.get("train_repeats", 1) if split == "train" else 1)
         splits[split] = datasets.Dataset.from_dict(rows)
     vocab = [PAD] + sorted({w for ds in splits.values() for words in ds["tokens"] for w in words})
     emb = _embeddings(vocab, params["dim"])
