@@ -108,3 +108,20 @@ def test_rank_classify_triton_impl_equals_torch_impl():
     assert torch.equal(p_torch, p_tri)
     for a, b in zip(s_tri, s_torch, strict=True):
         assert_close(a, b, rtol=1e-5, atol=1e-5, what="option scores")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_kernel_on_gpu_at_k2_vocabulary(dtype):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = (torch.randn(64, 163840, device="cuda", generator=g) * 2).to(dtype).requires_grad_()
+    t = torch.randint(0, 163840, (64,), device="cuda", generator=g)
+    t[3] = -100
+    lp = token_logprobs(x, t)
+    (dx,) = torch.autograd.grad(lp.sum(), x)
+    xr = x.detach().float().requires_grad_()
+    lr = _reference(xr, t)
+    (dxr,) = torch.autograd.grad(lr.sum(), xr)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    assert_close(lp, lr, **tol, what="log p")
+    assert_close(dx.float(), dxr, **tol, what="d logits")
