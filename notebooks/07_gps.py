@@ -52,10 +52,11 @@ PAPER = "GPS (arXiv 2210.17041)"
 
 # %%
 CFG = P.pick(
-    toy=dict(n_tasks=128, size="large", n_real=2, n_generated_family=1, n_generated_seen=1, seeds=3, generations=3,
-             keep=3, children=2, n_dev=32, n_test=48, pt_steps=30, icl_k=2, gen_steps=150),
-    gpu=dict(n_tasks=512, size="large", n_real=6, n_generated_family=3, n_generated_seen=3, seeds=3, generations=9,
-             keep=4, children=4, n_dev=32, n_test=200, pt_steps=200, icl_k=2, gen_steps=1500),
+    toy=dict(n_tasks=128, size="large", pretrain={}, n_real=2, n_generated_family=1, n_generated_seen=1, seeds=3,
+             generations=3, keep=3, children=2, n_dev=32, n_test=80, pt_steps=30, icl_k=2, gen_steps=150),
+    gpu=dict(n_tasks=512, size="large", pretrain=dict(d_model=256, n_layers=4, n_heads=4, steps=3000), n_real=6,
+             n_generated_family=3, n_generated_seen=3, seeds=3, generations=9, keep=4, children=4, n_dev=32,
+             n_test=200, pt_steps=200, icl_k=2, gen_steps=1500),
 )
 CFG
 
@@ -80,7 +81,8 @@ CFG
 t0 = time.process_time()
 zoo = task_zoo()
 split = splits(zoo)
-run = pretrain(PretrainConfig.sized(CFG["size"], n_tasks=min(CFG["n_tasks"], len(split.train))), device=nb.device)
+run = pretrain(PretrainConfig.sized(CFG["size"], n_tasks=min(CFG["n_tasks"], len(split.train)), **CFG["pretrain"]),
+               device=nb.device)
 model = run.model
 # the held-out tasks, chosen by rule (not by result), first ones in the split's order: real held-out tasks
 # (of trained families, then of never-trained ones), generated tasks of a never-trained family, generated
@@ -179,6 +181,8 @@ print(f"{n_children} children; rejected: " + ", ".join(f"{r} {len(v)}" for r, v 
 for reason, pairs in rejects.items():
     for parent, child in pairs[:3]:
         print(f"  [{reason}] {parent!r} → {child!r}")
+if "label leak" not in rejects:
+    print("no operator child leaked a label word in this run")
 print("a leak made by hand:", filter_reason("Said by a Democrat, yes? {text}", "Said by a Democrat? {text}", ["text"],
                                             ["yes", "no"], set()))
 
@@ -326,6 +330,11 @@ plt.show()
 
 # %% [markdown]
 # ## Claims
+# Before reading the verdicts, look at the table's first row and the scatter above: at the toy preset the frozen
+# model (notebook 06's, ≈140K parameters, a few hundred training steps) is close to chance on held-out tasks and
+# most prompts get the same dev score. GPS, random search and prompt tuning can only re-weight what the model
+# already does, so at this scale the claims test the *mechanism* and the equal-budget control honestly, not the
+# paper's effect size; the `gpu` preset uses a larger, longer-trained model.
 
 # %%
 def diff(a, b):
@@ -345,8 +354,10 @@ nb.record_claim(
     paper_value="+2.6 points over the mean of the manual prompts on T0's held-out tasks (T0-3B frozen)",
     ours=f"GPS − manual = {100 * mu:+.1f} ± {100 * sd:.1f} points (mean ± sd over seeds); {SETUP}",
     holds=beats("GPS", "manual (mean)"),
-    explanation="'beats' = task-averaged gain > 0 and larger than its seed sd (decided before the run). The "
-                "frozen model here is tiny and near chance on held-out tasks, so prompts have little to unlock.",
+    explanation="'beats' = task-averaged gain > 0 and larger than its seed sd (decided before the run). Read it "
+                "beside the frozen model's skill: its manual prompts average "
+                f"{statistics.mean(seed_means(METHODS[0])):.3f} test accuracy on these held-out tasks (chance 0.5) — "
+                "a prompt cannot unlock a skill the model lacks.",
     paper=PAPER)
 mu, sd = diff("GPS", "prompt tuning")
 nb.record_claim(
@@ -394,6 +405,7 @@ for label, j, color in (("dev (32 examples, what GPS sees)", 0, "C1"), ("test (h
     ax.plot(range(T), mu, "o-", color=color, label=label)
     lo, hi = [m - s for m, s in zip(mu, sd, strict=True)], [m + s for m, s in zip(mu, sd, strict=True)]
     ax.fill_between(range(T), lo, hi, color=color, alpha=0.15)
+ax.set_xticks(range(T))
 ax.set_xlabel("generation t (0 = manual prompts)")
 ax.set_ylabel("accuracy of the top-K so far")
 ax.set_title("GPS: dev score climbs, test accuracy need not (mean ± sd over tasks × seeds)")
