@@ -261,7 +261,7 @@ def test_model_rejects_bad_shapes():
 def test_rewrites_are_deterministic_word_order_and_vocabulary_rules():
     words = ["the", "movie", "is", "a", "great", "ride", "!"]
     assert rewrite(words, "rev") == ["!", "edir", "taerg", "a", "is", "eivom", "eht"]
-    assert rewrite(words, "pig") == ["oviemay", "hetay", "a", "is", "idera", "reatgay", "!"]
+    assert rewrite(words, "pig") == ["oviemay", "hetay", "a", "is", "ideray", "reatgay", "!"]
     with pytest.raises(ValueError, match="language"):
         rewrite(words, "fr")
 

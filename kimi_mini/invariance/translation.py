@@ -166,7 +166,7 @@ def _lang_loss(model: Seq2Seq, h: Tensor, src: Tensor, lang: Tensor) -> tuple[Te
 
 def train_translation(data: TranslationData, *, gamma: float = 0.0, adversary: bool = False, steps: int = 300,
                       batch_size: int = 64, d: int = 64, lr: float = 3e-3, k: int = 1, seed: int = 0,
-                      progress: bool = False) -> tuple[Seq2Seq, list[dict]]:
+                      device: str | torch.device = "cpu", progress: bool = False) -> tuple[Seq2Seq, list[dict]]:
     """Train on ``data`` (one or both languages) for ``steps`` (E, Dec) steps; with ``adversary`` each is
     preceded by ``k`` discriminator steps and E, Dec minimise CE(y) − γ·CE(s); without it D is not trained
     (``d_loss``/``d_acc`` are NaN; a probe measures the states afterwards). Returns the model (eval mode) and its
@@ -176,7 +176,8 @@ def train_translation(data: TranslationData, *, gamma: float = 0.0, adversary: b
     if len(data) < 1:
         raise ValueError("data: expected at least one sentence")
     torch.manual_seed(seed)
-    model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), len(LANGUAGES), d)
+    model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), len(LANGUAGES), d).to(device)
+    src_all, tgt_all, lang_all = data.src.to(device), data.tgt.to(device), data.lang.to(device)
     d_params = list(model.discriminator.parameters())
     ed_params = [p for n, p in model.named_parameters() if not n.startswith("discriminator")]
     opt_ed, opt_d = torch.optim.Adam(ed_params, lr=lr), torch.optim.Adam(d_params, lr=lr)
@@ -185,15 +186,15 @@ def train_translation(data: TranslationData, *, gamma: float = 0.0, adversary: b
     def step_fn(step: int, gen: torch.Generator) -> dict:
         d_loss = d_acc = torch.tensor(float("nan"))
         for _ in range(k if adversary else 0):
-            idx = torch.randint(0, len(data), (batch_size,), generator=gen)
+            idx = torch.randint(0, len(data), (batch_size,), generator=gen).to(device)
             with torch.no_grad():
-                h = model.encode(data.src[idx], data.lang[idx])
-            d_loss, d_acc = _lang_loss(model, h, data.src[idx], data.lang[idx])
+                h = model.encode(src_all[idx], lang_all[idx])
+            d_loss, d_acc = _lang_loss(model, h, src_all[idx], lang_all[idx])
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
-        src, tgt, lang = data.src[idx], data.tgt[idx], data.lang[idx]
+        idx = torch.randint(0, len(data), (batch_size,), generator=gen).to(device)
+        src, tgt, lang = src_all[idx], tgt_all[idx], lang_all[idx]
         h = model.encode(src, lang)
         y_loss = F.cross_entropy(model.decode(h, src, tgt).flatten(0, 1), tgt.flatten(), ignore_index=PAD)
         loss = y_loss - g * _lang_loss(model, h, src, lang)[0] if g else y_loss
@@ -211,15 +212,18 @@ def train_translation(data: TranslationData, *, gamma: float = 0.0, adversary: b
 @torch.no_grad()
 def token_accuracy(model: Seq2Seq, data: TranslationData) -> float:
     """Teacher-forced accuracy of the next English token over all real target tokens (incl. <eos>)."""
-    h = model.encode(data.src, data.lang)
-    pred = model.decode(h, data.src, data.tgt).argmax(-1)
-    mask = data.tgt != PAD
-    return float((pred[mask] == data.tgt[mask]).float().mean())
+    device = next(model.parameters()).device
+    src, tgt = data.src.to(device), data.tgt.to(device)
+    pred = model.decode(model.encode(src, data.lang.to(device)), src, tgt).argmax(-1)
+    mask = tgt != PAD
+    return float((pred[mask] == tgt[mask]).float().mean())
 
 
 @torch.no_grad()
 def encoder_states(model: Seq2Seq, data: TranslationData) -> Tensor:
-    """Mean-pooled encoder states ``[N, d]`` (what the language probe reads)."""
-    h = model.encode(data.src, data.lang)
-    mask = (data.src != PAD)[..., None]
-    return (h * mask).sum(1) / mask.sum(1)
+    """Mean-pooled encoder states ``[N, d]`` on the CPU (what the language probe reads)."""
+    device = next(model.parameters()).device
+    src = data.src.to(device)
+    h = model.encode(src, data.lang.to(device))
+    mask = (src != PAD)[..., None]
+    return ((h * mask).sum(1) / mask.sum(1)).cpu()
