@@ -20,6 +20,7 @@ from kimi_mini.fusion import (
     summarize,
     svm_baseline,
     tensor_fusion,
+    watch_dataset,
     watch_windows,
 )
 from kimi_mini.testing import assert_close
@@ -89,6 +90,9 @@ def test_lmf_equals_tfn_with_a_cp_decomposed_weight():
 
 def test_watch_splits_are_subject_disjoint():
     d = watch_windows()
+    ds = watch_dataset()  # the cached Hugging Face view the arrays come from
+    assert ds.num_rows == len(d["y"]) and ds.features["label"].names == ["PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW"]
+    assert np.allclose(ds[5]["gyroscope"], d["gyroscope"][5]) and ds[5]["subject"] == d["subject"][5]
     assert d["accelerometer"].shape == d["gyroscope"].shape == (len(d["y"]), 17)
     assert sorted(np.unique(d["subject"])) == list(range(1, 11)) and sorted(np.unique(d["y"])) == list(range(7))
     assert np.isfinite(d["accelerometer"]).all() and np.isfinite(d["gyroscope"]).all()

@@ -15,6 +15,7 @@ from kimi_mini.fusion.data import (
     driver_simulator,
     standardize,
     subject_split,
+    watch_dataset,
     watch_windows,
 )
 from kimi_mini.fusion.experiment import Split, paired_gap, run_grid, simulator_task, summarize, watch_task
@@ -35,7 +36,8 @@ from kimi_mini.fusion.ops import (
 )
 
 __all__ = ["SIM_MODALITIES", "WATCH_MODALITIES", "driver_simulator", "standardize", "subject_split",
-           "watch_windows", "FUSIONS", "EarlyFusion", "FusionClassifier", "LateFusion", "LowRankFusion",
+           "watch_dataset", "watch_windows", "FUSIONS", "EarlyFusion", "FusionClassifier", "LateFusion",
+           "LowRankFusion",
            "PolynomialFusion", "TensorFusion", "accuracy", "fit_fusion", "n_params", "polynomial_fusion",
            "svm_baseline", "tensor_fusion", "Split", "paired_gap", "run_grid", "simulator_task", "summarize",
            "watch_task"]

@@ -1,11 +1,11 @@
 """Data for the fusion notebook: real smartwatch recordings (two modalities) and a driver-distraction
 simulator (three modalities, with and without cross-modal interactions).
 
-- :func:`watch_windows` — the 140 smartwatch recordings of ``seglearn==1.2.5``'s
+- :func:`watch_dataset` / :func:`watch_windows` — the 140 smartwatch recordings of ``seglearn==1.2.5``'s
   ``seglearn/data/watch_dataset.npy`` (BSD-3): 10 subjects × 7 shoulder exercises × 2 sides, 6 channels
   at 50 Hz — accelerometer ``ax, ay, az`` (modality 1) and gyroscope ``wx, wy, wz`` (modality 2). Read with
-  numpy from the wheel (the package is never imported), cut into non-overlapping windows and summarised
-  per window (:data:`WINDOW_FEATURES`).
+  numpy from the wheel (the package is never imported), cut into non-overlapping windows, summarised
+  per window (:data:`WINDOW_FEATURES`) and cached as a Hugging Face dataset; ``watch_windows`` gives numpy.
 - :func:`subject_split` — train / test masks that never put one subject on both sides.
 - :func:`driver_simulator` — face-, speech- and car-like feature vectors whose binary "distracted" label
   depends on weak unimodal signals plus cross-modal products; ``interactions=False`` is the control.
@@ -14,12 +14,18 @@ simulator (three modalities, with and without cross-modal interactions).
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
+from kimi_mini.data import cache_dir
 from kimi_mini.sources import package_file
 
-__all__ = ["WATCH", "WATCH_MODALITIES", "WINDOW_FEATURES", "SIM_MODALITIES", "watch_windows", "subject_split",
+__all__ = ["WATCH", "WATCH_MODALITIES", "WINDOW_FEATURES", "SIM_MODALITIES", "watch_dataset", "watch_windows",
+           "subject_split",
            "standardize", "driver_simulator"]
 
 WATCH = ("seglearn", "1.2.5", "seglearn/data/watch_dataset.npy")
@@ -35,30 +41,62 @@ def _window_features(w: np.ndarray) -> np.ndarray:
     return np.concatenate(per_axis + [np.array([mag.mean(), mag.std()])])
 
 
-@functools.cache
-def watch_windows(window: int = 100, hop: int = 100) -> dict[str, np.ndarray]:
-    """The smartwatch recordings as feature windows.
-
-    Each recording ``[T, 6]`` is cut into windows of ``window`` samples every ``hop`` samples (100 = 2 s
-    at 50 Hz); a window becomes one 17-number summary per sensor. Returns a dict of numpy arrays:
-    ``accelerometer [W, 17]``, ``gyroscope [W, 17]`` (float32), ``y [W]`` (exercise 0..6), ``subject [W]``
-    (1..10), ``recording [W]`` (0..139) and ``labels`` (the 7 exercise names).
-    """
-    if not (isinstance(window, int) and isinstance(hop, int) and window >= 4 and hop >= 1):
-        raise ValueError(f"window, hop: expected integers window >= 4 and hop >= 1, got {window!r}, {hop!r}")
+def _cut_windows(window: int, hop: int) -> dict[str, list]:
     raw = np.load(package_file(*WATCH), allow_pickle=True).item()  # a dict pickled by numpy, not code
-    acc, gyr, ys, subj, rec = [], [], [], [], []
+    rows: dict[str, list] = {"accelerometer": [], "gyroscope": [], "label": [], "subject": [], "recording": []}
     for i, (x, y, s) in enumerate(zip(raw["X"], raw["y"], raw["subject"], strict=True)):
         for start in range(0, len(x) - window + 1, hop):
             w = x[start:start + window]
-            acc.append(_window_features(w[:, :3]))
-            gyr.append(_window_features(w[:, 3:]))
-            ys.append(int(y))
-            subj.append(int(s))
-            rec.append(i)
-    return {"accelerometer": np.asarray(acc, np.float32), "gyroscope": np.asarray(gyr, np.float32),
-            "y": np.asarray(ys), "subject": np.asarray(subj), "recording": np.asarray(rec),
-            "labels": np.asarray(raw["y_labels"])}
+            rows["accelerometer"].append(_window_features(w[:, :3]).astype(np.float32).tolist())
+            rows["gyroscope"].append(_window_features(w[:, 3:]).astype(np.float32).tolist())
+            rows["label"].append(int(y))
+            rows["subject"].append(int(s))
+            rows["recording"].append(i)
+    return rows
+
+
+def watch_dataset(window: int = 100, hop: int = 100):
+    """The feature windows as a Hugging Face ``datasets.Dataset`` (columns ``accelerometer`` and ``gyroscope``:
+    17 floats each; ``label`` 0..6 (ClassLabel with the exercise names), ``subject`` 1..10, ``recording``
+    0..139), built once and cached under ``data/cache/seglearn-1.2.5-watch-w<window>-h<hop>``.
+
+    Each recording ``[T, 6]`` is cut into windows of ``window`` samples every ``hop`` samples (100 = 2 s
+    at 50 Hz); a window becomes one 17-number summary per sensor (:data:`WINDOW_FEATURES` per axis, then
+    the magnitude's mean and std)."""
+    if not (isinstance(window, int) and isinstance(hop, int) and window >= 4 and hop >= 1):
+        raise ValueError(f"window, hop: expected integers window >= 4 and hop >= 1, got {window!r}, {hop!r}")
+    import datasets
+
+    datasets.disable_progress_bars()
+    target = cache_dir() / f"seglearn-1.2.5-watch-w{window}-h{hop}"
+    if not target.exists():
+        names = [str(n) for n in np.load(package_file(*WATCH), allow_pickle=True).item()["y_labels"]]
+        features = datasets.Features({"accelerometer": datasets.Sequence(datasets.Value("float32")),
+                                      "gyroscope": datasets.Sequence(datasets.Value("float32")),
+                                      "label": datasets.ClassLabel(names=names), "subject": datasets.Value("int64"),
+                                      "recording": datasets.Value("int64")})
+        ds = datasets.Dataset.from_dict(_cut_windows(window, hop), features=features)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+        ds.save_to_disk(str(tmp))
+        try:
+            os.replace(tmp, target)  # atomic: parallel builders (pytest workers) cannot half-write it
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is identical
+    return datasets.load_from_disk(str(target))
+
+
+@functools.cache
+def watch_windows(window: int = 100, hop: int = 100) -> dict[str, np.ndarray]:
+    """:func:`watch_dataset` as numpy arrays: ``accelerometer [W, 17]``, ``gyroscope [W, 17]`` (float32),
+    ``y [W]`` (exercise 0..6), ``subject [W]`` (1..10), ``recording [W]`` (0..139) and ``labels`` (the 7
+    exercise names)."""
+    ds = watch_dataset(window, hop)
+    cols = ds.with_format("numpy")[:]
+    return {"accelerometer": np.asarray(cols["accelerometer"], np.float32),
+            "gyroscope": np.asarray(cols["gyroscope"], np.float32), "y": np.asarray(cols["label"]),
+            "subject": np.asarray(cols["subject"]), "recording": np.asarray(cols["recording"]),
+            "labels": np.asarray(ds.features["label"].names)}
 
 
 def subject_split(subjects: np.ndarray, n_test: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
