@@ -51,6 +51,7 @@ class ExperimentConfig:
     n_eval: int = 48  # test examples per task
     k_shot: int = 16
     few_shot_steps: int = 20
+    few_shot_lr_scale: float = 0.5  # few-shot fine-tuning lr = spec.lr × this (k examples are seen many times)
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
@@ -105,7 +106,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, corpus: Corpus | None = None, cac
     scores["supervised"]["single-task"] = single
     say(f"seed {seed} · single-task models: {per_type_steps} steps each")
     few_spec = dataclasses.replace(spec, steps=cfg.few_shot_steps, batch_size=min(spec.batch_size, cfg.k_shot),
-                                   warmup=0)
+                                   warmup=0, lr=spec.lr * cfg.few_shot_lr_scale)
     for name, (model, renderer) in models.items():
         res = {}
         for task in splits["few_shot"]:

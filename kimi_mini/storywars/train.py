@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from kimi_mini.data import ByteTokenizer, TokenData, cache_dir
 from kimi_mini.model import KimiConfig, KimiMini
+from kimi_mini.optim import build_optimizer
 from kimi_mini.storywars.tasks import Example, render
 from kimi_mini.train import load_checkpoint, save_checkpoint, train, warmup_cosine
 
@@ -70,6 +71,7 @@ class TrainSpec:
     warmup: int = 10
     seed: int = 0
     device: str = "cpu"
+    optimizer: str = "adamw"  # any name of kimi_mini.optim.build_optimizer ("adamw", "muon")
 
     def config(self) -> KimiConfig:
         return KimiConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
@@ -125,9 +127,9 @@ def make_batch_fn(pools: dict[str, list[Example]], renderer: Renderer, batch_siz
 
 def train_on_examples(model: KimiMini, pools: dict[str, list[Example]], renderer: Renderer, spec: TrainSpec,
                       steps: int | None = None, progress: bool = False, desc: str = "storywars") -> list[dict]:
-    """Train ``model`` in place with AdamW + warm-up/cosine for ``steps`` (default ``spec.steps``) steps."""
+    """Train ``model`` in place with ``spec.optimizer``, warm-up + cosine, ``steps`` (default ``spec.steps``)."""
     steps = spec.steps if steps is None else steps
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    opt = build_optimizer(model, spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay)
     batch_fn = make_batch_fn(pools, renderer, spec.batch_size, model.config.max_seq_len)
     return train(model, opt, None, steps=steps, batch_size=spec.batch_size, seq_len=model.config.max_seq_len,
                  lr_schedule=warmup_cosine(steps, min(spec.warmup, steps // 2)), seed=spec.seed,
@@ -195,7 +197,7 @@ def pretrained_lm(texts: Sequence[str], spec: TrainSpec, steps: int, seq_len: in
         return model, {"loaded": True, "final_loss": state["extra"].get("final_loss", float("nan"))}
     blob = torch.frombuffer(bytearray("\n".join(texts).encode("utf-8")), dtype=torch.uint8)
     data = TokenData(train=blob, val=blob[: max(seq_len + 2, len(blob) // 10)])
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    opt = build_optimizer(model, spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay)
     history = train(model, opt, data, steps=steps, batch_size=spec.batch_size, seq_len=seq_len,
                     lr_schedule=warmup_cosine(steps, min(spec.warmup, steps // 2)), seed=spec.seed,
                     eval_every=steps, eval_batches=1, progress=progress, desc="story LM")
@@ -214,7 +216,18 @@ def _state_hash(model: nn.Module) -> str:
 
 
 def sample_pool(examples: list[Example], k: int, seed: int) -> list[Example]:
-    """``k`` examples of a few-shot task, drawn without replacement (deterministic in ``seed``)."""
+    """``k`` examples of a few-shot task, drawn without replacement and stratified by answer (answers taken in
+    turn, as in balanced k-shot sets), so that k examples of a binary task are not all one label."""
     if not 1 <= k <= len(examples):
         raise ValueError(f"k: expected 1 <= k <= {len(examples)}, got {k!r}")
-    return random.Random(seed).sample(examples, k)
+    rng = random.Random(seed)
+    by_answer: dict[str, list[Example]] = {}
+    for ex in rng.sample(examples, len(examples)):
+        by_answer.setdefault(ex.answer, []).append(ex)
+    groups = [by_answer[a] for a in sorted(by_answer)]
+    out: list[Example] = []
+    while len(out) < k:
+        for g in groups:
+            if g and len(out) < k:
+                out.append(g.pop())
+    return out
