@@ -211,7 +211,7 @@ for ax, (name, table) in zip(axes, tables.items(), strict=True):
     for c in COLUMNS:
         xs = [i for i, m in enumerate(subsets) if (m, c) in table]
         ax.errorbar(xs, [table[(subsets[i], c)][0] for i in xs], yerr=[table[(subsets[i], c)][1] for i in xs],
-                    marker="o", capsize=3, label=c)
+                    marker="o", capsize=3, label=c, linestyle="none" if name == "watch" else "-")  # watch: categories
     ax.set_xticks(range(len(subsets)), [s.replace("accelerometer", "acc").replace("gyroscope", "gyr")
                                         for s in subsets], rotation=15)
     ax.set(title=name, ylabel="test accuracy")
