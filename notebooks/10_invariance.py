@@ -18,11 +18,12 @@
 # 5. train a miniature multilingual translator with and without a language discriminator;
 # 6. do four exercises.
 #
-# **Run time:** `toy` ≈ 2 minutes on 2 CPU cores (3 seeds, short runs); `gpu` an estimated 15–25 minutes
-# (5 seeds, longer runs, probes on all rows; the tiny models gain little from the GPU — not yet timed on one).
+# **Run time:** `toy` ≈ 2 minutes on 2 quiet CPU cores (≈105 s of CPU time; 3 seeds, short runs); `gpu` an
+# estimated 25 minutes (5 seeds, longer runs, probes on all rows; the tiny models gain little from the GPU —
+# not yet timed on one).
 
 # %% tags=["parameters"]
-PRESET = "toy"  # "toy" (CPU, ≈ 2 min) or "gpu" (one H100/H200)
+PRESET = "toy"  # "toy" (CPU, ≈ 2 min) or "gpu" (one H100/H200, ≈ 25 min)
 RUN_DIR = None  # set by `kimi-mini reproduce`: where claims and figures go
 
 # %%
@@ -148,7 +149,7 @@ assert err < 1e-6
 
 # %%
 GAME = P.pick(toy=dict(steps=250, batch_size=256, k=5, lr=2e-3, d_lr=5e-3, hidden=64, h_dim=32),
-              gpu=dict(steps=2000, batch_size=1024, k=5, lr=1e-3, d_lr=3e-3, hidden=128, h_dim=64))
+              gpu=dict(steps=1500, batch_size=1024, k=5, lr=1e-3, d_lr=3e-3, hidden=128, h_dim=64))
 GAMMAS = [0.0, 0.1, 0.3, 1.0, 3.0, 10.0]
 PROBE_ROWS = P.pick(toy=5_000, gpu=None)  # the probes' training rows on Adult (None: all 30,162)
 adult_rows = gamma_sweep(adult_tr, adult_te, GAMMAS, SEEDS, device=nb.device, max_probe_train=PROBE_ROWS, **GAME)
