@@ -359,7 +359,7 @@ nb.record_claim(
 
 # %%
 TR = P.pick(toy=dict(per_language=1200, test_per_language=300, vocab_size=500, steps=120, d=32, batch_size=32),
-            gpu=dict(per_language=2400, test_per_language=400, vocab_size=800, steps=1000, d=64, batch_size=64))
+            gpu=dict(per_language=2300, test_per_language=400, vocab_size=800, steps=1000, d=64, batch_size=64))
 tr_train, tr_test = load_translation(TR["per_language"], TR["test_per_language"], vocab_size=TR["vocab_size"])
 for i in (0, TR["per_language"]):
     src, tgt = tr_train.example(i)
