@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ def start_notebook(name: str, preset: str, run_dir: str | None = None, seed: int
     torch.manual_seed(seed)
     run = Path(run_dir) if run_dir else None
     report.set_run(run, name)
+    if run is not None:  # headless (papermill): text progress bars, not widgets saved frozen in the output
+        os.environ["KIMI_MINI_TEXT_PROGRESS"] = "1"
     try:
         import matplotlib
 

@@ -9,6 +9,7 @@ methods that act between steps plug in — MoE's aux-loss-free bias update, QK-C
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -17,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from kimi_mini.data import TokenData
 
@@ -40,6 +40,17 @@ def warmup_cosine(steps: int, warmup: int = 0, min_ratio: float = 0.1) -> Callab
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return multiplier
+
+
+def progress_bar():
+    """The tqdm class for progress bars: a live widget in an interactive notebook, plain text when a notebook
+    runs headless (``kimi-mini reproduce``/papermill set ``KIMI_MINI_TEXT_PROGRESS=1`` through
+    :func:`kimi_mini.notebooks.start_notebook`), where a widget would be saved frozen at "0/180 0%"."""
+    if os.environ.get("KIMI_MINI_TEXT_PROGRESS") == "1":
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm
 
 
 def _batch_generator(seed: int, step: int) -> torch.Generator:
@@ -241,7 +252,7 @@ def run_steps(step_fn: Callable[[int, torch.Generator], dict], steps: int, *, se
                 raise ValueError(f"steps: the checkpoint at {getattr(checkpoint, 'path', checkpoint)} is already at "
                                  f"step {start}, past steps={steps}; expected steps >= {start}")
     t0 = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
-    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps,
+    bar = progress_bar()(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps,
                dynamic_ncols=True, leave=True)
     shown: dict[str, str] = {}
     for step in bar:
