@@ -264,6 +264,12 @@ print(f"alternating game at γ = 1: y {adult['y_acc'][i1][0]:.3f}, logistic prob
       f"MLP probe {adult['probe_mlp'][i1][0]:.3f}")
 
 # %% [markdown]
+# **Reading it.** Compare the two probes at γ = 1. Where reversal leaves the probe near its γ = 0 value while the
+# alternating game lowers it, the difference is the discriminator's strength: alternation gives D five steps of
+# its own, at its own learning rate, for every encoder step; reversal gives it one step shared with E and M, so
+# E pushes against a weak, lagging D. Same objective, different game dynamics.
+
+# %% [markdown]
 # ### The paper's comparison
 # The paper reports Adult and German as bar charts (its Fig. 2), not as a table, so we quote what it shows
 # rather than invent digits: all three methods bring the logistic s-probe to about the majority line; its
@@ -348,6 +354,12 @@ nb.record_claim(
                 "real digits, 1,000 training images",
     paper=PAPER,
 )
+
+# %% [markdown]
+# **Reading it.** Watch the digit accuracy's spread across seeds as well as its mean. Lighting here is a strong,
+# five-way signal in every pixel; when the adversary wins it (probe near chance), short runs often have not yet
+# rebuilt the digit features the encoder gave up on the way — the paper's gain in y came from much longer
+# training on 190 face images, where removing lighting mainly fights over-fitting.
 
 # %% [markdown]
 # ## Language-independent translation, in miniature
