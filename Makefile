@@ -42,6 +42,12 @@ bench: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m kimi_mini.notebooks sync
 
+# On one H100/H200, in under ten minutes: pytest -m gpu, every notebook at PRESET=gpu (each within a time
+# limit), the GPU benchmark rows -> runs/gpu/GPU_REPORT.md. Without a GPU: one line, exit status 2.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python -m kimi_mini.gpu_check
+
 lint: $(STAMP)
 	$(BIN)/ruff check kimi_mini kernels tests
 

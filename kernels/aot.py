@@ -260,6 +260,44 @@ def _ns_configs():
             yield f"{dt} m={m}", run
 
 
+@config("moments")
+def _moments_configs():
+    from kimi_mini.kernels.moments import moments_bwd, moments_fwd
+
+    for dt in ("bf16", "fp32"):
+        def run(dt=dt):  # CMD's central moments of a batch of hidden features, K = 5
+            x = meta(8192, 512, dtype=_DT[dt])
+            mean, s = moments_fwd(x, 5)
+            moments_bwd(meta(5, 512, dtype=torch.float32), x, mean, s)
+        yield f"{dt} N=8192 D=512 K=5", run
+
+
+@config("fusion")
+def _fusion_configs():
+    from kimi_mini.kernels.fusion import polynomial_fusion_bwd, polynomial_fusion_fwd
+
+    for dt in ("bf16", "fp32"):
+        for P in (2, 4):  # the order is a constexpr: the products are unrolled
+            def run(dt=dt, P=P):
+                z, w = meta(65536, 129, dtype=_DT[dt]), meta(P, 8, 129, 64, dtype=_DT[dt])
+                y = polynomial_fusion_fwd(z, w)
+                polynomial_fusion_bwd(y, z, w)
+            yield f"{dt} P={P} R=8 D=129 K=64", run
+
+
+@config("logprob")
+def _logprob_configs():
+    from kimi_mini.kernels.logprob import logprob_bwd, logprob_fwd
+
+    for dt in ("bf16", "fp32"):
+        for V in (256, 163_840):  # the byte vocabulary; K2's
+            def run(dt=dt, V=V):
+                x, t = meta(16384, V, dtype=_DT[dt]), meta(16384, dtype=torch.int64)
+                logp, lse = logprob_fwd(x, t)
+                logprob_bwd(logp, x, t, lse)
+            yield f"{dt} V={V}", run
+
+
 def compile_all(names: list[str] | None = None, archs: tuple[str, ...] = ("sm_90", "sm_80"),
                 sample: int = 1) -> tuple[list[Compiled], list[str]]:
     """Compile every configuration of the named entries (all by default) for each arch; with

@@ -122,8 +122,8 @@ from kimi_mini.kernels.rmsnorm import rmsnorm  # noqa: E402
 from kimi_mini.layers import rmsnorm_reference  # noqa: E402
 from kimi_mini.testing import max_rel_error  # noqa: E402
 
-xs = torch.randn(5, 63, requires_grad=True)
-w = torch.rand(63, requires_grad=True)
+xs = torch.randn(5, 63, device=nb.device, requires_grad=True)  # on the GPU the kernel is compiled: CUDA tensors
+w = torch.rand(63, device=nb.device, requires_grad=True)
 y_ref, y_ker = rmsnorm_reference(xs, w), rmsnorm(xs, w)
 g_ref = torch.autograd.grad(y_ref.sum(), (xs, w))
 g_ker = torch.autograd.grad(y_ker.sum(), (xs, w))

@@ -155,8 +155,8 @@ plt.show()
 
 # %%
 torch.manual_seed(0)
-layer = MoE(d_model=32, n_experts=6, top_k=2, d_expert=24, n_shared=1, route_scale=2.0)
-x = torch.randn(2, 13, 32)
+layer = MoE(d_model=32, n_experts=6, top_k=2, d_expert=24, n_shared=1, route_scale=2.0).to(nb.device)
+x = torch.randn(2, 13, 32, device=nb.device)  # on a GPU the kernel below is compiled: CUDA tensors
 y = layer(x)
 print(layer)
 print("x", tuple(x.shape), "→ y", tuple(y.shape), "; choices per token", tuple(layer.last_indices.shape))

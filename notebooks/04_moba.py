@@ -132,8 +132,9 @@ q, k, v = (torch.randn(2, 2, 100, 16, generator=g) for _ in range(3))
 print("top_k ≥ #blocks vs causal attention, max rel. error:",
       f"{max_rel_error(moba_attention(q, k, v, 16, 7, impl='torch'), causal_attention(q, k, v)):.1e}")
 T_chk = 63
-q, k, v = (torch.randn(1, 2, T_chk, 16, generator=g).requires_grad_() for _ in range(3))
-do = torch.randn(1, 2, T_chk, 16, generator=g)
+# on a GPU the kernel is compiled: its inputs live on nb.device
+q, k, v = (torch.randn(1, 2, T_chk, 16, generator=g).to(nb.device).requires_grad_() for _ in range(3))
+do = torch.randn(1, 2, T_chk, 16, generator=g).to(nb.device)
 results = {}
 for impl in ("naive", "torch", "triton"):
     o = moba_attention(q, k, v, 16, 2, impl=impl)
