@@ -14,8 +14,8 @@
 #    learning and an equal-budget random search on held-out tasks of the zoo, 3 seeds;
 # 5. measure how much the 32-example dev score flatters the prompts it selects (the dev–test gap).
 #
-# **Run time:** `toy` ≈ 1–2 minutes on 2 CPU cores (loads notebook 06's frozen model from `data/cache/`, or trains
-# it in ≈ 20 s CPU); `gpu` a few minutes.
+# **Run time:** `toy` ≈ 75 s of CPU on 2 cores with notebook 06's frozen model in `data/cache/` (≈ 35 s more to
+# train it when the cache is empty); `gpu` a few minutes.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU) or "gpu" (one H100/H200)
@@ -330,11 +330,11 @@ plt.show()
 
 # %% [markdown]
 # ## Claims
-# Before reading the verdicts, look at the table's first row and the scatter above: at the toy preset the frozen
-# model (notebook 06's, ≈140K parameters, a few hundred training steps) is close to chance on held-out tasks and
-# most prompts get the same dev score. GPS, random search and prompt tuning can only re-weight what the model
-# already does, so at this scale the claims test the *mechanism* and the equal-budget control honestly, not the
-# paper's effect size; the `gpu` preset uses a larger, longer-trained model.
+# Read the verdicts beside the frozen model's skill — the table's first row and the scatter above. A prompt can
+# only re-weight what the model already does: where the manual prompts sit at chance and every prompt gets the
+# same dev score, GPS, random search and prompt tuning have nothing to find, and the claims then test the
+# *mechanism* and the equal-budget control, not the paper's effect size (the `gpu` preset trains a larger,
+# longer-trained frozen model).
 
 # %%
 def diff(a, b):
@@ -468,5 +468,6 @@ check("gps_dev_test_gap", my_gap_prediction)
 #   which matters at K2's 163,840-token vocabulary (`kimi-mini bench logprob`).
 #
 # **At scale:** the paper searches prompts for T0-3B with large paraphrasing models; the frozen model is strong
-# enough that prompts move accuracy by points. Our frozen model is a ~100K-parameter byte-level model close to
-# chance on held-out tasks, so the verdicts above say more about the mechanism than about the size of the effect.
+# enough that prompts move accuracy by points on every task. Ours is a ≈10⁵-parameter byte-level model whose
+# held-out accuracy is a few points from chance, and its generator LM writes clumsy instructions, so the verdicts
+# above say more about the mechanism (and the dev-set overfitting it invites) than about the size of the effect.
