@@ -34,6 +34,7 @@ from kimi_mini.agentic.tools import (
     ToolWorld,
     evolve_domain,
     evolve_tool,
+    load_spec_dataset,
     load_specs,
     parse_call,
     real_tools,
@@ -61,6 +62,8 @@ def test_real_specs_load():
     assert {"ls", "cd", "mkdir", "touch", "echo", "cat"} <= set(fs_specs)
     assert math_specs["add"]["parameters"]["required"] == ["a", "b"]
     assert list(fs_specs["echo"]["parameters"]["properties"]) == ["content", "file_name"]
+    ds = load_spec_dataset()
+    assert len(ds) == len(math_specs) + len(fs_specs) and set(ds["api"]) == {"math_api", "gorilla_file_system"}
 
 
 @pytest.mark.parametrize("bad", ["no_such_api", "Math API", ""], ids=["unknown", "spaces", "empty"])
@@ -306,3 +309,28 @@ def test_rollout_samples_like_generate(agents):
     first = agent_line.split(b"\n")[0]
     assert len(first) > 0 and gen.startswith(first)
     assert ro.passed.tolist() == [0.0]  # an untrained model does not solve the task
+
+
+# ------------------------------------------------------------------------------------ pipeline
+def test_pipeline_smoke_and_sft_cache(tmp_path, monkeypatch):
+    import kimi_mini.agentic.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "cache_dir", lambda: tmp_path)
+    setup = pipeline.AgenticSetup(d_model=16, n_heads=2, d_ff=32, n_layers=1, max_seq_len=224, tasks_per_agent=12,
+                                  pretrain_steps=2, pretrain_batch=2, pretrain_seq=16, sft_steps=2, sft_batch=2,
+                                  rl_steps=2, rl_tasks=2, rl_k=2, ptx_batch=2, ptx_seq=16, n_test=3)
+    out = pipeline.run_experiment(setup, seeds=(0, 1), workers=1)
+    res = out["results"]
+    assert set(res) == {"base", "sft", "sft_unfiltered", "rl", "rl_no_ptx", "rl_no_budget"}
+    assert len(res["base"]) == 1 and all(len(res[k]) == 2 for k in res if k != "base")
+    assert all(0 <= r["seen"] <= 1 and 0 <= r["evolved"] <= 1 and r["stdlib"] > 0 for v in res.values() for r in v)
+    assert [len(h) for h in out["histories"]["rl"]] == [2, 2]
+    assert all(r["ptx"] == 0.0 for h in out["histories"]["rl_no_ptx"] for r in h)
+    assert all(r["ptx"] > 0.0 for h in out["histories"]["rl"] for r in h)
+    assert len(list(tmp_path.glob("agentic/sft-*.pt"))) == 4 and len(list(tmp_path.glob("agentic/pretrain-*.pt"))) == 1
+    corpus, tasks = pipeline._context(setup)
+    a = pipeline.sft_model(setup, corpus, tasks["train"], seed=0)
+    b = pipeline.sft_model(setup, corpus, tasks["train"], seed=0)  # from the cache: identical weights
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="workers"):
+        pipeline.run_experiment(setup, workers=0)

