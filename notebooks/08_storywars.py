@@ -83,7 +83,7 @@ TOY_CORPUS = CorpusConfig(n_stories=480, n_authors=8, genres=("fantasy", "scifi"
 showcase = generate_corpus(FULL)
 story = next(s for s in showcase.stories if len(s.chapters) == 4 and len(set(s.authors)) >= 3)
 colours = dict(zip(sorted(set(story.authors)), plt.cm.tab10.colors, strict=False))
-fig, ax = plt.subplots(figsize=(9, 3.2))
+fig, ax = plt.subplots(figsize=(9, 2.4))
 ax.axis("off")
 y = 0.95
 for ch in story.chapters:
