@@ -17,6 +17,7 @@ from kimi_mini.prompts import (
     task_zoo,
     template_slots,
 )
+from kimi_mini.prompts.scaling import heldout_sets
 
 
 @pytest.fixture(scope="module")
@@ -52,26 +53,41 @@ def test_family_is_deterministic_valid_and_balanced(family):
                 assert template_slots(t).count("text") == 1
 
 
-@pytest.mark.parametrize("family", ["contains_char", "count_at_least", "sum_greater", "more_x_than_y",
-                                    "first_before", "transform"])
+TRUTH = {
+    "number_greater": lambda w, k: int(w) > k,
+    "number_less": lambda w, k: int(w) < k,
+    "three_digit_less": lambda w, k: int(w) < k,
+    "sum_greater": lambda w, k: sum(map(int, w.split("+"))) > k,
+    "sum_less": lambda w, k: sum(map(int, w.split("+"))) < k,
+    "product_greater": lambda w, k: int(w[0]) * int(w[2]) > k,
+    "diff_greater": lambda w, k: abs(int(w[0]) - int(w[2])) > k,
+    "between": lambda w, p: p[0] <= int(w) <= p[1],
+    "digits_more": lambda w, k: len(w) > k,
+    "year_after": lambda w, y: int(w) > y,
+    "price_above": lambda w, k: int(w[1:]) > k,
+    "divisible": lambda w, d: int(w) % d == 0,
+    "longer_than": lambda w, k: len(w) > k,
+    "shorter_than": lambda w, k: len(w) < k,
+    "first_before": lambda w, c: w[0] < c,
+    "first_after": lambda w, c: w[0] > c,
+}
+
+
+@pytest.mark.parametrize("family", sorted(TRUTH))
 def test_generated_labels_are_true(family):
     for task in FAMILIES.get(family).build(40, 0):
         p = task.params["param"]
         for ex in task.examples:
-            w, yes = ex.slots["text"], ex.label == 0
-            if family == "contains_char":
-                assert (p in w) == yes
-            elif family == "count_at_least":
-                assert (w.count(p[0]) >= p[1]) == yes
-            elif family == "sum_greater":
-                assert (eval(w) > p) == yes  # noqa: S307  (a digit+digit string we generated)
-            elif family == "more_x_than_y":
-                assert (w.count(p[0]) > w.count(p[1])) == yes
-            elif family == "first_before":
-                assert (w[0] < p) == yes
-            else:
-                right = ex.options[ex.label]
-                assert {"reversed": w[::-1], "upper": w.upper(), "sorted": "".join(sorted(w))}.get(p, right) == right
+            assert TRUTH[family](ex.slots["text"], p) == (ex.label == 0), (task.name, ex)
+
+
+def test_transform_options_hold_the_right_answer():
+    for task in FAMILIES.get("transform").build(20, 0):
+        for ex in task.examples:
+            w, right = ex.slots["text"], ex.options[ex.label]
+            want = {"reversed": w[::-1], "upper": w.upper(), "sorted": "".join(sorted(w))}.get(task.params["param"])
+            assert want is None or right == want
+            assert len(set(map(len, ex.options))) == 1 and ex.options[1 - ex.label] != right
 
 
 def test_render_keeps_every_slot_exactly_once(zoo):
@@ -88,7 +104,7 @@ def test_render_keeps_every_slot_exactly_once(zoo):
 
 
 def test_render_accepts_a_new_template_string(zoo):
-    task = zoo["contains_char:q"]
+    task = zoo["number_greater:47"]
     ex = task.examples[0]
     prompt, options = render(task, ex, "Q? {options} {text}")
     assert prompt == f"Q? yes/no {ex.slots['text']}{ANSWER_SEP}" and options == ["yes", "no"]
@@ -97,7 +113,7 @@ def test_render_accepts_a_new_template_string(zoo):
 @pytest.mark.parametrize("bad", ["no slot", "{text} {text}", "{text} {other}", "{text} {options} {options}",
                                  "{text"])
 def test_bad_templates_are_rejected(bad, zoo):
-    task = zoo["contains_char:q"]
+    task = zoo["number_greater:47"]
     with pytest.raises(ValueError, match="template"):
         render(task, task.examples[0], bad)
     with pytest.raises(ValueError, match="template"):
@@ -126,6 +142,9 @@ def test_splits_are_disjoint_and_cover_the_zoo(zoo):
     assert {zoo[n].family for n in seen} <= {zoo[n].family for n in train}
     assert any(zoo[n].real for n in fam), "at least one real task type is never trained on"
     assert splits(zoo) == sp
+    sets = heldout_sets(zoo, sp)
+    assert set(sets["seen"]) | set(sets["unseen"]) | set(sets["real"]) == seen | fam
+    assert all(zoo[n].real for n in sets["real"]) and not any(zoo[n].real for n in sets["unseen"])
 
 
 def test_nested_training_sets_spread_over_families(zoo):

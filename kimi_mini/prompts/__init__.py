@@ -9,7 +9,7 @@ prompts for the frozen models trained here, scoring them with :func:`rank_classi
     preds, scores = rank_classify(model, [prompt], [options])
 """
 
-from kimi_mini.prompts import families, real  # noqa: E402,F401,I001  (registers the task families)
+from kimi_mini.prompts import families, numeric, real  # noqa: E402,F401,I001  (registers the task families)
 from kimi_mini.prompts.pretrain import (
                                         SIZES,
                                         PretrainConfig,

@@ -1,0 +1,76 @@
+"""The task-scaling experiment of ZeroPrompt (arXiv 2201.06910, §4): N training tasks × model size → zero-shot
+accuracy on held-out tasks, with training compute ``FLOPs = 6 · params · tokens``.
+
+Every run of the grid trains (or loads from the cache) one :func:`~kimi_mini.prompts.pretrain.pretrain` model on
+the first N tasks of the training pool, at the same number of training sequences for every N, and scores it by
+rank classification on three held-out sets: held-out tasks of trained families (``seen``), generated tasks of
+never-trained families (``unseen``) and the real tasks (all of never-trained families: ``real``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+
+from kimi_mini.prompts.pretrain import PretrainConfig, pretrain, zero_shot_accuracy
+from kimi_mini.prompts.tasks import Splits, Task
+
+__all__ = ["heldout_sets", "task_scaling", "mean_sd", "paired_gap"]
+
+
+def heldout_sets(zoo: dict[str, Task], split: Splits) -> dict[str, list[str]]:
+    """``{"seen": …, "unseen": …, "real": …}`` task names (see the module docstring)."""
+    return {"seen": list(split.heldout_seen),
+            "unseen": [n for n in split.heldout_family if not zoo[n].real],
+            "real": [n for n in split.heldout_family if zoo[n].real]}
+
+
+def task_scaling(zoo: dict[str, Task], split: Splits, runs: Sequence[tuple[str, int, int]], base: PretrainConfig,
+                 n_eval: int = 16, device: str = "cpu", autocast_dtype=None, progress: bool = False) -> list[dict]:
+    """One row per ``(size, n_tasks, seed)`` in ``runs``: ``size``, ``n_tasks``, ``seed``, ``params``, ``tokens``,
+    ``flops``, ``cached``, ``seconds`` (process CPU time of training or loading), ``final_loss`` (mean of the last
+    50 steps), ``acc`` (held-out set → mean accuracy over its tasks), ``per_task`` (task → accuracy) and ``sets``
+    (held-out set → task names)."""
+    sets = heldout_sets(zoo, split)
+    rows = []
+    for size, n_tasks, seed in runs:
+        t0 = time.process_time()
+        run = pretrain(PretrainConfig.sized(size, **{**_base_overrides(base), "n_tasks": n_tasks, "seed": seed}),
+                       zoo=zoo, device=device, autocast_dtype=autocast_dtype, progress=progress)
+        seconds = time.process_time() - t0
+        per_task = zero_shot_accuracy(run.model, [zoo[n] for s in sets.values() for n in s], n_eval)
+        losses = [h["loss"] for h in run.history[-50:]]
+        rows.append({"size": size, "n_tasks": n_tasks, "seed": seed, "params": run.params, "tokens": run.tokens,
+                     "flops": run.flops, "cached": run.cached, "seconds": seconds,
+                     "final_loss": sum(losses) / len(losses),
+                     "acc": {k: statistics.fmean(per_task[n] for n in names) for k, names in sets.items()},
+                     "per_task": per_task, "sets": sets})
+    return rows
+
+
+def _base_overrides(base: PretrainConfig) -> dict:
+    skip = {"n_tasks", "seed", "d_model", "n_layers", "n_heads"}
+    return {k: getattr(base, k) for k in base.__dataclass_fields__ if k not in skip}
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = list(values)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def paired_gap(rows_a: Sequence[dict], rows_b: Sequence[dict], heldout: str) -> tuple[float, float]:
+    """Mean accuracy gap ``b − a`` on ``heldout`` and its standard error: across seeds when both have ≥ 3 seeds
+    (paired by seed), otherwise across the held-out tasks (paired by task, seeds averaged)."""
+    if len(rows_a) >= 3 and len(rows_b) >= 3:
+        by_seed_a = {r["seed"]: r["acc"][heldout] for r in rows_a}
+        diffs = [r["acc"][heldout] - by_seed_a[r["seed"]] for r in rows_b if r["seed"] in by_seed_a]
+    else:
+        tasks = rows_a[0]["sets"][heldout]
+        diffs = [statistics.fmean(r["per_task"][n] for r in rows_b) - statistics.fmean(r["per_task"][n] for r in rows_a)
+                 for n in tasks]
+    m, sd = mean_sd(diffs)
+    return m, sd / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+
