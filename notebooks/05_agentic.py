@@ -300,8 +300,9 @@ nb.record_claim(
     ours=f"held-out success after SFT: judged {fmt('sft')} vs unfiltered {fmt('sft_unfiltered')} "
          f"(the judge kept {kept:.0%} of the teacher's dialogues)",
     holds=beats("sft", "sft_unfiltered"),
-    explanation="the judge is a rubric checker; the unfiltered set holds the teacher's mistakes (wrong tool, "
-                "wrong arguments, guessing, giving up) and is larger by the same amount of good data.",
+    explanation="the judge is a rubric checker; the unfiltered set holds the same good dialogues plus the "
+                "teacher's mistakes (wrong tool, wrong arguments, guessing, giving up). Holds when judged − "
+                "unfiltered exceeds the larger seed sd.",
     paper=PAPER,
 )
 drift = {k: [r["stdlib"] - s["stdlib"] for r, s in zip(res[k], res["sft"], strict=True)] for k in ("rl", "rl_no_ptx")}
