@@ -11,9 +11,13 @@
 #    standard library's own source code);
 # 3. read and run `KimiMini`, the small decoder-only model that later notebooks modify
 #    (MoE feed-forward, MLA and MoBA attention, the Muon optimizer);
-# 4. check a Triton kernel against its PyTorch reference;
+# 4. read a Triton kernel line by line, then check it against its PyTorch reference;
 # 5. train the model, look at its loss curve and its samples, and record the notebook's claim;
-# 6. do the first exercise.
+# 6. do the first exercises, asked *before* the answer appears: compute the unigram entropy (warm-up)
+#    and predict an untrained model's loss, then measure it (predict, then run).
+#
+# Exercises print **PASS**, **FAIL** (with a hint) or **NOT ATTEMPTED**, and never stop the notebook;
+# the library's solution is shown right after each checker.
 #
 # **Run time:** `toy` ≈ 1 minute on 2 CPU cores; `gpu` a few minutes.
 
@@ -48,7 +52,7 @@ SIZES = P.pick(
     toy=dict(d_model=128, n_layers=4, n_heads=4, seq_len=128, batch_size=16, steps=180, lr=3e-3),
     gpu=dict(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64, steps=3000, lr=1.5e-3),
 )
-SIZES
+print(SIZES)
 
 # %% [markdown]
 # ## Data: bytes in, bytes out
@@ -67,10 +71,26 @@ assert tok.decode(ids) == sample
 # code, comments and docstrings, licensed under the PSF licence, present on every machine (see
 # `data/README.md`). Files are split into train and validation *by file*, so validation code is unseen.
 #
-# A useful yardstick is the **unigram entropy** $H = -\sum_x p(x)\ln p(x)$ of the byte frequencies: the
-# loss of the best model that ignores context. A language model has to get well below it.
+# A useful yardstick is the **unigram entropy** $H = -\sum_x p(x)\ln p(x)$ of the byte frequencies, with
+# $p(x)$ = (count of byte $x$) / (number of bytes): the loss of the best model that ignores context. A
+# language model has to get well below it.
+#
+# ### Exercise 1 (warm-up) · the unigram entropy
+# Write it: `tokens` is a 1-D integer tensor of byte values (0–255); return $H$ in **nats** (natural
+# log), summing only over the byte values that occur.
 
 # %%
+def my_unigram_entropy(tokens: torch.Tensor) -> float:
+    raise NotImplementedError  # your code here
+
+
+_ = check("unigram_entropy", my_unigram_entropy)
+
+# %% [markdown]
+# The library's version (`kimi_mini.data.unigram_entropy`), used from here on:
+
+# %%
+print(inspect.getsource(unigram_entropy))
 data = load_corpus()
 H_unigram = unigram_entropy(data.val)
 print(data)
@@ -97,8 +117,21 @@ print(config)
 print(f"{n.total:,} parameters ({n.activated:,} used per token — the same for a dense model)")
 
 # %% [markdown]
-# Shapes on a tiny batch, and the property that makes it a *language* model: changing a future token
-# never changes the logits of earlier positions (causality).
+# ### Exercise 2 (predict, then run) · the loss before training
+# The weights start as small Gaussians (std 0.02). Before running the next cell, predict the
+# cross-entropy (in nats per byte) of this *untrained* model on random bytes, and return it. The checker
+# builds a fresh model, measures it and compares (within 3 %).
+
+# %%
+def my_init_loss_prediction() -> float:
+    raise NotImplementedError  # your prediction, a number
+
+
+_ = check("init_loss_prediction", my_init_loss_prediction)
+
+# %% [markdown]
+# The run: shapes on a tiny batch, the loss at initialisation, and the property that makes it a
+# *language* model — changing a future token never changes the logits of earlier positions (causality).
 
 # %%
 torch.manual_seed(0)
@@ -106,7 +139,7 @@ model = KimiMini(config).to(nb.device)
 x = torch.randint(0, 256, (2, 16), device=nb.device)
 logits, loss = model(x, x)
 print("tokens", tuple(x.shape), "→ logits", tuple(logits.shape), f"; loss at init {loss.item():.3f} "
-      f"(ln 256 = {math.log(256):.3f})")
+      f"(ln 256 = {math.log(256):.3f}: tiny weights give logits ≈ 0, a uniform guess over 256 bytes)")
 y = x.clone()
 y[:, 9:] = 0
 assert torch.equal(model(y)[0][:, :9], logits[:, :9]), "positions ≤ 8 must not see tokens ≥ 9"
@@ -114,14 +147,57 @@ assert torch.equal(model(y)[0][:, :9], logits[:, :9]), "positions ≤ 8 must not
 # %% [markdown]
 # ## A kernel, checked
 # Each technique in the course comes as a reference, a fast PyTorch path and a Triton kernel, and the
-# course shows that they agree. The first kernel is a fused RMSNorm (`kernels/rmsnorm.py`); without a GPU
-# it runs in Triton's CPU interpreter — correct, not fast.
+# course shows that they agree. The first kernel is a fused RMSNorm (`kernels/rmsnorm.py`),
+# $y = x\cdot\mathrm{rstd}\cdot g$ with $\mathrm{rstd} = 1/\sqrt{\operatorname{mean}(x^2) + \varepsilon}$,
+# one row of $x$ per program. Without a GPU it runs in Triton's CPU interpreter — correct, not fast.
+# Its forward kernel, read line by line:
 
 # %%
+from kimi_mini.kernels import rmsnorm as rmsnorm_module  # noqa: E402
 from kimi_mini.kernels.rmsnorm import rmsnorm  # noqa: E402
 from kimi_mini.layers import rmsnorm_reference  # noqa: E402
 from kimi_mini.testing import max_rel_error  # noqa: E402
 
+kernel_src = inspect.getsource(rmsnorm_module._rmsnorm_fwd_kernel.fn).splitlines()  # .fn: the Python under @triton.jit
+for i, line in enumerate(kernel_src, 1):
+    print(f"{i:>2} │ {line}")
+
+# %% [markdown]
+# 1. `@triton.jit` compiles the function for the GPU (or, with `TRITON_INTERPRET=1`, runs it with NumPy
+#    on the CPU).
+# 2. The signature: `X, W, Y, RSTD` are *pointers* to first elements; `stride_x` is how far apart rows
+#    are; `BLOCK_N` is a compile-time constant (a power of two ≥ N).
+# 3. `row = tl.program_id(0).to(tl.int64)`: the host launches one program per row (grid `(M,)`); 64-bit
+#    so that `row * stride_x` cannot overflow at 10⁹ elements.
+# 4. `cols = tl.arange(0, BLOCK_N)`: a vector of column indices — every line below works on a whole row.
+# 5. `mask = cols < N`: the block is a power of two, the row may not be (N = 63 below); lanes ≥ N must
+#    neither read nor write.
+# 6. `tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)`: pointer arithmetic gives
+#    the row's addresses; masked lanes read 0, which adds nothing to Σx²; upcast to fp32 right away.
+# 7. `tl.load(W + cols, ...)`: the gain vector, shared by all rows.
+# 8. `rstd = 1 / sqrt(sum(x * x) / N + eps)`: the reduction over the row — divide by the true N, not by
+#    `BLOCK_N`.
+# 9. `tl.store(RSTD + row, rstd)`: saved for the backward kernel, so it need not recompute it.
+# 10. `tl.store(Y + row * stride_y + cols, (x * rstd * w).to(Y.dtype.element_ty), mask=mask)`: normalise,
+#     scale, cast back to the output's dtype, write only the valid lanes.
+#
+# The host wrapper (`rmsnorm_fwd`) flattens `[..., N]` into rows, allocates `y` and `rstd`, and launches
+# `_rmsnorm_fwd_kernel[(M,)](...)`. Launched by hand on 3 rows of 5, against the formula:
+
+# %%
+x3 = torch.randn(3, 5, device=nb.device)
+g3 = torch.rand(5, device=nb.device)
+y3, rstd3 = torch.empty_like(x3), torch.empty(3, device=nb.device)
+rmsnorm_module._rmsnorm_fwd_kernel[(3,)](x3, g3, y3, rstd3, x3.stride(0), y3.stride(0), 5, 1e-6, BLOCK_N=8)
+print("rstd  kernel", [f"{v:.4f}" for v in rstd3.tolist()])
+print("rstd  torch ", [f"{v:.4f}" for v in x3.pow(2).mean(-1).add(1e-6).rsqrt().tolist()])
+print(f"max |y_kernel − y_torch| = {(y3 - x3 * rstd3[:, None] * g3).abs().max():.1e}")
+
+# %% [markdown]
+# The full autograd function (forward *and* the backward kernel) against the PyTorch reference, on an
+# odd width (63, so the mask matters):
+
+# %%
 xs = torch.randn(5, 63, device=nb.device, requires_grad=True)  # on the GPU the kernel is compiled: CUDA tensors
 w = torch.rand(63, device=nb.device, requires_grad=True)
 y_ref, y_ker = rmsnorm_reference(xs, w), rmsnorm(xs, w)
@@ -184,17 +260,28 @@ nb.record_claim(
 )
 
 # %% [markdown]
-# ## Exercise: the unigram entropy
-# Every notebook ends with exercises. Write the function below, then run the checker: it prints
-# **PASS**, **FAIL** (with a hint) or **NOT ATTEMPTED**, and never stops the notebook. The solution is
-# `kimi_mini.data.unigram_entropy`.
+# ## Recap
+# **What you learnt.** Every notebook is a preset (`toy`/`gpu`) plus code from the `kimi_mini` library;
+# the data is bytes (a 256-token vocabulary, exactly reversible) from real Python source; `KimiMini` is
+# K2's skeleton — pre-norm blocks of RoPE attention and a SwiGLU FFN, looked up by name so later
+# notebooks can swap in MoE, MLA and MoBA; an untrained model's loss is ln 256 ≈ 5.55 nats; the unigram
+# entropy is the bar a model must clear to show it uses context; and a Triton kernel is a per-program
+# function over a block of indices, with masks for the ragged edge, checked against a PyTorch reference
+# in outputs and gradients.
 #
-# *Compute* $H = -\sum_x p(x) \ln p(x)$ over the byte values that occur in `tokens`, in nats.
+# **Where this sits in the papers.** The block structure is K2's architecture table (arXiv 2507.20534,
+# §2, "Model architecture": pre-norm decoder, RMSNorm, SwiGLU experts; here with a dense FFN and MHA).
+# The training loop's warm-up + cosine schedule and AdamW (β = (0.9, 0.95), weight decay 0.1) is the
+# baseline Moonlight compares Muon against (arXiv 2502.16982, §3).
+#
+# **What changes at scale.** K2 uses a 160K-token BPE vocabulary rather than bytes (4× fewer tokens per
+# text), 61 layers of width 7168, MLA attention with 64 heads and 384-expert MoE FFNs, 15.5 T tokens,
+# bf16 compute — and the RMSNorm kernel's 64-bit row offsets stop being a formality at 10⁹-element
+# activations. The `gpu` preset here is ~4× wider and trains ~15× longer than `toy`.
+#
+# **Where to go next.** [01 · MoE](01_moe.ipynb) replaces the dense FFN with K2's routed experts;
+# [02 · Muon](02_muon.ipynb) replaces AdamW with Moonlight's Muon (and has a Triton exercise in the
+# style of the kernel above).
 
 # %%
-def my_unigram_entropy(tokens: torch.Tensor) -> float:
-    raise NotImplementedError  # your code here
-
-
-check("unigram_entropy", my_unigram_entropy)
 print(f"notebook time: {nb.elapsed():.0f} s")
