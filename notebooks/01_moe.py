@@ -460,6 +460,12 @@ nb.record_claim(
 )
 
 # %% [markdown]
+# What the claim does *not* say: that balancing is free compared with no balancing at all. In a 100-step
+# run on one device an unbalanced router loses little or nothing in loss (compare the numbers above) —
+# its cost shows at scale: with experts spread over GPUs the busiest expert sets the step time, and
+# experts that never receive tokens are parameters wasted.
+
+# %% [markdown]
 # ## 5 · Looking inside: which expert gets what
 # The bias-balanced run recorded, at every step, how many tokens each expert of each layer received. The
 # static view below shows the load over training (each row a step, normalised by the mean load) and which

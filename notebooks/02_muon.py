@@ -49,7 +49,7 @@ from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
 from kimi_mini.kernels.newton_schulz import ns_gram
 from kimi_mini.model import KimiConfig, KimiMini
-from kimi_mini.notebooks import start_notebook
+from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.optim import (
     NS_COEFFICIENTS,
     DistributedMuon,
@@ -191,6 +191,43 @@ ax.set(xlabel="index", ylabel="singular value", title=f"Gradient of blocks.0.ffn
 ax.legend()
 nb.savefig(fig, "gradient-spectrum")
 plt.show()
+
+# %% [markdown]
+# **Explore (JupyterLab).** Change the number of steps and the coefficients $(a, b, c)$ and watch the
+# polynomial and this gradient's singular values move: a larger $a$ lifts small σ faster but overshoots
+# more; $a + b + c$ is φ(1), where σ = 1 goes. The figures above are the static version.
+
+# %%
+import ipywidgets as widgets  # noqa: E402
+
+
+def draw_ns(steps: int, a: float, b: float, c: float):
+    coeffs = (a, b, c)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.2))
+    x = sigma.clone()
+    for _ in range(steps):
+        x = ns_polynomial(x, coeffs)
+    a0.plot(sigma, x.clamp(-10, 10))  # coefficients far from the paper's can diverge: keep the plot finite
+    a0.axhspan(0.68, 1.2, color="tab:green", alpha=0.12)
+    a0.set(xscale="log", xlabel="σ", ylabel=f"φ^{steps}(σ)", ylim=(-0.5, 2.0),
+           title=f"({a:.3f}, {b:.3f}, {c:.3f}), φ(1) = {a + b + c:.3f}")
+    O_k = newton_schulz(G, steps, coefficients=coeffs)
+    if bool(torch.isfinite(O_k).all()):
+        a1.semilogy(torch.linalg.svdvals(O_k).cpu(), "o-", ms=3)
+    else:
+        a1.text(0.5, 0.5, "diverged (non-finite entries)", ha="center", transform=a1.transAxes)
+    a1.set(xlabel="index", ylabel="singular value", title=f"NS_{steps}(gradient of blocks.0.ffn.w1)")
+    fig.tight_layout()
+    return fig
+
+
+_ = interactive_figure(
+    draw_ns,
+    steps=widgets.IntSlider(value=5, min=1, max=10, description="steps"),
+    a=widgets.FloatSlider(value=NS_COEFFICIENTS[0], min=1.0, max=4.0, step=0.05, description="a"),
+    b=widgets.FloatSlider(value=NS_COEFFICIENTS[1], min=-6.0, max=0.0, step=0.05, description="b"),
+    c=widgets.FloatSlider(value=NS_COEFFICIENTS[2], min=0.0, max=3.0, step=0.05, description="c"),
+)
 
 # %% [markdown]
 # The paper's checkable fact: for a Gaussian 256×1024 matrix every singular value of NS5 lies in
