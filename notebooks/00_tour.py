@@ -269,10 +269,10 @@ nb.record_claim(
 # function over a block of indices, with masks for the ragged edge, checked against a PyTorch reference
 # in outputs and gradients.
 #
-# **Where this sits in the papers.** The block structure is K2's architecture table (arXiv 2507.20534,
-# §2, "Model architecture": pre-norm decoder, RMSNorm, SwiGLU experts; here with a dense FFN and MHA).
-# The training loop's warm-up + cosine schedule and AdamW (β = (0.9, 0.95), weight decay 0.1) is the
-# baseline Moonlight compares Muon against (arXiv 2502.16982, §3).
+# **Where this sits in the papers.** The block structure is K2's architecture (arXiv 2507.20534, its
+# model-architecture section: a pre-norm decoder with RMSNorm and SwiGLU experts; here with a dense FFN
+# and MHA). The warm-up + cosine schedule and AdamW (β = (0.9, 0.95), weight decay 0.1) are the
+# baseline Moonlight compares Muon against (arXiv 2502.16982).
 #
 # **What changes at scale.** K2 uses a 160K-token BPE vocabulary rather than bytes (4× fewer tokens per
 # text), 61 layers of width 7168, MLA attention with 64 heads and 384-expert MoE FFNs, 15.5 T tokens,

@@ -538,11 +538,11 @@ _ = interactive_figure(
 # 100-step toy run needs a larger u than a 5.7 T-token run. Toy runs, three seeds, show what can be
 # told apart from seed noise at this size and what cannot (the claims above say which).
 #
-# **Where this sits in the papers.** K2 (arXiv 2507.20534): §2 "Model architecture" (384 experts, 8
-# active + 1 shared, sparsity 48) and its sparsity-scaling figure; the router and the aux-loss-free
-# bias are DeepSeek-V3's (arXiv 2412.19437, §2.1.2, "auxiliary-loss-free load balancing", and its
-# MaxVio figures). Moonlight (arXiv 2502.16982) gives the zero-mean bias rule with u = 1e-3 and the
-# routed scaling factor 2.446 for its 64-expert top-6 MoE.
+# **Where this sits in the papers.** K2 (arXiv 2507.20534): the model-architecture section (384 experts,
+# 8 active + 1 shared, sparsity 48) and its sparsity-scaling figure; the router and the aux-loss-free
+# bias are DeepSeek-V3's (arXiv 2412.19437, "DeepSeekMoE with auxiliary-loss-free load balancing", and
+# its MaxVio comparison). Moonlight (arXiv 2502.16982) gives the zero-mean bias rule with u = 1e-3 and
+# the routed scaling factor 2.446 for its 64-expert top-6 MoE.
 #
 # **What changes at scale.** Experts live on different GPUs (expert parallelism), so imbalance costs
 # time as well as quality: the busiest expert sets the step time, which is why MaxVio is watched. K2's

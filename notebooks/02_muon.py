@@ -353,8 +353,10 @@ print(inspect.getsource(muon_module._muon_apply_))
 # ## Muon vs AdamW on the toy KimiMini — same lr, same weight decay
 # `build_optimizer(model, "muon", lr, weight_decay)` gives the hidden matrices to Muon and the
 # embedding, LM head and RMSNorm gains to AdamW (β = (0.9, 0.95), ε = 1e-8) with the same lr and weight
-# decay; `"adamw"` gives everything to AdamW. A third run is Muon without weight decay. A callback
-# records the update RMS of one hidden matrix and the RMS of all hidden matrices every step.
+# decay; `"adamw"` gives everything to AdamW. Each is trained with three seeds (initialisation and data
+# order); a third configuration, Muon without weight decay, once, for the weight-RMS view below. A
+# callback records the update RMS of one hidden matrix and the RMS of all hidden matrices every step.
+# Validation losses (held-out files) decide the claims.
 
 # %%
 muon_named, adamw_named = muon_param_groups(probe)
@@ -683,10 +685,11 @@ nb.record_claim(
 # the same result as one process. The Triton tile you wrote is the inner product of the library's NS
 # kernel.
 #
-# **Where this sits in the paper** (arXiv 2502.16982): §2.1 and its NS iteration (the coefficients and
-# the [0.68, 1.2] band); §2.2 "Scaling up Muon" — weight decay (its weight-RMS figure and the 800M/100B
-# ablation) and "consistent update RMS" (the 0.2·√max(A,B) rule and the target-RMS sweep); §2.3 and
-# **Algorithm 1**, Distributed Muon; §3's scaling-law figure (Muon needs ≈52 % of AdamW's FLOPs).
+# **Where this sits in the paper** (arXiv 2502.16982): the Muon background and its NS iteration (the
+# coefficients and the band around 1); "Scaling up Muon" — weight decay (the weight-RMS figure and the
+# 800M / 100B-token ablation) and consistent update RMS (the 0.2·√max(A,B) rule and its target-RMS
+# sweep); "Distributed Muon" and its **Algorithm 1**; the scaling-law figure (Muon needs ≈52 % of AdamW's
+# FLOPs for the same loss).
 #
 # **What changes at scale.** NS runs in bf16 on the GPU (the Triton kernels here), and its cost is
 # 1–3 % of a step; the Gram products of a 7168-wide matrix are where tiling and symmetry pay. The
