@@ -21,9 +21,10 @@
 #    no PTX, no token budget;
 # 5. write a rubric check and the K1.5 loss yourself, and predict what the budget does to length.
 #
-# **Run time:** `toy` ≈ 2 minutes on 2 CPU cores on a fresh clone (6 SFT runs are most of it; the SFT checkpoints
-# are then cached under `data/cache/agentic/` by a hash of their configuration, and later runs take well under
-# a minute); `gpu`: larger sizes, but the rollout loop is Python and stays on the CPU — tens of minutes.
+# **Run time:** `toy`, fresh clone: ≈ 225 s of CPU spread over 2 worker processes (≈ 2 minutes on 2 quiet
+# cores; 6 SFT runs are most of it). The SFT checkpoints are then cached under `data/cache/agentic/` by a hash of
+# their configuration, and later runs take ≈ 80 s of CPU. `gpu`: larger sizes, but the rollout loop is Python
+# and stays on the CPU — tens of minutes.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 120 s) or "gpu" (larger sizes)
