@@ -119,7 +119,8 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(120_000)
     try:
-        _open(page, f"{base}/lab/tree/{path.name}?token={token}")
+        # a workspace of its own: JupyterLab would otherwise reopen the previous test's notebook beside this one
+        _open(page, f"{base}/lab/workspaces/{path.stem}/tree/{path.name}?reset&token={token}")
         _run_all(page)
         errors = page.locator(".jp-OutputArea-output", has_text="Traceback (most recent call last)")
         assert errors.count() == 0, f"error output: {errors.first.inner_text()[:1500]}"
