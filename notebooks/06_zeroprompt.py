@@ -18,8 +18,9 @@
 #    model sizes, and measure zero-shot accuracy on held-out tasks against training FLOPs;
 # 4. render a prompt, rank-classify an example, and predict the scaling curve yourself.
 #
-# **Run time:** `toy` ≈ 2 minutes on 2 CPU cores (a reduced grid, one seed; trained models are cached under
-# `data/cache/zeroprompt/`, so a second run takes seconds); `gpu` the full grid with 3 seeds, a few minutes.
+# **Run time:** `toy` ≈ 100 s of CPU time (≈ 1–2 minutes on 2 quiet cores; a reduced grid, one seed; trained
+# models are cached under `data/cache/zeroprompt/`, so a second run takes seconds); `gpu` the full grid with
+# 3 seeds, a few minutes.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU) or "gpu" (one H100/H200)
@@ -60,8 +61,8 @@ PAPER = "ZeroPrompt (arXiv 2201.06910)"
 t_start = time.process_time()
 
 CFG = P.pick(
-    toy=dict(runs=[("small", 8, 0), ("small", 32, 0), ("small", 512, 0), ("large", 8, 0)],
-             base=PretrainConfig(steps=1000, batch_size=32), n_eval=16),
+    toy=dict(runs=[("small", 8, 0), ("small", 512, 0), ("large", 8, 0, 800)],
+             base=PretrainConfig(steps=2000, batch_size=32), n_eval=16),
     gpu=dict(runs=[(s, n, seed) for s in ("small", "large") for n in (8, 32, 128, 512) for seed in (0, 1, 2)],
              base=PretrainConfig(steps=3000, batch_size=64), n_eval=48),
 )
@@ -156,9 +157,9 @@ print(f"answer-only loss of the untrained tiny model: {answer_only_loss(tiny, x,
 # %% [markdown]
 # ## Predict first
 # Before running: the small model trained on N = 8 tasks (one per family) and on N = 512, same number of training
-# sequences. On held-out tasks of the trained families, does zero-shot accuracy rise, stay flat, or fall from
-# N = 8 to N = 512? Write `"rises"`, `"flat"` or `"falls"` (±0.02 counts as flat); the checker runs after the
-# experiment.
+# sequences (2,000 steps × 32). On held-out tasks of the trained families, does zero-shot accuracy rise, stay
+# flat, or fall from N = 8 to N = 512? Write `"rises"`, `"flat"` or `"falls"` (±0.02 counts as flat); the
+# checker runs after the experiment.
 
 # %%
 def my_prediction() -> str:
@@ -167,24 +168,27 @@ def my_prediction() -> str:
 
 # %% [markdown]
 # ## The experiment: N training tasks × model size
-# Sizes (byte-level `KimiMini`, 2 layers): small d = 32, large d = 64. The toy preset runs a reduced grid — the
-# small model at N = 8, 32, 512 and the large one at N = 8, one seed — because each model needs ~1,000 steps to
-# leave its initial plateau and CPU time is the budget; the gpu preset runs N = 8, 32, 128, 512 for both sizes
-# with 3 seeds. Held-out sets: **seen** (20 % of every trained family's tasks), **unseen** (generated tasks of
-# the never-trained families `price_above`, `diff_greater`) and **real** (sentence sentiment ×5, subjectivity,
+# Sizes (byte-level `KimiMini`, 2 layers): small d = 32, large d = 64. The toy preset runs a reduced grid, one
+# seed — the small model at N = 8 and N = 512 for 2,000 steps each (equal training sequences), and the large one at
+# N = 8 for 800 steps (an N = 8 model has fitted its eight tasks by then: see its final loss) — because CPU time is
+# the budget and a model trained on 512 tasks needs ~2,000 steps to leave its initial plateau (at 1,000 steps it is
+# still at chance); the gpu preset runs N = 8, 32, 128, 512 for both sizes, 3,000 steps each, 3 seeds.
+# Held-out sets: **seen** (20 % of every trained family's tasks), **unseen** (generated tasks of the never-trained
+# families `price_above`, `diff_greater`) and **real** (sentence sentiment ×5, subjectivity,
 # party ×2). Chance is 0.5 everywhere (balanced yes/no labels).
 
 # %%
 print({k: v for k, v in SIZES.items()}, CFG["base"])
 rows = task_scaling(zoo, split, CFG["runs"], CFG["base"], n_eval=CFG["n_eval"], device=str(nb.device),
                     autocast_dtype=None if P.dtype == torch.float32 else P.dtype)
-table = pd.DataFrame([{"size": r["size"], "N tasks": r["n_tasks"], "seed": r["seed"], "params": r["params"],
+table = pd.DataFrame([{"size": r["size"], "N tasks": r["n_tasks"], "seed": r["seed"], "steps": r["steps"],
+                       "params": r["params"],
                        "tokens": r["tokens"], "FLOPs": r["flops"], "final loss": r["final_loss"],
                        **{f"acc {k}": v for k, v in r["acc"].items()}, "CPU s": r["seconds"], "cached": r["cached"]}
                       for r in rows])
 grid = table.groupby(["size", "N tasks"]).agg(
     **{f"{k} mean": (f"acc {k}", "mean") for k in sets}, **{f"{k} sd": (f"acc {k}", "std") for k in sets},
-    FLOPs=("FLOPs", "mean"), seeds=("seed", "count")).reset_index()
+    FLOPs=("FLOPs", "mean"), steps=("steps", "mean"), seeds=("seed", "count")).reset_index()
 pd.options.display.float_format = "{:.3g}".format
 grid
 
@@ -229,6 +233,18 @@ ax.legend()
 fig.tight_layout()
 nb.savefig(fig, "per_family")
 plt.show()
+
+# %% [markdown]
+# **What the toy preset measured on the course machine** (2026-11-30, 1,000 steps × 32 sequences; the extra
+# points were run outside this notebook with the same code): the small model's held-out *seen* accuracy over
+# seeds 0–2 was 0.522 ± 0.008 at N = 8, 0.545 ± 0.031 at N = 32 and 0.537 ± 0.019 at N = 512 (seed 0 alone:
+# 0.529 / 0.578 / 0.598 / 0.551 / 0.517 at N = 8 / 32 / 64 / 128 / 512). The N = 8 model fits its eight tasks
+# (final answer loss ≈ 0.08) and carries what it memorised to nearby thresholds of the same families (the bars
+# above — and *against* the opposite relation: `year_after` after training on `year_before`); the N = 512 model
+# is still near the chance loss (≈ 0.34 vs ≈ 0.36) — at 40k parameters and this budget it has not yet learnt
+# to read the instructions. Flat within the seed spread, not the paper's steady rise: at toy scale, more tasks
+# at equal tokens only help once the model can fit them. The gpu preset (3,000 steps, 3 seeds, the full grid)
+# is where the curve should be read.
 
 # %% [markdown]
 # ## Claims
@@ -337,9 +353,9 @@ print(inspect.getsource(ex_zeroprompt.score_options))
 #   (ZeroPrompt §3, the format and Table 1's task types; T0's scorer).
 # - Multitask prompted pretraining with the loss on answer bytes only, and task scaling at equal tokens
 #   (ZeroPrompt §4, the figures of accuracy against number of tasks and of accuracy against FLOPs).
-# - What we measured is in the claims above — including where the toy scale cannot show the effect. A 40k-
-#   parameter byte model needs ~1,000 steps to start reading instructions at all, and seed-to-seed variation at
-#   that point is large; the paper's models have billions of parameters and a thousand *real* tasks.
+# - What we measured is in the claims above — including where the toy scale cannot show the effect: a 40k-
+#   parameter byte model at 1,000 steps is flat in N within its seed spread, because with many tasks it cannot
+#   fit them in the budget; the paper's models have 100M+ parameters and a thousand *real* tasks.
 # - At scale: real tasks by the thousand, models of 100M–10B parameters, task types held out for evaluation,
 #   and prompts searched for the frozen model (notebook 07, GPS).
 

@@ -155,3 +155,18 @@ def test_nested_training_sets_spread_over_families(zoo):
     assert nested_training_tasks(sp, 32) == nested_training_tasks(sp, 128)[:32]
     with pytest.raises(ValueError, match="n_tasks"):
         nested_training_tasks(sp, len(sp.train) + 1)
+
+
+def test_real_task_dataset_matches_the_zoo(zoo, tmp_path, monkeypatch):
+    import kimi_mini.data
+    from kimi_mini.prompts.real import real_task_dataset
+
+    monkeypatch.setattr(kimi_mini.data, "cache_dir", lambda: tmp_path)
+    ds = real_task_dataset()
+    real = [t for t in zoo.values() if t.real]
+    assert len(ds) == sum(len(t.examples) for t in real)
+    assert set(ds["task"]) == {t.name for t in real}
+    first = zoo[ds[0]["task"]].examples[0]
+    assert ds[0]["text"] == first.slots["text"] and ds[0]["label"] == first.label
+    assert len(real_task_dataset()) == len(ds)  # loaded from the cache the second time
+    assert any(p.name.startswith("zeroprompt-real") for p in tmp_path.iterdir())

