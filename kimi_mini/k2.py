@@ -58,7 +58,7 @@ def k2_config(**overrides: Any) -> KimiConfig:
 _MINI = {
     # d_model, layers, heads, q_lora, kv_lora, nope, rope, v, dense ffn, experts, top_k, expert width
     "toy": dict(d_model=128, n_layers=4, n_heads=4, q_lora_rank=64, kv_lora_rank=32, qk_nope_head_dim=32,
-                qk_rope_head_dim=16, v_head_dim=32, d_ff=320, n_experts=48, top_k=1, d_expert=32),
+                qk_rope_head_dim=16, v_head_dim=32, d_ff=320, n_experts=96, top_k=2, d_expert=32),
     "gpu": dict(d_model=512, n_layers=8, n_heads=8, q_lora_rank=192, kv_lora_rank=64, qk_nope_head_dim=64,
                 qk_rope_head_dim=32, v_head_dim=64, d_ff=1280, n_experts=96, top_k=2, d_expert=128),
 }
@@ -69,11 +69,12 @@ def k2_mini(preset: str = "toy", **overrides: Any) -> KimiConfig:
 
     Kept from K2: MLA with a low-rank query path, qk_nope : qk_rope : v = 2 : 1 : 2, one shared
     rotary key, RMSNorm on the latents; the first layer dense, then MoE with a sigmoid top-k router,
-    one shared expert and the aux-loss-free bias; **sparsity 48** (48 experts top-1 on "toy", 96 top-2
-    on "gpu"); dense FFN width = 2.5 × d_model (K2: 18432 / 7168 ≈ 2.57); an untied head.
+    one shared expert and the aux-loss-free bias; **sparsity 48** (96 experts top-2 on both presets:
+    with top-1 the renormalised weight s/s·ρ is a constant and the router would get no gradient);
+    dense FFN width = 2.5 × d_model (K2: 18432 / 7168 ≈ 2.57); an untied head.
     Changed: byte vocabulary (256, not 163,840); far fewer layers and heads; the latent ranks are
     larger *fractions* of d_model (q_lora 0.5·d, kv_lora 0.25·d vs K2's 0.21·d and 0.07·d — a
-    64-wide latent would starve 128-wide attention); expert width 0.25·d (K2: 0.29·d); top-1 on toy
+    64-wide latent would starve 128-wide attention); expert width 0.25·d (K2: 0.29·d); top-2 of 96
     (K2: top-8 of 384 — top-8 of 384 tiny experts is not trainable in a 90 s CPU budget).
     ``overrides``: any :class:`KimiConfig` field, replacing the preset's value.
     """

@@ -14,11 +14,13 @@
 # 2. understand *decoupled* RoPE and why QK-Clip must leave MLA's shared rotary key alone;
 # 3. rebuild K2's configuration and count it: 1.03T parameters, 32.9B per token;
 # 4. check the Triton flash-attention kernel that reports the max logit for free;
-# 5. watch vanilla Muon's max logit climb past a threshold τ at an aggressive learning rate — and
-#    MuonClip hold it at τ with no worse loss;
-# 6. do two exercises: apply QK-Clip to an MHA layer, and decide which MLA parts get √γ or γ.
+# 5. write QK-Clip yourself — for MHA, for MLA, for GQA — and predict what it does to a head's max logit;
+#    then read the library's `qk_clip_` and where `MuonClip.step` runs it (after the optimizer update);
+# 6. watch vanilla Muon's max logit climb past K2's τ = 100 at an aggressive learning rate (3 seeds),
+#    MuonClip hold it near τ, and test K2's "no loss degradation" and "zero loss spike" with rules fixed
+#    before the runs.
 #
-# **Run time:** `toy` ≈ 1 minute on 2 CPU cores; `gpu` a few minutes on one H100/H200.
+# **Run time:** `toy` ≈ 1 minute on 2 CPU cores (≈ 60 s of CPU time); `gpu` a few minutes on one H100/H200.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 90 s) or "gpu" (one H100/H200)
@@ -33,15 +35,25 @@ import torch
 
 from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
+from kimi_mini.exercises import muonclip as muonclip_exercises
 from kimi_mini.k2 import K2_PAPER_ACTIVATED, K2_PAPER_TOTAL, config_table, k2_config, k2_mini
 from kimi_mini.kernels.flash_attention import flash_attention
 from kimi_mini.layers import blockwise_max_logit
 from kimi_mini.mla import MultiHeadLatentAttention, mha_cache_numel_per_token, mla_cache_numel_per_token
 from kimi_mini.model import KimiMini, count_params
 from kimi_mini.moe import moe_bias_update_callback
-from kimi_mini.notebooks import start_notebook
+from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.optim import build_optimizer
-from kimi_mini.qk_clip import max_logit_callback, max_logits, mla_clip_factors, qk_clip_, track_max_logits
+from kimi_mini.optim.muonclip import MuonClip
+from kimi_mini.qk_clip import (
+    attention_modules,
+    max_logit_callback,
+    max_logits,
+    mla_clip_factors,
+    qk_clip_,
+    qk_clip_gamma,
+    track_max_logits,
+)
 from kimi_mini.testing import max_rel_error
 from kimi_mini.train import train
 
@@ -156,6 +168,28 @@ nb.record_claim(
 )
 
 # %% [markdown]
+# **A pitfall of miniaturising the router.** K2 weights the chosen experts by their renormalised sigmoid
+# scores, $w_j = \rho\, s_j / \sum_{i \in \text{top-}k} s_i$. Keep sparsity 48 by going *top-1 of 48* and
+# the weight becomes $\rho\, s/s = \rho$ — a constant: the router's scores still decide *which* expert
+# runs, but nothing in the loss depends on them, so the router weights get no gradient at all and never
+# learn (only the bias balancing moves the choice). `k2_mini` therefore keeps sparsity 48 as **96
+# experts, top-2**. The check: one backward pass, and the gradient that reaches the routers.
+
+# %%
+def router_grad_norm(n_experts: int, top_k: int) -> float:
+    torch.manual_seed(0)
+    cfg = k2_mini("toy", n_layers=2, ffn_options={**k2_mini("toy").ffn_options, "n_experts": n_experts,
+                                                  "top_k": top_k})
+    m = KimiMini(cfg)
+    m(tokens, tokens)[1].backward()
+    return sum(float(mod.router.weight.grad.norm()) for mod in m.modules() if hasattr(mod, "router"))
+
+
+for E, k_ in ((48, 1), (96, 2)):
+    print(f"{E} experts, top-{k_}: router gradient norm {router_grad_norm(E, k_):.2e}")
+assert router_grad_norm(48, 1) < 1e-6 < router_grad_norm(96, 2)
+
+# %% [markdown]
 # ## 3 · The max logit, from a flash-attention kernel's running max
 #
 # QK-Clip needs, per head, $S_{\max}^h = \max_{b,\,i,\,j\le i} q_i^h\cdot k_j^h/\sqrt{d}$ of each training
@@ -179,20 +213,92 @@ print("           kernel ", m_kernel.flatten().tolist())
 print("           blocks ", blockwise_max_logit(q, k, 0.25, block=16).tolist(), "(max over the batch)")
 
 # %% [markdown]
-# ## 4 · QK-Clip
+# ## 4 · QK-Clip — write it first
 #
-# After the optimizer step, for every head with $S^h_{\max} > \tau$ and $\gamma_h = \tau / S^h_{\max}$:
-# - MHA/GQA: $W_q^h \leftarrow \gamma^{\alpha} W_q^h$, $W_k^h \leftarrow \gamma^{1-\alpha} W_k^h$
-#   ($\alpha = 0.5$; with GQA the kv group is the unit: its max decides γ for all its heads);
-# - MLA: $q^C$ and $k^C$ get $\sqrt\gamma$ each, $q^R$ gets $\gamma$; the shared $k^R$ and $V$ are not
-#   touched.
+# After the optimizer step, every head $h$ whose max logit of the step, $S^h_{\max}$, exceeds $\tau$ gets
+# $\gamma_h = \tau / S^h_{\max} < 1$, and its query and key weights are scaled so that **every logit of the
+# head is multiplied by exactly $\gamma_h$**; heads with $S^h_{\max} \le \tau$ are left bit-identical. For
+# multi-head attention the paper splits $\gamma$ with an exponent $\alpha$ (K2: $\alpha = 0.5$):
+# $$W_q^h \leftarrow \gamma_h^{\alpha}\, W_q^h, \qquad W_k^h \leftarrow \gamma_h^{1-\alpha}\, W_k^h .$$
 #
-# Every logit of a clipped head is multiplied by exactly $\gamma_h$ — so the same batch would now
-# reach exactly $\tau$ — and the other heads do not change at all. Why does $q^R$ take all of $\gamma$?
-# $k^R$ is one vector shared by every head: scaling it would shrink the heads that were fine.
+# **Exercise 1 (warm-up) · QK-Clip of an MHA layer.** `wq`, `wk` are `[H·D, C]` (head $h$ owns rows
+# $hD \dots hD + D - 1$), `max_logit` is `[H]`. Return new `(wq, wk)`: each head with `max_logit > tau` has its
+# query rows multiplied by $\gamma^{\alpha}$ and its key rows by $\gamma^{1-\alpha}$, with $\gamma = \tau / S_{\max}$;
+# every other row stays bit-identical.
+
+# %%
+def my_qk_clip_mha_weights(wq, wk, max_logit, tau, alpha=0.5):
+    raise NotImplementedError  # your code here
+
+
+_ = check("qk_clip_mha_weights", my_qk_clip_mha_weights)
+
+# %% [markdown]
+# **Exercise 2 (derive) · MLA.** An MLA logit has two parts (section 1):
+# $q^C_{t,h}\cdot k^C_{j,h} + q^R_{t,h}\cdot k^R_j$. The content query $q^C$ (`q_nope`), the content key
+# $k^C$ (`k_nope`, rows of the kv up-projection) and the rotary query $q^R$ (`q_rope`) belong to head $h$; the
+# rotary key $k^R$ (`k_rope`) is **one** vector shared by all heads; $V$ (`v`) is per head. Return the factor
+# QK-Clip multiplies each part of a clipped head by — a dict with keys `"q_nope"`, `"k_nope"`, `"q_rope"`,
+# `"k_rope"`, `"v"` — such that the whole logit of head $h$ scales by exactly $\gamma$ and no other head changes.
+
+# %%
+def my_mla_clip_factors(gamma, alpha=0.5):
+    raise NotImplementedError  # your code here
+
+
+_ = check("mla_clip_factors", my_mla_clip_factors)
+
+# %% [markdown]
+# **Exercise 3 (derive) · GQA.** With grouped-query attention, $H$ query heads share $H_{kv}$ key heads
+# (query heads $g\cdot H/H_{kv} \dots$ use key head $g$). Scaling a key head changes the logits of every
+# query head of its group. Given `s_max [H]`, return the factor each key head's rows are multiplied by,
+# `[n_kv_heads]` (1 where nothing is clipped). The checker runs `qk_clip_` on a real GQA layer and compares.
+
+# %%
+def my_gqa_key_factors(s_max, n_kv_heads, tau, alpha=0.5):
+    raise NotImplementedError  # your code here
+
+
+_ = check("gqa_key_factors", my_gqa_key_factors)
+
+# %% [markdown]
+# **Exercise 4 (predict, then run).** A 2-head layer records $S_{\max} = $ `s_max_before` for head 1 in a
+# forward pass; `qk_clip_` runs with $\tau$ = half of it; then the **same batch** goes through again. What
+# is head 1's max logit now? Return a number (`candidate(s_max_before, tau) -> float`); the checker runs
+# the experiment (`muonclip_exercises.measured_max_logit_after_clip`) and compares.
+
+# %%
+def my_max_logit_after_clip(s_max_before, tau):
+    raise NotImplementedError  # your prediction here
+
+
+_ = check("max_logit_after_clip", my_max_logit_after_clip)
+
+# %% [markdown]
+# ### The library's answers
+# Revealed only now. The MLA factors, then the whole of `qk_clip_`: γ per head (with GQA the group's max),
+# one registered rule per attention class, and the statistic updated so that a second call is a no-op.
 
 # %%
 print({part: round(float(f), 4) for part, f in mla_clip_factors(0.25).items()}, " for γ = 0.25")
+print(inspect.getsource(mla_clip_factors))
+print(inspect.getsource(muonclip_exercises.gqa_key_factors))
+print(inspect.getsource(qk_clip_))
+
+# %% [markdown]
+# **Where it runs.** `MuonClip.step` is Muon's step, *then* the clip, using the max logits that this
+# step's forward pass recorded (K2's Algorithm 1: the statistic is measured before the update that the
+# clip follows):
+
+# %%
+print(inspect.getsource(MuonClip.step))
+
+# %% [markdown]
+# On a tiny `k2_mini` whose attention weights we blow up so that some heads' logits are large, with τ =
+# the median head's max logit: the clipped heads and their γ, and the same batch again. (Layer 1 sees
+# layer 0's new outputs, so only layer 0 lands exactly on τ.)
+
+# %%
 torch.manual_seed(0)
 demo = KimiMini(k2_mini(n_layers=2)).eval()
 with torch.no_grad():  # blow up the attention weights so that some heads' logits are large
@@ -204,150 +310,273 @@ demo(tokens)
 before = max_logits(demo)
 tau_demo = float(before.median())
 clipped = qk_clip_(demo, tau=tau_demo)
-demo(tokens)  # the same batch again (layer 1 sees layer 0's new outputs, so only layer 0 is exactly τ)
+demo(tokens)  # the same batch again
 print(f"τ = {tau_demo:.2f}\nmax logits before [layer, head]\n{before}")
 print("clipped (layer: {head: γ}):", {i: {h: round(g, 3) for h, g in c.items()}
                                       for i, c in enumerate(clipped)})
 print(f"after, same batch\n{max_logits(demo)}")
 
 # %% [markdown]
+# ### τ and α, interactively
+# Left: each head's max logit before the clip (the demo model above), the heads above τ in orange, and
+# where the same batch puts them after. Right: the factor each part of every clipped MLA head is
+# multiplied by. The static figure is the fallback papermill and GitHub render; the sliders in the next
+# cell redraw it live.
+
+# %%
+def draw_clip(tau: float = 4.0, alpha: float = 0.5):
+    s = before.flatten()
+    gamma = qk_clip_gamma(s, tau)
+    hit = gamma < 1
+    labels = [f"L{i}H{h}" for i in range(before.shape[0]) for h in range(before.shape[1])]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.4))
+    x = torch.arange(s.numel())
+    a.bar(x - 0.2, s, 0.4, color=["tab:orange" if c else "tab:blue" for c in hit], label="before")
+    a.bar(x + 0.2, s * gamma, 0.4, color="tab:gray", label="after (same batch, layer 0 exact)")
+    a.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau:.2f}")
+    a.set(xticks=x.tolist(), xticklabels=labels, ylabel="max logit", title=f"{int(hit.sum())} of {s.numel()} "
+          "heads clipped")
+    a.legend(fontsize=8)
+    f = mla_clip_factors(gamma[hit], alpha)
+    for j, part in enumerate(("q_nope", "k_nope", "q_rope", "k_rope", "v")):
+        vals = torch.as_tensor(f[part], dtype=torch.float32).expand(int(hit.sum()))
+        b.bar(torch.arange(int(hit.sum())) + 0.16 * (j - 2), vals, 0.16, label=part)
+    b.set(xticks=list(range(int(hit.sum()))), xticklabels=[lab for lab, c in zip(labels, hit, strict=True) if c],
+          ylim=(0, 1.35), ylabel="factor", title=f"factors of the clipped heads (α = {alpha:.2f})")
+    b.legend(fontsize=8, ncol=5, loc="upper center")
+    fig.tight_layout()
+    return fig
+
+
+fig = draw_clip(tau_demo, 0.5)
+nb.savefig(fig, "clip-factors")
+plt.show()
+
+# %%
+import ipywidgets as widgets  # noqa: E402
+
+_ = interactive_figure(
+    draw_clip,
+    tau=widgets.FloatSlider(value=round(tau_demo, 2), min=0.5, max=round(float(before.max()) + 1, 1), step=0.1,
+                            description="τ"),
+    alpha=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="α"),
+)
+
+# %% [markdown]
 # ## 5 · The failure MuonClip fixes
 #
 # K2's report: with plain Muon the max attention logit of some heads keeps growing (past 1000 in a
-# mid-scale run), which destabilises training; MuonClip caps it at $\tau = 100$, it stays at the cap for
-# a while, then decays on its own after ~30 % of training. A toy run is far too short for logits to grow
-# on their own, so we provoke the effect with an aggressive Muon learning rate (0.1 on the toy preset,
-# hundreds of times K2's): within 100 steps vanilla Muon's max logit passes **K2's own τ = 100**, which
-# both presets use.
+# mid-scale run, unconfirmed), which destabilises training; MuonClip caps it at $\tau = 100$. The report
+# also describes the max logit staying at the cap for a while and then decaying on its own — after
+# roughly 30 % of training by our summary's reading, a number we have not confirmed and do not test here.
+# A toy run is far too short for logits to grow on their own, so we provoke the effect with an aggressive
+# Muon learning rate (0.1 on the toy preset, hundreds of times K2's): within ~40 steps vanilla Muon's max
+# logit passes **K2's own τ = 100**, which both presets use.
 #
-# The model is the whole `k2_mini`: MLA attention, a dense first layer, then MoE layers with 48 experts
-# top-1 (K2's sparsity 48), trained with the aux-loss-free bias update after every step. Two runs, same
-# seed and batches: Muon, and MuonClip = the same Muon + QK-Clip.
+# The model is `k2_mini` (MLA attention, a dense first layer, then MoE layers with 96 experts top-2 —
+# K2's sparsity 48 — and the aux-loss-free bias update after every step), cut to 3 layers on the toy
+# preset to fit three seeds in the CPU budget. Per seed two runs with the same initial weights and the
+# same batches: Muon, and MuonClip = the same Muon + QK-Clip.
+#
+# **Rules, fixed before the runs** (3 seeds each):
+# 1. *Muon's logits grow past τ*: holds if vanilla Muon's max logit exceeds τ in every seed.
+# 2. *MuonClip caps them at τ — up to one update's growth.* K2 measures $S_{\max}$ in the forward pass
+#    *before* the update it clips after, so after a clip at step $t$ the next step's max logit is
+#    $\tau \cdot S(W_{t+1}; \text{batch}_{t+1}) / S(W_t; \text{batch}_t)$: τ times the growth of one update.
+#    We measure that growth on the **vanilla** runs, $G = \max_t S_{\max}(t{+}1)/S_{\max}(t)$ over the steps
+#    with $S_{\max}(t) \ge \tau/2$ (all seeds), and the claim holds if every seed's MuonClip max logit after its
+#    first clip is $\le G\tau$.
+# 3. *QK-Clip does not hurt the loss*: validation loss after the last step (8 held-out batches, the same
+#    for the two runs of a seed), paired by seed, $d = L_{\text{MuonClip}} - L_{\text{Muon}}$;
+#    holds if $\bar d \le 2\,\mathrm{sd}(d)/\sqrt{n}$ (MuonClip is not worse by more than two standard
+#    errors — better counts as holding).
+# 4. *Zero loss spike*: a **spike** is a step $t > 20$ whose train loss exceeds the mean of the previous 10
+#    steps by more than 4 of their standard deviations. The first 20 steps are excluded: at this lr
+#    without warm-up both runs' losses jump there, before any logit is large (the two runs are identical
+#    until the first clip). Holds if MuonClip has **0** spikes over all seeds; vanilla's count is reported
+#    beside it.
 
 # %%
 EXP = P.pick(
-    toy=dict(config=k2_mini("toy"), steps=100, batch_size=8, seq_len=64, lr=0.1, tau=100.0),
-    gpu=dict(config=k2_mini("gpu"), steps=1500, batch_size=32, seq_len=512, lr=0.05, tau=100.0),
+    toy=dict(config=k2_mini("toy", n_layers=3), steps=60, batch_size=4, seq_len=64, lr=0.1, tau=100.0, seeds=3),
+    gpu=dict(config=k2_mini("gpu"), steps=1500, batch_size=32, seq_len=512, lr=0.05, tau=100.0, seeds=3),
 )
+SPIKE = dict(after=20, window=10, k=4.0)
 data = load_corpus()
+TAU = EXP["tau"]
+SEEDS = list(range(EXP["seeds"]))
 
 
-def run(optimizer_name: str, **kw):
-    torch.manual_seed(0)
+def run(optimizer_name: str, seed: int, **kw):
+    torch.manual_seed(seed)
     model = KimiMini(EXP["config"]).to(nb.device)
     opt = build_optimizer(model, optimizer_name, lr=EXP["lr"], weight_decay=0.1, **kw)
     track_max_logits(model)
     hist = train(model, opt, data, steps=EXP["steps"], batch_size=EXP["batch_size"], seq_len=EXP["seq_len"],
-                 eval_every=EXP["steps"], eval_batches=8, autocast_dtype=P.dtype, desc=optimizer_name,
-                 callbacks=[max_logit_callback, moe_bias_update_callback()])
-    return hist
+                 eval_every=EXP["steps"], eval_batches=8, autocast_dtype=P.dtype, seed=seed, progress=False,
+                 desc=f"{optimizer_name} seed {seed}", callbacks=[max_logit_callback, moe_bias_update_callback()])
+    q_norm = sum(float(m.q_proj.weight.detach().norm() ** 2) for m in attention_modules(model)) ** 0.5
+    print(f"{optimizer_name:>8} seed {seed}: val loss {hist[-1]['val_loss']:.4f}, max logit "
+          f"{max(r['max_logit'] for r in hist):.1f}")
+    return hist, hist[-1]["val_loss"], q_norm
 
 
-TAU = EXP["tau"]
-vanilla = run("muon")
-clip = run("muonclip", tau=TAU)
+def spikes(hist) -> list[int]:
+    loss = torch.tensor([r["loss"] for r in hist])
+    w, out = SPIKE["window"], []
+    for t in range(max(SPIKE["after"], w), len(loss)):
+        prev = loss[t - w : t]
+        if loss[t] > prev.mean() + SPIKE["k"] * prev.std():
+            out.append(hist[t]["step"])
+    return out
+
+
+runs = {name: [run(name, seed, **({"tau": TAU} if name == "muonclip" else {})) for seed in SEEDS]
+        for name in ("muon", "muonclip")}
 
 # %%
-steps_ = [r["step"] for r in vanilla]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-axes[0].plot(steps_, [r["max_logit"] for r in vanilla], label="Muon")
-axes[0].plot(steps_, [r["max_logit"] for r in clip], label="MuonClip")
+for name, label, color in (("muon", "Muon", "C0"), ("muonclip", "MuonClip", "C1")):
+    for i, (h, *_) in enumerate(runs[name]):
+        steps_ = [r["step"] for r in h]
+        axes[0].plot(steps_, [r["max_logit"] for r in h], color=color, lw=1, alpha=0.8,
+                     label=label if i == 0 else None)
+        axes[1].plot(steps_, [r["loss"] for r in h], color=color, lw=0.7, alpha=0.7, label=label if i == 0 else None)
+        sp = spikes(h)
+        axes[1].plot(sp, [h[s - 1]["loss"] for s in sp], "x", color=color, ms=8)
+    if name == "muonclip":
+        for i, (h, *_) in enumerate(runs[name]):
+            axes[2].plot([r["step"] for r in h], [r["clipped_fraction"] for r in h], color=color, lw=1,
+                         alpha=0.8, label=f"seed {i}")
 axes[0].axhline(TAU, color="gray", ls="--", label=f"τ = {TAU:g}")
-axes[0].set(xlabel="step", ylabel="max logit (all layers and heads)", title="max attention logit")
+axes[0].set(xlabel="step", ylabel="max logit (all layers and heads)", title=f"max attention logit ({len(SEEDS)} seeds)")
 axes[0].legend()
-axes[1].plot(steps_, [r["loss"] for r in vanilla], lw=0.8, label="Muon")
-axes[1].plot(steps_, [r["loss"] for r in clip], lw=0.8, label="MuonClip")
-zoom = max(r["loss"] for r in vanilla + clip if r["step"] > 20) * 1.05  # the first steps spike at this lr
-axes[1].set(xlabel="step", ylabel="train loss (nats / byte)", title="loss (after step 20)", ylim=(None, zoom))
+zoom = max(r["loss"] for n in runs for h, *_ in runs[n] for r in h if r["step"] > SPIKE["after"]) * 1.05
+axes[1].set(xlabel="step", ylabel="train loss (nats / byte)", ylim=(None, zoom),
+            title=f"loss (× = spike: > mean + {SPIKE['k']:g} sd of the last {SPIKE['window']})")
+axes[1].axvline(SPIKE["after"], color="gray", lw=0.8, ls=":")
 axes[1].legend()
-axes[2].plot(steps_, [r["clipped_fraction"] for r in clip], color="C1")
 axes[2].set(xlabel="step", ylabel="fraction of heads clipped", title="MuonClip: heads clipped per step")
+axes[2].legend()
 fig.tight_layout()
 nb.savefig(fig, "max-logit")
 plt.show()
 
-# %% [markdown]
-# Every point is the max logit of the step's own forward pass. K2's order of operations is: forward
-# (record $S_{\max}$) → optimizer update → clip with $\gamma = \tau / S_{\max}$. The statistic is taken
-# *before* the update, so the clip removes everything accumulated up to the step but not what that
-# step's update adds. At K2's learning rate one update barely moves a logit and the max sits at τ; at
-# our aggressive toy learning rate one update raises a clipped head's logits by 10–40 % (Muon's
-# momentum keeps pushing the heads the clip holds back), so the toy cap is "τ plus one step", not τ.
-# The claim below allows exactly that (`TOL`), and the curve shows the difference that matters: vanilla
-# keeps climbing, MuonClip stops. (Both runs' losses jump in the first steps: that is the aggressive
-# learning rate without warm-up, before any logit is large — not what QK-Clip addresses.)
-
 # %%
-vanilla_max = max(r["max_logit"] for r in vanilla)
-first_clip = next((r["step"] for r in clip if r["n_clipped"] > 0), None)
-after = [r["max_logit"] for r in clip if first_clip is not None and r["step"] > first_clip]
-clip_max_after = max(after) if after else float("nan")
-clip_median_after = sorted(after)[len(after) // 2] if after else float("nan")
-TOL = P.pick(toy=0.5, gpu=0.25)  # one update's growth at lr 0.1 (toy) / 0.05 (gpu), see above
-loss_v = sum(r["loss"] for r in vanilla[-10:]) / 10
-loss_c = sum(r["loss"] for r in clip[-10:]) / 10
-val_v, val_c = vanilla[-1]["val_loss"], clip[-1]["val_loss"]
-print(f"vanilla Muon: max logit {vanilla_max:.1f} (τ = {TAU:g}); MuonClip after its first clip (step "
-      f"{first_clip}): max {clip_max_after:.1f}, median {clip_median_after:.1f}")
-print(f"final train loss (mean of last 10 steps): Muon {loss_v:.4f}, MuonClip {loss_c:.4f}; "
-      f"val loss: Muon {val_v:.4f}, MuonClip {val_c:.4f}")
+def first_clip_step(h):
+    return next((r["step"] for r in h if r["n_clipped"] > 0), None)
+
+
+vanilla_max = [max(r["max_logit"] for r in h) for h, *_ in runs["muon"]]
+growth = [h[t + 1]["max_logit"] / h[t]["max_logit"] for h, *_ in runs["muon"] for t in range(len(h) - 1)
+          if h[t]["max_logit"] >= TAU / 2]
+G = max(growth) if growth else float("nan")
+clip_after = []
+for h, *_ in runs["muonclip"]:
+    fc = first_clip_step(h)
+    clip_after.append(max((r["max_logit"] for r in h if fc is not None and r["step"] > fc), default=float("nan")))
+val_v = torch.tensor([v for _, v, _ in runs["muon"]])
+val_c = torch.tensor([v for _, v, _ in runs["muonclip"]])
+norm_ratio = [a[2] / b[2] for a, b in zip(runs["muon"], runs["muonclip"], strict=True)]
+d = val_c - val_v
+n = len(SEEDS)
+d_bound = 2 * float(d.std()) / n**0.5
+spikes_v = [len(spikes(h)) for h, *_ in runs["muon"]]
+spikes_c = [len(spikes(h)) for h, *_ in runs["muonclip"]]
+print(f"vanilla Muon max logit per seed: {[round(v, 1) for v in vanilla_max]} (τ = {TAU:g})")
+print(f"one update's growth near τ (vanilla, S ≥ τ/2): max {G:.3f}, median "
+      f"{sorted(growth)[len(growth) // 2] if growth else float('nan'):.3f} over {len(growth)} steps "
+      f"→ bound Gτ = {G * TAU:.1f}")
+print(f"MuonClip max logit after its first clip, per seed: {[round(v, 1) for v in clip_after]}")
+print(f"val loss Muon {val_v.mean():.4f} ± {val_v.std():.4f}, MuonClip {val_c.mean():.4f} ± {val_c.std():.4f}; "
+      f"paired d = {d.mean():+.4f} ± {d.std():.4f} (bound 2 sd/√n = {d_bound:.4f})")
+print(f"spikes (t > {SPIKE['after']}): Muon {spikes_v}, MuonClip {spikes_c}")
+print(f"query-projection weight norm, vanilla / MuonClip, per seed: {[round(r, 2) for r in norm_ratio]}")
 
 nb.record_claim(
     "Without QK-Clip, Muon's max attention logit grows past the threshold",
     paper_value="max logits > 1000 in a mid-scale Muon run (τ = 100)",
-    ours=f"vanilla Muon max logit {vanilla_max:.1f} vs τ = {TAU:g} (k2_mini MLA, lr {EXP['lr']}, "
-         f"{EXP['steps']} steps)",
-    holds=vanilla_max > TAU,
-    explanation="provoked with an aggressive Muon lr (far above K2's) so that a short run gets there",
+    ours=f"vanilla Muon max logit {min(vanilla_max):.0f}-{max(vanilla_max):.0f} over {n} seeds vs τ = {TAU:g} "
+         f"(k2_mini MLA, lr {EXP['lr']}, {EXP['steps']} steps)",
+    holds=all(v > TAU for v in vanilla_max),
+    explanation="rule fixed before the runs: every seed exceeds τ. Provoked with an aggressive Muon lr (far above "
+                "K2's) so that a short run gets there",
     paper="Kimi K2 (arXiv 2507.20534)",
 )
 nb.record_claim(
     "MuonClip caps the max logit at τ (up to one update's growth) once it has clipped",
     paper_value="max logit capped at τ = 100 throughout K2's pre-training",
-    ours=f"after the first clip (step {first_clip}) max logit ≤ {clip_max_after:.1f} (median "
-         f"{clip_median_after:.1f}) vs vanilla's {vanilla_max:.1f}; bound τ·(1 + {TOL:.0%}) = "
-         f"{TAU * (1 + TOL):.0f}",
-    holds=first_clip is not None and clip_max_after <= TAU * (1 + TOL),
-    explanation="capped, but only to τ plus one update's growth: the statistic precedes the update it is "
-                "applied after, and at the toy lr one update adds 10-40 % (negligible at K2's lr)",
+    ours=f"after the first clip MuonClip's max logit ≤ {max(clip_after):.1f} (per seed "
+         f"{[round(v, 1) for v in clip_after]}) vs vanilla's {max(vanilla_max):.0f}; bound Gτ = {G * TAU:.1f} with "
+         f"G = {G:.3f} the largest one-step growth of vanilla's max logit near τ ({n} seeds)",
+    holds=bool(growth) and all(v <= G * TAU for v in clip_after),
+    explanation="the statistic precedes the update the clip follows, so the cap is τ times one update's growth; "
+                "that growth is measured on the vanilla runs, not tuned on MuonClip's result (at K2's lr it is "
+                "≈ 1 and the cap is τ). Diagnostic: the clipped run's query weights are smaller (vanilla/MuonClip "
+                f"norm {min(norm_ratio):.2f}-{max(norm_ratio):.2f}x) while Muon's update has a fixed size, so one "
+                "update grows a clipped head's logits more than vanilla's",
     paper="Kimi K2 (arXiv 2507.20534)",
 )
 nb.record_claim(
     "QK-Clip does not hurt the loss",
-    paper_value="no loss spike, loss not degraded (K2: 15.5T tokens without a spike)",
-    ours=f"final train loss Muon {loss_v:.4f} vs MuonClip {loss_c:.4f} ({loss_c / loss_v - 1:+.2%}); "
-         f"val {val_v:.4f} vs {val_c:.4f}",
-    holds=loss_c <= loss_v * 1.01 and val_c <= val_v * 1.01,
-    explanation="train: mean of the last 10 steps; val: 8 held-out batches; same seed and batches; both "
-                "within 1 % of Muon (or better) counts",
+    paper_value="no loss degradation (K2 §2.1; Moonlight-scale ablations of MuonClip vs Muon)",
+    ours=f"val loss Muon {val_v.mean():.4f} ± {val_v.std():.4f}, MuonClip {val_c.mean():.4f} ± {val_c.std():.4f} "
+         f"({n} seeds); paired difference {d.mean():+.4f} ± {d.std():.4f} vs bound {d_bound:.4f}",
+    holds=float(d.mean()) <= d_bound,
+    explanation="rule fixed before the runs: mean paired difference of validation losses (8 held-out batches "
+                "per seed) ≤ 2 standard errors of that difference",
+    paper="Kimi K2 (arXiv 2507.20534)",
+)
+nb.record_claim(
+    "MuonClip trains with zero loss spikes",
+    paper_value="15.5T tokens of pre-training 'with zero loss spike'",
+    ours=f"spikes after step {SPIKE['after']} per seed: MuonClip {spikes_c}, vanilla Muon {spikes_v} "
+         f"(spike: loss > mean + {SPIKE['k']:g} sd of the previous {SPIKE['window']} steps)",
+    holds=sum(spikes_c) == 0,
+    explanation="definition and threshold fixed before the runs; holds if MuonClip has none over all seeds. "
+                "A toy run's logits reach a few τ, not thousands, so vanilla need not spike either: "
+                "this tests MuonClip, not the size of the instability it prevents",
     paper="Kimi K2 (arXiv 2507.20534)",
 )
 
 # %% [markdown]
-# ## Exercises
-#
-# **1 · QK-Clip of an MHA layer.** `wq`, `wk` are `[H·D, C]` (head h owns rows `h·D … h·D+D−1`),
-# `max_logit` is `[H]`. Return new `(wq, wk)`: for each head with `max_logit > tau`, γ = τ / max_logit,
-# multiply its query rows by γ**alpha and its key rows by γ**(1 − alpha); leave every other row
-# bit-identical. (Solution: `kimi_mini.qk_clip.qk_clip_mha_weights`.)
-
-# %%
-def my_qk_clip_mha_weights(wq, wk, max_logit, tau, alpha=0.5):
-    raise NotImplementedError  # your code here
-
-
-check("qk_clip_mha_weights", my_qk_clip_mha_weights)
+# **Reading the result.** Every point is the max logit of the step's own forward pass. Vanilla Muon's
+# keeps climbing; MuonClip's stops near τ — above it by the growth one aggressive update adds, which the
+# clip of the *next* step removes again (at K2's learning rate one update barely moves a logit, and the
+# max sits at τ). Rule 2 estimated that growth from the vanilla runs. If it fails, the printed weight-norm
+# ratio is the reason to look at: clipping shrinks a head's $W_q$, $W_k$, but Muon's update has a fixed
+# size (its RMS is set by the lr, not by the weights), so *relative to the clipped weights* the same
+# update is larger and the next step overshoots τ by more than vanilla's per-step growth suggests. The
+# leak is a property of the toy's huge lr; it shrinks with the lr, and at K2's lr it is negligible.
+# The loss curves of the two runs coincide until the first clip and stay close after it: at this scale
+# QK-Clip is a small intervention on a few heads. The loss jumps of the first steps are the
+# aggressive learning rate without warm-up, before any logit is large — not what QK-Clip addresses.
 
 # %% [markdown]
-# **2 · Which MLA parts get √γ, which γ?** Return a dict with the factor QK-Clip multiplies each part of
-# a clipped MLA head by: keys `"q_nope"`, `"k_nope"`, `"q_rope"`, `"k_rope"`, `"v"`. Think about which parts
-# belong to the head alone and which are shared by all heads, and keep the logit scaling by exactly γ.
-# (Solution: `kimi_mini.qk_clip.mla_clip_factors`.)
+# ## Recap
+# **What you learnt.** MLA caches one latent and one shared rotary key per token (K2: 576 numbers instead
+# of 16 384), which is why its keys are never materialised and QK-Norm is not an option. A flash kernel's
+# running row max *is* the max logit, so tracking $S_{\max}$ is free. QK-Clip multiplies every logit of an
+# offending head by exactly $\gamma = \tau/S_{\max}$: $\gamma^{\alpha}$ / $\gamma^{1-\alpha}$ on its query and
+# key for MHA, the group as the unit for GQA, and for MLA the content parts $\sqrt\gamma$ each while the
+# head's rotary query takes all of $\gamma$ because the rotary key is shared. It runs *after* the optimizer
+# step on statistics of the step's forward pass, so the cap is τ plus one update's growth. And a miniature
+# MoE must keep top-k ≥ 2, or the renormalised weight is a constant and the router never learns.
+#
+# **Where this sits in the paper** (arXiv 2507.20534): §2.1 MuonClip — the max-logit explosion with Muon,
+# QK-Clip's per-head rule and **Algorithm 1** (MuonClip), the figure of max logits with and without clip,
+# and the pre-training loss curve "with zero loss spike"; §2.2 and the architecture table (MLA, 64 heads,
+# 384 experts top-8, the published 1T / 32B); MLA itself is DeepSeek-V2 (arXiv 2405.04434) §2.1.
+#
+# **What changes at scale.** At K2's lr the growth per update is tiny, so the cap is τ itself and the
+# interesting behaviour is long-run: heads sit at the cap for a while and (as reported, unconfirmed here)
+# decay later; a toy run of 60 steps cannot show that, nor a real loss spike — our logits reach a few τ,
+# K2's mid-scale run reached > 1000. With thousands of heads, tracking must be free (the flash kernel's
+# running max) and the clip must touch only the offending heads' rows, as here. The optimizer state is
+# sharded (Distributed Muon, notebook 02), so the clip runs on each rank's shard of $W_q$ and $W_{kv}$.
+#
+# **Where to go next.** [04 · MoBA](04_moba.ipynb): the long-context side of Kimi — sparse attention
+# that picks, per query, which blocks of keys to read.
 
 # %%
-def my_mla_clip_factors(gamma, alpha=0.5):
-    raise NotImplementedError  # your code here
-
-
-check("mla_clip_factors", my_mla_clip_factors)
 print(f"notebook time: {nb.elapsed():.0f} s")

@@ -9,16 +9,18 @@
 # those plus its own block.
 #
 # **In this notebook you will**
-# 1. build the gate step by step and look at the mask it produces (interactive);
-# 2. check the paper's invariants, and that the reference, the efficient PyTorch path and the Triton
+# 1. write MoBA's gate yourself, then read the library's `moba_select` / `moba_gate`;
+# 2. derive the log-sum-exp merge that the efficient path is built on, then read that path;
+# 3. check the paper's invariants, and that the reference, the efficient PyTorch path and the Triton
 #    kernel agree — outputs and gradients;
-# 3. train a small KimiMini with full attention, with MoBA, and with the layer-wise hybrid, and compare
-#    their validation loss and their loss by position (the paper's "trailing tokens");
-# 4. decode sparsely from the KV cache and check it equals the prefill;
-# 5. measure where MoBA starts to beat full attention on this machine;
-# 6. write the gate and the log-sum-exp merge yourself.
+# 4. train small KimiMini models with full attention, with MoBA and with the layer-wise hybrid (3 seeds),
+#    compare validation and trailing-token losses, and switch trained models between full and sparse
+#    attention — at evaluation and for a few steps of continued training;
+# 5. explore the gate of the *trained* model, predict how many keys one sparse decode step reads, and
+#    check that decoding from the KV cache equals the prefill;
+# 6. measure where MoBA starts to beat full attention on this machine, and what it costs in memory.
 #
-# **Run time:** `toy` ≈ 1 minute on 2 CPU cores; `gpu` a few minutes.
+# **Run time:** `toy` ≈ 1 minute on 2 CPU cores (≈ 60 s of CPU time); `gpu` a few minutes.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 90 s) or "gpu" (one H100/H200)
@@ -35,19 +37,21 @@ import torch.nn.functional as F
 from kimi_mini.bench import peak_memory, time_it, trim_heap
 from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
+from kimi_mini.exercises import moba as moba_exercises
 from kimi_mini.layers import causal_attention
-from kimi_mini.moba import moba_attention, moba_gate, moba_select, moba_sparsity
+from kimi_mini.moba import efficient as moba_efficient
+from kimi_mini.moba import merge_attention, moba_attention, moba_gate, moba_select, moba_sparsity
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.testing import max_rel_error
-from kimi_mini.train import train, warmup_cosine
+from kimi_mini.train import evaluate, train, warmup_cosine
 
 nb = start_notebook("04_moba", PRESET, RUN_DIR)
 P = nb.preset
 PAPER = "MoBA (arXiv 2502.13189)"
 
 # %% [markdown]
-# ## The idea
+# ## 1 · The idea: a gate over blocks of keys
 # Per head, with keys cut into blocks of $B$ positions (block $i$ holds positions $[iB, (i+1)B)$; the
 # last block may be partial), query $q_t$ scores each block by its **mean key**
 #
@@ -63,8 +67,26 @@ PAPER = "MoBA (arXiv 2502.13189)"
 #   \!\left(\tfrac{q_t\cdot k_j}{\sqrt D}\right) V.$$
 #
 # Each query reads at most $kB$ keys instead of $t$: the **sparsity** is $1 - Bk/T$.
+#
+# **Exercise 1 (warm-up) · the gate.** For one head, `q, k [T, D]`: return a bool `[T, n_blocks]` that is
+# True at each query's current block and at its top-(k−1) blocks among those that end before its own
+# block starts, ranked by $q_t\cdot\operatorname{mean}(K_{\text{block}})$. The last block may be partial.
 
 # %%
+def my_gate(q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: int) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+_ = check("moba_gate", my_gate)
+
+# %% [markdown]
+# The library's answer, revealed after the checker: `moba_select` returns the chosen *history* blocks as
+# indices (what the efficient path and the kernel consume), `moba_gate` turns them into the boolean
+# block mask (what the reference consumes). On one small head, by hand and by the library:
+
+# %%
+print(inspect.getsource(moba_select))
+print(inspect.getsource(moba_gate))
 g = torch.Generator().manual_seed(0)
 T, D, BS, TOPK = 48, 8, 8, 3
 q, k, v = (torch.randn(1, 1, T, D, generator=g) for _ in range(3))  # [B, H, T, D]
@@ -76,52 +98,41 @@ print("chosen history blocks (top-(k-1)):", moba_select(q, k, BS, TOPK)[0, 0, t]
 gate = moba_gate(q, k, BS, TOPK)  # bool [B, H, T, n_blocks]
 assert gate.shape == (1, 1, T, T // BS) and gate[0, 0, t].sum() == TOPK
 print("gate row of t:", gate[0, 0, t].int().tolist())
-print(inspect.getsource(moba_gate))
 
 # %% [markdown]
-# ### The mask, interactively
-# Left: MoBA's key mask (dark = attended) over the causal triangle (light). Right: the gate scores of one
-# query and the blocks it keeps. Move the sliders when running live; the figure below is the static
-# fallback (what papermill and CI render).
+# ## 2 · Computing it without a T×T matrix: the log-sum-exp merge
+# The reference (`impl="naive"`) builds a dense $T\times T$ mask from the gate. The paper's efficient form
+# never does: it runs attention over the **current block** (block-diagonal, causal) and, separately, over
+# the **gathered history blocks** (no mask needed), and merges the partial results. Each part returns
+# its normalised output $o_p$ and its log-sum-exp $\mathrm{lse}_p = \log\sum_{j\in p} e^{s_j}$.
+#
+# **Exercise 2 (derive) · the merge.** Attention over keys $A$ gave `(o1, lse1)`, over disjoint keys $B$
+# gave `(o2, lse2)` (`o [..., D]`, `lse [...]`). Return `(o, lse)` for $A \cup B$ — and stay finite when
+# the logits are large.
 
 # %%
-def draw_mask(block_size=8, top_k=3, query=45, T=64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    q, k = (torch.randn(1, 1, T, 8, generator=g) for _ in range(2))
-    gate = moba_gate(q, k, block_size, top_k)[0, 0]  # [T, n]
-    mask = gate.repeat_interleave(block_size, -1)[:, :T] & torch.ones(T, T, dtype=torch.bool).tril()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.imshow(torch.ones(T, T).tril() * 0.25 + mask.float() * 0.75, cmap="Blues", vmin=0, vmax=1)
-    a.axhline(query, color="tab:red", lw=0.8)
-    a.set(title=f"MoBA mask: block {block_size}, top-{top_k}, sparsity {moba_sparsity(T, block_size, top_k):.0%}",
-          xlabel="key position", ylabel="query position")
-    n_blocks = gate.shape[1]
-    n_cand = query // block_size
-    means = F.pad(k[0, 0], (0, 0, 0, n_blocks * block_size - T)).view(n_blocks, block_size, -1).sum(1)
-    s = (q[0, 0, query] @ means.T).tolist()
-    colors = ["tab:green" if gate[query, i] else ("tab:gray" if i < n_cand else "white") for i in range(n_blocks)]
-    b.bar(range(n_blocks), s, color=colors, edgecolor="black")
-    b.set(title=f"query {query}: kept blocks in green (block {n_cand} is its own)", xlabel="key block",
-          ylabel="gate score (∝ q · mean K)")
-    fig.tight_layout()
-    return fig
+def my_merge(o1, lse1, o2, lse2):
+    raise NotImplementedError  # your code here
 
 
-fig = draw_mask()
-nb.savefig(fig, "mask")
-plt.show()
-import ipywidgets as widgets  # noqa: E402
-
-# live sliders (JupyterLab / Colab); the static figure above stays for papermill and GitHub
-interactive_figure(draw_mask, block_size=widgets.IntSlider(8, 4, 32, 4), top_k=widgets.IntSlider(3, 1, 8),
-                   query=widgets.IntSlider(45, 0, 63), T=widgets.fixed(64), seed=widgets.fixed(1))
+_ = check("moba_merge_lse", my_merge)
 
 # %% [markdown]
-# ## Invariants, and three implementations that agree
+# The library's `merge_attention`, and the forward of the efficient path that applies it: part 1 is the
+# block-diagonal causal attention; then, per selection slot, the queries that chose a given key block
+# are gathered into buckets, attend to that block, and are merged into the running `(o, lse)` (the same
+# merge, done in place on the rows). The
+# backward (`_moba_torch_backward`) recomputes each part from the *final* `o` and `lse` — the same
+# trick as flash attention — so the parts' gradients sum to the dense gradient.
+
+# %%
+print(inspect.getsource(merge_attention))
+print(inspect.getsource(moba_efficient._moba_torch_forward))
+
+# %% [markdown]
+# ## 3 · Invariants, and three implementations that agree
 # - `impl="naive"` — the reference: a dense $T\times T$ mask from the gate, softmax in fp32.
-# - `impl="torch"` — the paper's efficient form: attention over the current block (block-diagonal,
-#   causal) and over the gathered history blocks, computed separately and merged by their
-#   log-sum-exps, $o = \sum_p e^{\mathrm{lse}_p - \mathrm{lse}} o_p$. No $T\times T$ tensor.
+# - `impl="torch"` — the efficient form above. No $T\times T$ tensor.
 # - `impl="triton"` — `kernels/moba.py`, flash-style forward and backward (the CPU interpreter here).
 #
 # If every query may keep every block ($T \le Bk$), MoBA **is** causal attention; with $k = 1$ it is
@@ -146,21 +157,38 @@ for impl in ("torch", "triton"):
     assert max(errs.values()) < 1e-4
 
 # %% [markdown]
-# ## Training with MoBA: full vs MoBA vs hybrid
-# Three KimiMini models, identical but for attention, trained on the stdlib corpus with a long-ish
-# context: **full** attention, **MoBA** in every layer, and the paper's **layer-wise hybrid** (MoBA
-# below, full attention in the last layer). MoBA needs to be *trained* with — it is not a drop-in for a
-# model trained with full attention — so each model learns with its own attention from scratch.
+# ## 4 · Training with MoBA: full vs MoBA vs hybrid, three seeds
+# KimiMini models identical but for attention, trained on the stdlib corpus: **full** attention, **MoBA**
+# in every layer, and the paper's **layer-wise hybrid** (MoBA below, full attention in the last layer).
+# Per seed the three start from the same weights and see the same batches. MoBA needs to be *trained*
+# with, so each model learns with its own attention from scratch.
+#
+# **Rules, fixed before the runs.** For a loss $L$ we compare with full attention through the paired
+# relative gap $g = (L_{\text{variant}} - L_{\text{full}})/L_{\text{full}}$ per seed, and a claim *holds* if
+# $\bar g + 2\,\mathrm{sd}(g)/\sqrt{n} \le 2\,\%$ — within 2 % of full attention, beyond the seed noise
+# (being better counts as holding).
+# 1. *Validation loss* (8 fixed held-out batches, the same for every model): MoBA and the hybrid.
+# 2. *Trailing-token loss* — the paper's long-context probe: the validation loss on the **last quarter of
+#    positions** of each sequence, MoBA vs full. (Printed beside it, as a diagnostic decided now: how much
+#    easier late positions are than the second block for full attention — if hardly, the models use
+#    little distant context and the test is weak.)
+# 3. *Seamless switching* (the abstract's "seamless transition between full and sparse attention"):
+#    the MoBA-trained model evaluated with full attention, and the full-attention model evaluated with
+#    MoBA — the same weights, only the attention swapped — against the same model in its own mode
+#    ("the loss does not jump" = the 2 % rule above, for both directions).
+# 4. *Switching with continued training*: each trained model continues for a few steps (a fresh AdamW at
+#    a tenth of the peak lr, the same batches) once in the other mode and once in its own; the switched
+#    run's validation loss against its own-mode twin, the 2 % rule, both directions.
 
 # %%
 CFG = P.pick(
-    toy=dict(d_model=64, n_layers=2, n_heads=4, d_ff=160, seq_len=512, block_size=32, top_k=3,
-             batch_size=4, steps=110, lr=3e-3, eval_seqs=32),
+    toy=dict(d_model=64, n_layers=2, n_heads=4, d_ff=160, seq_len=256, block_size=32, top_k=2,
+             batch_size=4, steps=100, lr=3e-3, eval_batches=8, seeds=3, cont_steps=10),
     gpu=dict(d_model=384, n_layers=6, n_heads=6, d_ff=1024, seq_len=4096, block_size=256, top_k=3,
-             batch_size=16, steps=1500, lr=1.5e-3, eval_seqs=32),
+             batch_size=16, steps=1500, lr=1.5e-3, eval_batches=8, seeds=3, cont_steps=100),
 )
-print(f"T = {CFG['seq_len']}, block {CFG['block_size']}, top-{CFG['top_k']}: "
-      f"sparsity {moba_sparsity(CFG['seq_len'], CFG['block_size'], CFG['top_k']):.0%}")
+SPARSITY = moba_sparsity(CFG["seq_len"], CFG["block_size"], CFG["top_k"])
+print(f"T = {CFG['seq_len']}, block {CFG['block_size']}, top-{CFG['top_k']}: sparsity {SPARSITY:.0%}")
 data = load_corpus()
 moba_opts = dict(block_size=CFG["block_size"], top_k=CFG["top_k"])
 VARIANTS = {
@@ -168,86 +196,259 @@ VARIANTS = {
     "MoBA": dict(attention="moba", attention_options=moba_opts),
     "hybrid": dict(attention="moba", attention_options=dict(moba_opts, full_attention_layers=1)),
 }
-val_x, val_y = data.get_batch("val", CFG["eval_seqs"], CFG["seq_len"], torch.Generator().manual_seed(1))
+SEEDS = list(range(CFG["seeds"]))
+TOL = 0.02
+EVAL = dict(batch_size=CFG["batch_size"], seq_len=CFG["seq_len"], batches=CFG["eval_batches"], seed=0,
+            autocast_dtype=P.dtype)
+amp = torch.autocast(nb.device.type, P.dtype) if P.dtype != torch.float32 else contextlib.nullcontext()
+val_x, val_y = data.get_batch("val", 16, CFG["seq_len"], torch.Generator().manual_seed(1))
 val_x, val_y = val_x.to(nb.device), val_y.to(nb.device)
-models, histories, pos_loss = {}, {}, {}
-for name, att in VARIANTS.items():
-    config = KimiConfig(d_model=CFG["d_model"], n_layers=CFG["n_layers"], n_heads=CFG["n_heads"], d_ff=CFG["d_ff"],
-                        max_seq_len=CFG["seq_len"], **att)
-    torch.manual_seed(0)  # same initial weights and batches for the three
-    model = KimiMini(config).to(nb.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=CFG["lr"], betas=(0.9, 0.95), weight_decay=0.1)
-    histories[name] = train(model, opt, data, steps=CFG["steps"], batch_size=CFG["batch_size"],
-                            seq_len=CFG["seq_len"], lr_schedule=warmup_cosine(CFG["steps"], CFG["steps"] // 10),
-                            eval_every=CFG["steps"], eval_batches=4, autocast_dtype=P.dtype, progress=False,
-                            desc=name)
+
+
+def make_model(variant: str) -> KimiMini:
+    return KimiMini(KimiConfig(d_model=CFG["d_model"], n_layers=CFG["n_layers"], n_heads=CFG["n_heads"],
+                               d_ff=CFG["d_ff"], max_seq_len=CFG["seq_len"], **VARIANTS[variant])).to(nb.device)
+
+
+def position_loss(model) -> torch.Tensor:
+    """``[T]``: the validation loss at each position, averaged over 16 held-out sequences."""
     model.eval()
-    amp = torch.autocast(nb.device.type, P.dtype) if P.dtype != torch.float32 else contextlib.nullcontext()
     with torch.no_grad(), amp:
         logits, _ = model(val_x)
-    ce = F.cross_entropy(logits.float().transpose(1, 2), val_y, reduction="none")  # [B, T]
-    pos_loss[name] = ce.mean(0).cpu()
-    models[name] = model
-    print(f"{name:>6}: val loss {histories[name][-1]['val_loss']:.3f}, {histories[name][-1]['seconds']:.1f} s")
+    return F.cross_entropy(logits.float().transpose(1, 2), val_y, reduction="none").mean(0).cpu()
+
+
+models, histories, val, pos_loss = {}, {}, {}, {}
+for seed in SEEDS:
+    for name in VARIANTS:
+        torch.manual_seed(seed)  # the same initial weights and batches for the three variants of a seed
+        model = make_model(name)
+        opt = torch.optim.AdamW(model.parameters(), lr=CFG["lr"], betas=(0.9, 0.95), weight_decay=0.1)
+        histories[name, seed] = train(model, opt, data, steps=CFG["steps"], batch_size=CFG["batch_size"],
+                                      seq_len=CFG["seq_len"], seed=seed, eval_every=CFG["steps"], eval_batches=1,
+                                      lr_schedule=warmup_cosine(CFG["steps"], CFG["steps"] // 10),
+                                      autocast_dtype=P.dtype, progress=False, desc=name)
+        val[name, seed] = evaluate(model, data, **EVAL)
+        pos_loss[name, seed] = position_loss(model)
+        models[name, seed] = model
+for name in VARIANTS:
+    v_ = torch.tensor([val[name, s] for s in SEEDS])
+    print(f"{name:>6}: val loss {v_.mean():.4f} ± {v_.std():.4f} ({len(SEEDS)} seeds)")
 
 # %%
 bin_ = CFG["block_size"]
 fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-for name, h in histories.items():
-    a.plot([r["step"] for r in h], [r["loss"] for r in h], lw=0.8, label=name)
-    curve = pos_loss[name].view(-1, bin_).mean(1)
-    b.plot((torch.arange(len(curve)) + 0.5) * bin_, curve, "o-", ms=3, label=name)
-a.set(xlabel="step", ylabel="train loss (nats / byte)", title="training")
+for i, name in enumerate(VARIANTS):
+    for s in SEEDS:
+        h = histories[name, s]
+        a.plot([r["step"] for r in h], [r["loss"] for r in h], lw=0.6, alpha=0.6, color=f"C{i}",
+               label=name if s == 0 else None)
+    curves = torch.stack([pos_loss[name, s].view(-1, bin_).mean(1) for s in SEEDS])  # [seeds, bins]
+    x = (torch.arange(curves.shape[1]) + 0.5) * bin_
+    b.errorbar(x + (i - 1) * 2, curves.mean(0), yerr=curves.std(0), fmt="o-", ms=3, capsize=2, color=f"C{i}",
+               label=name)
+a.set(xlabel="step", ylabel="train loss (nats / byte)", title=f"training ({len(SEEDS)} seeds)")
+b.axvspan(CFG["seq_len"] * 3 // 4, CFG["seq_len"], color="gray", alpha=0.12, label="trailing quarter")
 b.set(xlabel="position in the sequence", ylabel="val loss (nats / byte)",
-      title=f"loss by position (bins of {bin_}; MoBA block = {CFG['block_size']})")
+      title=f"loss by position (bins of {bin_} = one MoBA block; mean ± sd)")
 for ax in (a, b):
     ax.legend()
 fig.tight_layout()
 nb.savefig(fig, "training")
 plt.show()
 
+
 # %%
-val = {name: h[-1]["val_loss"] for name, h in histories.items()}
-late = slice(CFG["seq_len"] * 3 // 4, None)  # the trailing quarter of each sequence
-early = slice(CFG["block_size"], 2 * CFG["block_size"])  # the second block: no history to choose from yet
-trail = {name: float(c[late].mean()) for name, c in pos_loss.items()}
-gap = (val["MoBA"] - val["full"]) / val["full"]
-gap_h = (val["hybrid"] - val["full"]) / val["full"]
+def gap_stats(variant_loss: dict, base_loss: dict) -> tuple[float, float, bool]:
+    """Paired relative gaps over seeds → (mean, sd, holds under the 2 % rule)."""
+    gaps = torch.tensor([(variant_loss[s] - base_loss[s]) / base_loss[s] for s in SEEDS])
+    m, sd = float(gaps.mean()), float(gaps.std())
+    return m, sd, m + 2 * sd / len(SEEDS) ** 0.5 <= TOL
+
+
+def fmt(stats) -> str:
+    return f"{stats[0]:+.2%} ± {stats[1]:.2%}"
+
+
+per_seed = {name: {s: val[name, s] for s in SEEDS} for name in VARIANTS}
+g_moba, g_hyb = gap_stats(per_seed["MoBA"], per_seed["full"]), gap_stats(per_seed["hybrid"], per_seed["full"])
 nb.record_claim(
     "MoBA trains to a validation loss close to full attention's (and the hybrid too)",
     paper_value="LM loss 2.625·C^-0.063 (MoBA) vs 2.622·C^-0.063 (full), 545M-2.1B, 8K context, 81-95% sparse",
-    ours=f"val loss full {val['full']:.3f}, MoBA {val['MoBA']:.3f} ({gap:+.1%}), hybrid {val['hybrid']:.3f} "
-         f"({gap_h:+.1%}); T={CFG['seq_len']}, block {CFG['block_size']}, top-{CFG['top_k']} "
-         f"({moba_sparsity(CFG['seq_len'], CFG['block_size'], CFG['top_k']):.0%} sparse), {CFG['steps']} steps",
-    holds=abs(gap) <= 0.02,
-    explanation="'close' = within 2% of full attention's validation loss. At toy scale a tiny model uses little "
-                "context beyond its own block, so closeness is easier than at the paper's scale.",
+    ours=f"val-loss gap to full: MoBA {fmt(g_moba)}, hybrid {fmt(g_hyb)} ({len(SEEDS)} seeds; full "
+         f"{torch.tensor(list(per_seed['full'].values())).mean():.3f}); T={CFG['seq_len']}, block "
+         f"{CFG['block_size']}, top-{CFG['top_k']} ({SPARSITY:.0%} sparse), {CFG['steps']} steps",
+    holds=g_moba[2] and g_hyb[2],
+    explanation="rule fixed before the runs: mean paired gap + 2 standard errors ≤ 2 %, for MoBA and for the "
+                "hybrid. A tiny model uses little context beyond its own block, so closeness is easier here "
+                "than at the paper's scale",
     paper=PAPER,
 )
-second_block = float(pos_loss["full"][early].mean())
+late = slice(CFG["seq_len"] * 3 // 4, None)  # the trailing quarter of each sequence
+second = slice(CFG["block_size"], 2 * CFG["block_size"])  # the second block: no history to choose from yet
+trail = {name: {s: float(pos_loss[name, s][late].mean()) for s in SEEDS} for name in VARIANTS}
+g_trail = gap_stats(trail["MoBA"], trail["full"])
+easier = torch.tensor([float(pos_loss["full", s][second].mean()) - trail["full"][s] for s in SEEDS])  # > 0: late easier
+print(f"trailing quarter: full {torch.tensor(list(trail['full'].values())).mean():.3f}, MoBA "
+      f"{torch.tensor(list(trail['MoBA'].values())).mean():.3f} (gap {fmt(g_trail)}); second block minus trailing "
+      f"quarter for full attention: {easier.mean():+.3f} ± {easier.std():.3f} nats (> 0: late positions easier)")
 nb.record_claim(
     "Trailing-token loss of MoBA tracks full attention's",
     paper_value="trailing-token loss 1.546·C^-0.108 (MoBA) vs 1.464·C^-0.097 (full): slightly higher, gap shrinking",
-    ours=f"loss on the last quarter of positions: full {trail['full']:.3f}, MoBA {trail['MoBA']:.3f}, hybrid "
-         f"{trail['hybrid']:.3f}; full attention's loss at positions {CFG['block_size']}-{2 * CFG['block_size'] - 1} "
-         f"(before any history block exists) is {second_block:.3f}",
-    holds=None,
-    explanation=("not testable at toy scale: " + (
-        f"late positions are easier than the second block by only {second_block - trail['full']:.3f} nats, so "
-        if second_block > trail["full"] else "late positions are no easier than the second block, so ")
-        + "the model barely uses distant context, and dropping distant blocks (MoBA) costs little by construction."),
+    ours=f"loss on the last quarter of positions: gap MoBA vs full {fmt(g_trail)} ({len(SEEDS)} seeds); full "
+         f"attention's second-block minus trailing loss {easier.mean():+.3f} nats (> 0 would mean it uses "
+         "distant context)",
+    holds=g_trail[2],
+    explanation="rule fixed before the runs: mean paired gap + 2 standard errors ≤ 2 %. The diagnostic says how "
+                "much distant context the toy models use at all: a small difference makes this a weak test",
     paper=PAPER,
 )
 
 # %% [markdown]
-# ## Sparse decoding from the KV cache
-# The released code decodes with full attention. Here each new token gates over the mean keys of the
-# cached, completed blocks (kept in the layer's cache next to K and V) and attends only to its chosen
-# blocks: $O(kB)$ keys per token instead of $O(t)$. Decoding with the cache must give exactly what the
-# full prefill gives.
+# ### Switching between full and sparse attention
+# MoBA has no parameters of its own: a MoBA layer and a full-attention layer share every weight, so a
+# trained model can be rebuilt with the other attention and loaded with the same state dict.
 
 # %%
-moba_model = models["MoBA"]
+def switched(name: str, seed: int) -> KimiMini:
+    """The trained model (``name``, ``seed``) rebuilt with the other attention, same weights."""
+    other = make_model("full" if name == "MoBA" else "MoBA")
+    other.load_state_dict(models[name, seed].state_dict())
+    return other
+
+
+def continued(model: KimiMini, seed: int) -> float:
+    """A few steps more (fresh AdamW at lr/10, the same batches for every model of a seed); val loss after."""
+    opt = torch.optim.AdamW(model.parameters(), lr=CFG["lr"] / 10, betas=(0.9, 0.95), weight_decay=0.1)
+    train(model, opt, data, steps=CFG["cont_steps"], batch_size=CFG["batch_size"], seq_len=CFG["seq_len"],
+          seed=1000 + seed, eval_every=CFG["cont_steps"], eval_batches=1, autocast_dtype=P.dtype, progress=False)
+    return evaluate(model, data, **EVAL)
+
+
+switch_eval, switch_cont, own_cont = {}, {}, {}
+for name in ("MoBA", "full"):
+    for s in SEEDS:
+        switch_eval[name, s] = evaluate(switched(name, s), data, **EVAL)
+        switch_cont[name, s] = continued(switched(name, s), s)
+        own = make_model(name)
+        own.load_state_dict(models[name, s].state_dict())
+        own_cont[name, s] = continued(own, s)
+sw = {}
+for name, to in (("MoBA", "full"), ("full", "MoBA")):
+    sw[name, "eval"] = gap_stats({s: switch_eval[name, s] for s in SEEDS}, per_seed[name])
+    sw[name, "cont"] = gap_stats({s: switch_cont[name, s] for s in SEEDS}, {s: own_cont[name, s] for s in SEEDS})
+    print(f"{name}-trained, evaluated with {to}: {fmt(sw[name, 'eval'])} vs its own mode; after "
+          f"{CFG['cont_steps']} more steps in {to} mode: {fmt(sw[name, 'cont'])} vs {CFG['cont_steps']} in its own")
+nb.record_claim(
+    "Switching a trained model between MoBA and full attention does not make the loss jump (evaluation)",
+    paper_value="'seamlessly transition between full and sparse attention' (abstract); the 8B-1M model switches "
+                "its last layers / last training tokens to full attention",
+    ours=f"MoBA-trained evaluated with full attention: {fmt(sw['MoBA', 'eval'])}; full-trained evaluated with "
+         f"MoBA: {fmt(sw['full', 'eval'])} (val loss vs the same weights in their own mode, {len(SEEDS)} seeds)",
+    holds=sw["MoBA", "eval"][2] and sw["full", "eval"][2],
+    explanation="rule fixed before the runs: 'no jump' = mean paired gap + 2 standard errors ≤ 2 %, both "
+                "directions. The paper itself says MoBA is not a drop-in for a full-attention model at scale",
+    paper=PAPER,
+)
+nb.record_claim(
+    "Switching with continued training: the switched model keeps its loss",
+    paper_value="data-wise hybrid: train with MoBA, then continue the last tokens with full attention",
+    ours=f"after {CFG['cont_steps']} more steps: MoBA→full {fmt(sw['MoBA', 'cont'])}, full→MoBA "
+         f"{fmt(sw['full', 'cont'])} vs the same continuation in the own mode ({len(SEEDS)} seeds)",
+    holds=sw["MoBA", "cont"][2] and sw["full", "cont"][2],
+    explanation="rule fixed before the runs: mean paired gap + 2 standard errors ≤ 2 %, both directions; the "
+                "own-mode twin gets the same optimizer, lr and batches, so only the attention differs",
+    paper=PAPER,
+)
+
+# %% [markdown]
+# ## 5 · The gate of the trained model, interactively
+# Now the gate means something: the queries and keys come from the trained MoBA model (seed 0) on a
+# held-out sequence. Left: the key mask (dark = attended) over the causal triangle (light). Right: the gate
+# scores of one query over the blocks it may choose from — the blocks that end before its own block —
+# with the kept ones in green; its own block is always kept and has no score; future blocks are masked.
+
+# %%
+explore = models["MoBA", 0].eval()
+captured = {}
+hooks = [blk.attn.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0].detach()))
+         for i, blk in enumerate(explore.blocks)]
+with torch.no_grad():
+    explore(val_x[:1])
+    qk = {i: explore.blocks[i].attn.project_qkv(captured[i])[:2] for i in captured}  # q, k [1, H, T, D]
+for h in hooks:
+    h.remove()
+
+
+def draw_mask(layer: int = 0, head: int = 0, query: int = CFG["seq_len"] - 20, top_k: int = CFG["top_k"]):
+    q_, k_ = (x[:, head : head + 1].float() for x in qk[layer])
+    T_, bs = q_.shape[2], CFG["block_size"]
+    gate_ = moba_gate(q_, k_, bs, top_k)[0, 0]  # [T, n]
+    mask = gate_.repeat_interleave(bs, -1)[:, :T_] & torch.ones(T_, T_, dtype=torch.bool).tril()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.imshow(torch.ones(T_, T_).tril() * 0.25 + mask.float() * 0.75, cmap="Blues", vmin=0, vmax=1)
+    a.axhline(query, color="tab:red", lw=0.8)
+    a.grid(False)
+    a.set(title=f"layer {layer} head {head}: block {bs}, top-{top_k}, sparsity {moba_sparsity(T_, bs, top_k):.0%}",
+          xlabel="key position", ylabel="query position")
+    n_blocks, own = gate_.shape[1], query // bs
+    scores_ = (q_[0, 0, query] @ k_[0, 0, : own * bs].view(own, bs, -1).mean(1).T).tolist() if own else []
+    b.bar(range(own), scores_, color=["tab:green" if gate_[query, i] else "tab:gray" for i in range(own)],
+          edgecolor="black")
+    b.axvspan(own - 0.5, n_blocks - 0.5, color="gray", alpha=0.15)
+    b.text(0.98, 0.98, f"shaded: block {own} (own, always kept)\nand later blocks (future, masked)",
+           transform=b.transAxes, ha="right", va="top", fontsize=8)
+    b.axhline(0, color="black", lw=0.5)
+    b.set(xlim=(-0.5, n_blocks - 0.5), xticks=list(range(n_blocks)), xlabel="key block",
+          ylabel="gate score q · mean K", title=f"query {query}: kept history blocks in green")
+    fig.tight_layout()
+    return fig
+
+
+fig = draw_mask()
+nb.savefig(fig, "mask")
+plt.show()
+
+# %% [markdown]
+# The same figure with live controls (JupyterLab / Colab; the static figure above is what papermill and
+# GitHub render):
+
+# %%
+import ipywidgets as widgets  # noqa: E402
+
+_ = interactive_figure(
+    draw_mask,
+    layer=widgets.IntSlider(0, 0, CFG["n_layers"] - 1, description="layer"),
+    head=widgets.IntSlider(0, 0, CFG["n_heads"] - 1, description="head"),
+    query=widgets.IntSlider(CFG["seq_len"] - 20, 0, CFG["seq_len"] - 1, description="query"),
+    top_k=widgets.IntSlider(CFG["top_k"], 1, 8, description="top_k"),
+)
+
+# %% [markdown]
+# ## 6 · Sparse decoding from the KV cache
+# The released code decodes with full attention. Here each new token gates over the mean keys of the
+# cached, completed blocks (kept in the layer's cache next to K and V) and attends only to its chosen
+# blocks.
+#
+# **Exercise 3 (predict, then run).** A new token at position $t$ (0-based; the cache holds $0 \dots t$)
+# decodes with block size $B$ and `top_k` $k$. How many keys does it attend? Return an int
+# (`candidate(t, block_size, top_k) -> int`); the checker runs real decode steps
+# (`moba_exercises.measured_decode_keys`) for several $(t, B, k)$ and compares.
+
+# %%
+def my_decode_keys(t: int, block_size: int, top_k: int) -> int:
+    raise NotImplementedError  # your prediction here
+
+
+_ = check("moba_decode_keys", my_decode_keys)
+
+# %% [markdown]
+# The answer: its own block up to itself plus up to $k-1$ whole history blocks — $O(kB)$ per token however
+# long the cache is. And decoding with the cache must give exactly what the full prefill gives:
+
+# %%
+print(inspect.getsource(moba_exercises.decode_keys_prediction))
+moba_model = models["MoBA", 0]
 with torch.no_grad():
     prefill, _ = moba_model(val_x[:2, :200])
     cache = moba_model.new_cache()
@@ -259,10 +460,17 @@ print("cache of layer 0:", {k: tuple(t.shape) for k, t in cache.layers[0].items(
 assert decode_err < 1e-4
 
 # %% [markdown]
-# ## Speed and memory on this machine
+# ## 7 · Speed and memory on this machine
 # Causal SDPA (PyTorch's fused flash kernel) against `moba_attention` (`impl="auto"`: the PyTorch path on
 # a CPU, the Triton kernel on a GPU), block 512, top-3, one forward pass. `kimi-mini bench moba` runs
 # the full table up to 32K (and `flex_attention`).
+#
+# **Target, set before measuring:** MoBA faster than causal SDPA from 8K on. This is *our* target, not a
+# number of the paper: at 8K with block 512 and top-3 MoBA computes at most 3·512/8192 ≈ 19 % of the causal
+# score pairs (about 37 % of full attention's causal half), so a crossover by 8K is what its FLOPs allow.
+# The paper's measured speed-ups are at long context: 6.5× prefill at 1M tokens, 16× at 10M; it gives no
+# speed figure at 8K. (The "no gain at ≤ 32K" often quoted comes from users of the released flash-attn-based
+# code — not a figure of the paper.)
 
 # %%
 SPEED = P.pick(toy=dict(Ts=(2048, 4096, 8192), H=4, repeat=2), gpu=dict(Ts=(8192, 16384, 32768, 65536), H=8, repeat=5))
@@ -280,7 +488,8 @@ for T in SPEED["Ts"]:
             row[f"{name} ms"] = 1e3 * time_it(fn, warmup=0, repeat=SPEED["repeat"])
     speed.append(row)
     print(f"T={T:>6}: SDPA {row['sdpa ms']:8.1f} ms {row['sdpa MB']:6.1f} MB | MoBA {row['moba ms']:8.1f} ms "
-          f"{row['moba MB']:6.1f} MB | speed-up {row['sdpa ms'] / row['moba ms']:.2f}x")
+          f"{row['moba MB']:6.1f} MB | speed-up {row['sdpa ms'] / row['moba ms']:.2f}x, memory "
+          f"{row['moba MB'] / max(row['sdpa MB'], 1e-9):.1f}x SDPA's")
 
 # %%
 Ts = [r["T"] for r in speed]
@@ -299,38 +508,54 @@ faster = [r["T"] for r in speed if r["sdpa ms"] > r["moba ms"]]
 cross = faster[0] if faster and all(r["sdpa ms"] > r["moba ms"] for r in speed if r["T"] >= faster[0]) else None
 nb.record_claim(
     "MoBA beats full attention from moderate context lengths on",
-    paper_value="up to 6.5x faster prefill at 1M tokens; users report no gain at <= 32K with the released code",
+    paper_value="up to 6.5x faster prefill at 1M tokens, 16x at 10M (no figure at 8K); our target: the "
+                "crossover by 8K",
     ours=(f"faster than causal SDPA from T = {cross} on ({nb.device.type}, block 512, top-3); speed-up "
           f"{speed[-1]['sdpa ms'] / speed[-1]['moba ms']:.2f}x at T = {Ts[-1]}" if cross else
           f"not faster than causal SDPA up to T = {Ts[-1]} ({speed[-1]['sdpa ms'] / speed[-1]['moba ms']:.2f}x)"),
     holds=cross is not None and cross <= 8192,
-    explanation="target: the crossover by 8K (FLOP ratio 1 - sparsity); measured side by side in one process, "
-                "forward only. The 32K ratio and memory are in `kimi-mini bench moba`.",
+    explanation="target fixed before measuring (what MoBA's FLOP share allows); side by side in one process, "
+                "forward only. The 32K ratio and memory are in `kimi-mini bench moba`",
     paper=PAPER,
 )
 
 # %% [markdown]
-# ## Exercises
-# **1. The gate.** For one head, `q, k [T, D]`: return a bool `[T, n_blocks]` that is True at each
-# query's current block and at its top-(k−1) blocks among those that end before its own block starts,
-# ranked by `q_t · mean(K_block)`. The last block may be partial. (Solution: `kimi_mini.exercises.moba.gate_one_head`.)
-
-# %%
-def my_gate(q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: int) -> torch.Tensor:
-    raise NotImplementedError  # your code here
-
-
-check("moba_gate", my_gate)
+# **Memory.** The right panel is not flattering: on a CPU the PyTorch path's peak is several times SDPA's
+# at 8K (the ratio is printed above; about 5× when this was written). SDPA's fused kernel keeps nothing but
+# its output and one row statistic per query. The PyTorch
+# MoBA path keeps the running output and log-sum-exp in **fp32** for every query, pads the sequence to
+# whole blocks, and — the main cost — *gathers*: for each history slot it copies the queries that chose a
+# block and that block's keys and values into bucket tensors before attending (the gathers of `qf`,
+# `kb`, `vb` in the source above). The paper's efficient version has the same structure (flash-attn varlen
+# calls on gathered blocks, with a partial output per selection slot to merge) and its users report the
+# same higher memory. A kernel that reads the chosen blocks in place and produces $o$ and the exact lse in
+# one pass — `kernels/moba.py` on a GPU, which masks unselected blocks instead of gathering — is what
+# brings memory back near flash attention's.
 
 # %% [markdown]
-# **2. Merging two partial attentions.** Attention over keys $A$ gave `(o1, lse1)`, over disjoint keys
-# $B$ gave `(o2, lse2)` (`o [..., D]` normalised, `lse [...]` $=\log\sum e^{s}$). Return `(o, lse)` for
-# $A \cup B$ — and stay finite when the logits are large. (Solution: `kimi_mini.moba.merge_attention`.)
+# ## Recap
+# **What you learnt.** MoBA is a Mixture of Experts over blocks of keys: a parameter-free gate scores each
+# past block by $q_t\cdot\operatorname{mean}(K)$, every query keeps its own block (causally masked) and the
+# top-$(k-1)$ others. You wrote the gate, derived the log-sum-exp merge that lets the efficient path attend
+# to each part separately and combine exactly, and predicted that one decode step reads $O(kB)$ keys. Because
+# MoBA adds no parameters, a trained model can be switched between sparse and full attention, and you
+# measured what that costs. At toy scale MoBA's loss sits close to full attention's — but the diagnostic
+# shows how little distant context a tiny model uses, which makes closeness easy.
+#
+# **Where this sits in the paper** (arXiv 2502.13189): §2.2 the MoBA architecture and its gate (the
+# equations above), §2.3 the implementation and **Algorithm 1** (varlen flash attention on the current
+# block and on the gathered history blocks, merged by log-sum-exp), §3.1 the scaling-law experiments (LM
+# loss and **trailing-token loss** vs compute), the block-granularity ablation, §3.2 the hybrids (layer-wise
+# and data-wise: switching full ↔ sparse), and the efficiency figure (6.5× at 1M, 16× at 10M).
+#
+# **What changes at scale.** At 8K–1M tokens the model really uses distant blocks, so the gate's choice
+# matters and the trailing-token gap is the honest test (the paper's is small and shrinking). Speed comes
+# from the kernel: gathering blocks costs memory, as measured above; a GPU kernel that reads the chosen
+# blocks in place keeps memory near flash attention's. The paper's hybrids (full attention in the last
+# layers for SFT, the last tokens of training with full attention) rely on the switch you tested.
+#
+# **Where to go next.** [05 · agentic post-training](05_agentic.ipynb) moves from pre-training mechanics to
+# K2's post-training: tool specifications, rubrics, and a small RL loop.
 
 # %%
-def my_merge(o1, lse1, o2, lse2):
-    raise NotImplementedError  # your code here
-
-
-check("moba_merge_lse", my_merge)
 print(f"notebook time: {nb.elapsed():.0f} s")
