@@ -5,7 +5,10 @@ in a module of this package (found automatically). ``quick=True`` shrinks every 
 check that a topic runs; real numbers come from ``kimi-mini bench <topic>``. Benchmarks never assert:
 speed and memory targets are read off their printed ratios.
 
-Timing: warm-up runs, then the median of several repeats (CUDA synchronised). Peak memory: on CUDA
+Timing: warm-up runs, then several repeats (CUDA synchronised); candidates compared with each other are
+timed round-robin (:func:`interleaved`) so a change in machine load hits them alike, and every ratio is
+reported with its spread — the median of the per-round ratios and their min–max (:func:`ratio_spread`) —
+so a reader can tell a margin from noise. Peak memory: on CUDA
 ``max_memory_allocated``; on CPU the process's resident-set high-water mark (``VmHWM``, reset through
 ``/proc/self/clear_refs``) above the resident set at the start — what the OS actually had to give.
 """
@@ -26,8 +29,8 @@ import torch
 
 from kimi_mini.registry import Registry
 
-__all__ = ["BenchResult", "TOPICS", "register", "discover", "time_it", "peak_memory", "trim_heap", "machine_info",
-           "format_table"]
+__all__ = ["BenchResult", "TOPICS", "register", "discover", "time_it", "interleaved", "spread", "ratio_spread",
+           "peak_memory", "trim_heap", "machine_info", "machine_note", "format_table"]
 
 
 @dataclass
@@ -85,6 +88,42 @@ def time_it(fn: Callable[[], object], warmup: int = 1, repeat: int = 5) -> float
     return statistics.median(times)
 
 
+def interleaved(steps: dict[str, Callable[[], object]], repeat: int, warmup: int = 1,
+                slow: frozenset[str] | set[str] = frozenset()) -> dict[str, list[float]]:
+    """Seconds of every run of each candidate, timed round-robin (a, b, a, b, ...) after ``warmup`` runs
+    each, so that a change in machine load hits every candidate alike. ``slow`` ones run twice at most."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(repeat):
+        for name, step in steps.items():
+            if name in slow and r >= 2:
+                continue
+            _sync()
+            t0 = time.perf_counter()
+            step()
+            _sync()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def spread(samples: list[float]) -> dict[str, float]:
+    """``median``, ``min``, ``max`` and the quartiles ``q1``, ``q3`` of ``samples``."""
+    xs = sorted(samples)
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else (xs[0],) * 3
+    return {"median": statistics.median(xs), "min": xs[0], "max": xs[-1], "q1": q1, "q3": q3}
+
+
+def ratio_spread(num: list[float], den: list[float]) -> dict[str, float]:
+    """Spread of the per-round ratios ``num[i] / den[i]`` of two interleaved candidates (paired by round,
+    so a load spike that slows both cancels); the ratio of the medians is reported as ``median``."""
+    ratios = [a / b for a, b in zip(num, den, strict=False)]
+    out = spread(ratios)
+    out["median"] = statistics.median(num) / statistics.median(den)
+    return out
+
+
 def _status_bytes(key: str) -> int:
     with open("/proc/self/status") as f:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
@@ -121,13 +160,30 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int | None:
         return None
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            found = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+        if found:
+            return found.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        load = None
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_1min": load,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
@@ -137,6 +193,15 @@ def machine_info() -> dict:
     except ImportError:  # pragma: no cover
         info["triton"] = None
     return info
+
+
+def machine_note() -> str:
+    """One line naming the machine a bench ran on (CPU model, cores, torch threads, load) for its notes."""
+    m = machine_info()
+    load = "?" if m["load_1min"] is None else f"{m['load_1min']:.1f}"
+    where = m["cuda"] or f"{m['cpu']}, {m['cpu_count']} cores"
+    return (f"machine: {where}, torch {m['torch']}, {m['torch_threads']} torch threads "
+            f"(OMP_NUM_THREADS={m['omp_num_threads']}), load average {load} at the end")
 
 
 def _fmt(v: object) -> str:

@@ -6,9 +6,11 @@ CPU in fp32 (on a GPU: bf16, ``impl="triton"``, up to 128K). For each T: forward
 ``BlockMask`` built from the MoBA gate — the PyTorch peer) and of ``moba_attention``; forward+backward
 time up to 8K; the peak extra memory of each forward; the sparsity 1 − B·k/T.
 
-The paper's claim: MoBA's advantage grows with T (6.5× at 1M on GPUs). Targets on the CPU: MoBA ≥ 5×
-faster than SDPA at 32K (the FLOP ratio is ≈ 12×), already faster at 8K, and peak memory at 32K
-≤ 1.5× SDPA's (the authors' varlen version is known for ~3× flash attention's memory).
+The paper's claim: MoBA's advantage grows with T (6.5× at 1M on GPUs). Targets on the CPU, met at the
+worst of three runs: MoBA's forward ≥ 7× faster than SDPA at 32K (the FLOP ratio is ≈ 10.7×), faster from
+4K on, forward+backward ≥ 2× at 8K; peak memory ≤ 1.25× SDPA's at 32K and ≤ 2× at 8K (the authors'
+varlen version is known for ~3× flash attention's memory). Candidates are timed round-robin and every
+speed-up comes with the min–max of its per-round ratios.
 """
 
 from __future__ import annotations
@@ -18,10 +20,27 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kimi_mini.bench import BenchResult, peak_memory, register, time_it, trim_heap
+from kimi_mini.bench import (
+    BenchResult,
+    interleaved,
+    machine_note,
+    peak_memory,
+    ratio_spread,
+    register,
+    spread,
+    trim_heap,
+)
 from kimi_mini.moba import moba_attention, moba_gate, moba_sparsity
 
 _FLEX_TILE = 128  # flex_attention's default block size
+
+_LIMIT_NOTE = (
+    "FLOP limit: at 32K (64 blocks) a query attends its causal current block plus 2 × 512 history keys, "
+    "≈ 1.3K of the ≈ 16K keys causal SDPA visits on average, so the forward's FLOP ratio is ≈ 10.7-12x. "
+    "What MoBA pays beyond its FLOPs: the gate (q · mean-K scores and top-k over all blocks), gathering each "
+    "chosen key block's queries (and K, V) into dense batches, small per-bucket attention calls (buckets are "
+    "capped at ~4 MB so peak memory stays near SDPA's) and one lse-merge pass over the output per "
+    "selection slot.")
 
 
 def flex_moba_block_mask(gate: torch.Tensor, block_size: int):
@@ -60,13 +79,6 @@ def _compiled_flex():
         return None
 
 
-def _measure(fn, repeat: int, device: str) -> tuple[float, float | None]:
-    """(median seconds, peak extra MB); the memory run doubles as the warm-up."""
-    trim_heap()
-    mem = peak_memory(fn, device)
-    return time_it(fn, warmup=0, repeat=repeat), None if mem is None else mem / 2**20
-
-
 def _fwd_bwd(attn, q, k, v, do):
     def step():
         for t in (q, k, v):
@@ -100,53 +112,81 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
     rows, notes = [], []
     for T in Ts:
         q, k, v, do = (torch.randn(1, H, T, D, device=device, dtype=dtype, generator=g) for _ in range(4))
-        repeat = 3 if T <= 8192 else 1
-        row = {"T": T, "sparsity": moba_sparsity(T, bs, top_k)}
+        repeat = (2 if quick else 7) if T <= 8192 else 3
+        row = {"T": T, "sparsity": moba_sparsity(T, bs, top_k), "runs": repeat}
         cands = {"sdpa": sdpa, "moba": moba}
         if flex_fn is not None and (quick or T in flex_Ts):
             mask = flex_moba_block_mask(moba_gate(q, k, bs, top_k), bs)
             cands["flex"] = lambda q, k, v, mask=mask: flex_fn(q, k, v, block_mask=mask)
-        fwd, mem = {}, {}
+        mem = {}
         with torch.no_grad():
-            for name, attn in cands.items():
+            runs = {name: (lambda attn=attn, q=q, k=k, v=v: attn(q, k, v)) for name, attn in cands.items()}
+            for name, run in runs.items():
                 if name == "flex":
                     t0 = time.perf_counter()
-                    attn(q, k, v)  # compile for this T (excluded from the timing)
-                    took = time.perf_counter() - t0
-                    notes.append(f"flex_attention compile + first call at T={T}: {took:.0f} s")
-                run = lambda attn=attn, q=q, k=k, v=v: attn(q, k, v)
-                fwd[name], mem[name] = _measure(run, repeat, device)
+                    run()  # compile for this T (excluded from the timing)
+                    notes.append(f"flex_attention compile + first call at T={T}: {time.perf_counter() - t0:.0f} s")
+                trim_heap()
+                m = peak_memory(run, device)  # the memory run doubles as the warm-up
+                mem[name] = None if m is None else m / 2**20
+            fwd = interleaved(runs, repeat, warmup=0)
         for name in ("sdpa", "flex", "moba"):
-            row[f"{name} fwd ms"] = 1e3 * fwd[name] if name in fwd else None
+            row[f"{name} fwd ms"] = 1e3 * spread(fwd[name])["median"] if name in fwd else None
+        bwd = None
         if T <= bwd_max:
+            steps = {}
             for name in ("sdpa", "moba"):
                 qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
-                row[f"{name} fwd+bwd ms"] = 1e3 * time_it(_fwd_bwd(cands[name], qg, kg, vg, do), 1, repeat)
-        else:
-            row["sdpa fwd+bwd ms"] = row["moba fwd+bwd ms"] = None
+                steps[name] = _fwd_bwd(cands[name], qg, kg, vg, do)
+            bwd = interleaved(steps, repeat, warmup=1)
+        for name in ("sdpa", "moba"):
+            row[f"{name} fwd+bwd ms"] = 1e3 * spread(bwd[name])["median"] if bwd else None
         for name in ("sdpa", "flex", "moba"):
             row[f"{name} peak MB"] = mem.get(name)
-        row["moba speed-up"] = fwd["sdpa"] / fwd["moba"]
-        row["flex speed-up"] = fwd["sdpa"] / fwd["flex"] if "flex" in fwd else None
-        row["moba fwd+bwd speed-up"] = (row["sdpa fwd+bwd ms"] / row["moba fwd+bwd ms"]
-                                        if T <= bwd_max else None)
+        sp = ratio_spread(fwd["sdpa"], fwd["moba"])
+        row["moba speed-up"], row["moba speed-up min"], row["moba speed-up max"] = sp["median"], sp["min"], sp["max"]
+        row["flex speed-up"] = ratio_spread(fwd["sdpa"], fwd["flex"])["median"] if "flex" in fwd else None
+        spb = ratio_spread(bwd["sdpa"], bwd["moba"]) if bwd else None
+        row["moba fwd+bwd speed-up"] = spb["median"] if spb else None
+        row["moba fwd+bwd speed-up min"] = spb["min"] if spb else None
+        row["moba fwd+bwd speed-up max"] = spb["max"] if spb else None
         row["moba/sdpa memory"] = mem["moba"] / mem["sdpa"] if mem["moba"] and mem["sdpa"] else None
         rows.append(row)
     last = rows[-1] if not any(r["T"] == 32768 for r in rows) else next(r for r in rows if r["T"] == 32768)
-    faster = [r["T"] for r in rows if r["moba speed-up"] > 1.0]
-    stays_faster = bool(faster) and all(r["moba speed-up"] > 1.0 for r in rows if r["T"] >= faster[0])
+    by_T = {r["T"]: r for r in rows}
+    at = lambda T, key: by_T[T][key] if T in by_T else None  # noqa: E731
+
+    def crossover(key: str) -> int | None:
+        faster = [r["T"] for r in rows if r[key] > 1.0]
+        return faster[0] if faster and all(r[key] > 1.0 for r in rows if r["T"] >= faster[0]) else None
+
+    bwd_T = max((r["T"] for r in rows if r["moba fwd+bwd speed-up"] is not None), default=None)
     summary = {
         "speedup_vs_sdpa_32k": last["moba speed-up"],
+        "speedup_vs_sdpa_32k_min": last["moba speed-up min"],  # spread of the per-round ratios
+        "speedup_vs_sdpa_32k_max": last["moba speed-up max"],
+        "speedup_vs_sdpa_4k": at(4096, "moba speed-up"),
+        "speedup_vs_sdpa_4k_min": at(4096, "moba speed-up min"),
+        "fwd_bwd_speedup_vs_sdpa_8k": at(8192, "moba fwd+bwd speed-up"),
+        "fwd_bwd_speedup_vs_sdpa_8k_min": at(8192, "moba fwd+bwd speed-up min"),
+        "fwd_bwd_speedup_vs_sdpa_8k_max": at(8192, "moba fwd+bwd speed-up max"),
+        "fwd_bwd_measured_at_T": bwd_T,
         "memory_vs_sdpa_32k": last["moba/sdpa memory"],
+        "memory_vs_sdpa_8k": at(8192, "moba/sdpa memory"),
+        "crossover_T_min": crossover("moba speed-up min"),  # from the slowest round: the cautious reading
         "measured_at_T": last["T"],
         "flex_speedup_vs_sdpa_32k": last["flex speed-up"],
-        "crossover_T": faster[0] if stays_faster else None,
+        "crossover_T": crossover("moba speed-up"),
         "impl": impl,
         "shape": {"B": 1, "H": H, "D": D, "block_size": bs, "top_k": top_k, "dtype": str(dtype)[6:],
                   "device": device},
     }
     notes.append(f"{device} {str(dtype)[6:]}, B=1, H={H}, D={D}, block {bs}, top-{top_k}; "
                  f"speed-up = SDPA time / "
-                 f"time (targets: MoBA >= 5x at 32K, > 1 from 8K; memory <= 1.5x SDPA's at 32K). "
+                 f"time, the ratio of the medians; min/max: the spread of the per-round ratios of the interleaved "
+                 f"runs ('runs' per candidate). Targets (at the worst of three bench runs): forward >= 7x at 32K, "
+                 f"> 1 from 4K, fwd+bwd >= 2x at 8K; memory <= 1.25x SDPA's at 32K, <= 2x at 8K. "
                  f"Peak MB: resident-set growth during one forward.")
+    notes.append(_LIMIT_NOTE)
+    notes.append(machine_note())
     return BenchResult(rows, summary, notes)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kimi_mini.moba.naive import _BUCKET_ELEMS, compute_dtype, merge_attention, moba_select
+from kimi_mini.moba.naive import _BUCKET_ELEMS, compute_dtype, moba_select
 
 # Upper bound on the elements of one chunk's score matrix in the torch path (fp32: 8 MB). Keeps the
 # working set far below the output size at long context, at a negligible cost in Python overhead.
@@ -49,8 +49,9 @@ def attend_part(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> 
     """One part of MoBA: softmax attention of ``q [N, Lq, D]`` over ``k, v [N, Lk, D]`` (fp32), causal
     or not. Returns ``o [N, Lq, D]`` and ``lse [N, Lq]`` = log Σ_j exp(scale · q·k_j)."""
     if _use_fused(q):
-        o, lse = _FLASH_CPU(q[None], k[None], v[None], 0.0, causal, scale=scale)
-        return o[0], lse[0]
+        # N as the batch of single-head problems: the kernel then returns contiguous o, lse (no copies)
+        o, lse = _FLASH_CPU(q[:, None], k[:, None], v[:, None], 0.0, causal, scale=scale)
+        return o[:, 0], lse[:, 0]
     s = torch.bmm(q, k.transpose(1, 2)).mul_(scale)  # [N, Lq, Lk]
     if causal:
         s.masked_fill_(~torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril(), float("-inf"))
@@ -63,9 +64,9 @@ def attend_part_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor,
     """Gradients of one part given the *final* ``o`` and ``lse`` of the rows (all parts merged):
     ``P = exp(S − lse)``, ``dS = P ⊙ (dO Vᵀ − rowsum(dO ⊙ O))`` — the part's exact share of dq, dk, dv."""
     if _use_fused(q):
-        dq, dk, dv = _FLASH_CPU_BWD(do[None], q[None], k[None], v[None], o[None], lse[None], 0.0, causal,
-                                    scale=scale)
-        return dq[0], dk[0], dv[0]
+        dq, dk, dv = _FLASH_CPU_BWD(do[:, None], q[:, None], k[:, None], v[:, None], o[:, None], lse[:, None],
+                                    0.0, causal, scale=scale)
+        return dq[:, 0], dk[:, 0], dv[:, 0]
     p = torch.bmm(q, k.transpose(1, 2)).mul_(scale).sub_(lse[..., None]).exp_()  # [N, Lq, Lk]
     if causal:
         p.masked_fill_(~torch.ones(p.shape[-2:], dtype=torch.bool, device=p.device).tril(), 0.0)
@@ -148,11 +149,30 @@ def _moba_torch_forward(q, k, v, hist, block_size):
     o, lse, qf = o.view(-1, D), lse.view(-1), qb.reshape(-1, D)
     # Parts 2..k: per selection slot, the queries gathered by chosen key block, merged by lse.
     for tr, tg in _history_buckets(hist, T, n, bs, _bucket_cost(qb)):
-        valid = tr >= 0
-        o_p, lse_p = attend_part(qf[tr.clamp(min=0)], kb[tg], vb[tg], False, scale)  # [g, m, D], [g, m]
-        r = tr[valid]  # each query at most once per slot: no write collisions
-        o[r], lse[r] = merge_attention(o[r], lse[r], o_p[valid], lse_p[valid])
+        g, m = tr.shape
+        tr = tr.reshape(-1)
+        o_p, lse_p = attend_part(qf.index_select(0, tr.clamp(min=0)).view(g, m, D), kb.index_select(0, tg),
+                                 vb.index_select(0, tg), False, scale)  # [g, m, D], [g, m]
+        keep = torch.nonzero(tr >= 0).squeeze(1)
+        r = tr.index_select(0, keep)  # each query at most once per slot: no write collisions
+        _merge_rows_(o, lse, r, o_p.view(-1, D).index_select(0, keep), lse_p.view(-1).index_select(0, keep))
     return o, lse
+
+
+def _merge_rows_(o: Tensor, lse: Tensor, r: Tensor, o_p: Tensor, lse_p: Tensor) -> None:
+    """:func:`~kimi_mini.moba.naive.merge_attention` of part ``(o_p [P, D], lse_p [P])`` into rows ``r`` of
+    ``(o, lse)``, in place, in one pass over D: with ``w = exp(lse_p − lse_new) = σ(lse_p − lse_old)``,
+    ``o_new = o_old + w (o_p − o_old)`` (a lerp) and ``lse_new = lse_old + softplus(lse_p − lse_old)``."""
+    lse_r = lse.index_select(0, r)
+    lse_new = torch.logaddexp(lse_r, lse_p)
+    w = torch.exp(lse_p - lse_new)  # [P]; as merge_attention's weights, so the same rounding
+    o.index_copy_(0, r, torch.lerp(o.index_select(0, r), o_p, w[:, None]))
+    lse.index_copy_(0, r, lse_new)
+
+
+def _rows(x: Tensor, idx: Tensor, g: int, m: int) -> Tensor:
+    """Rows ``idx [g·m]`` of ``x [R, ...]`` as ``[g, m, ...]`` (one index_select: a single gather pass)."""
+    return x.index_select(0, idx).view(g, m, *x.shape[1:])
 
 
 def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size):
@@ -173,11 +193,16 @@ def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size):
                                                           True, scale)
     qf, dof, dqf, of = qb.reshape(-1, D), dob.reshape(-1, D), dq.view(-1, D), o.view(-1, D)
     for tr, tg in _history_buckets(hist, T, n, bs, _bucket_cost(qb)):
+        g, m = tr.shape
+        tr = tr.reshape(-1)
         valid = tr >= 0
         rc = tr.clamp(min=0)
-        do_t = dof[rc] * valid[..., None]  # padding rows: zero upstream gradient, zero contribution
-        dq_t, dk_t, dv_t = attend_part_backward(do_t, qf[rc], kb[tg], vb[tg], of[rc], lse[rc], False, scale)
-        dqf.index_add_(0, tr[valid], dq_t[valid])
+        do_t = _rows(dof, rc, g, m).mul_(valid.view(g, m, 1))  # padding rows: zero upstream gradient
+        dq_t, dk_t, dv_t = attend_part_backward(do_t, _rows(qf, rc, g, m), kb.index_select(0, tg),
+                                                vb.index_select(0, tg), _rows(of, rc, g, m), _rows(lse, rc, g, m),
+                                                False, scale)
+        keep = torch.nonzero(valid).squeeze(1)
+        dqf.index_add_(0, tr.index_select(0, keep), dq_t.reshape(-1, D).index_select(0, keep))
         dk.index_add_(0, tg, dk_t)
         dv.index_add_(0, tg, dv_t)
     unpad = lambda x: x.view(B, H, n * bs, D)[:, :, :T]
@@ -195,7 +220,8 @@ class MobaTorch(torch.autograd.Function):
         out = o.view(B, H, -1, D)[:, :, :T].to(q.dtype)
         # A query row holding NaN/inf has NaN scores, hence a NaN output in the dense reference; torch's fused
         # CPU kernel and the LSE merge can turn such a row into zeros instead. Propagate it as PyTorch would.
-        bad = ~torch.isfinite(q).all(-1, keepdim=True)  # [B, H, T, 1]
+        # max/min propagate NaN and reach ±inf: no [B, H, T, D] temporaries
+        bad = ~(torch.isfinite(q.amax(-1, keepdim=True)) & torch.isfinite(q.amin(-1, keepdim=True)))  # [B, H, T, 1]
         return out.masked_fill(bad, float("nan")) if bool(bad.any()) else out
 
     @staticmethod
