@@ -83,23 +83,40 @@ def start_notebook(name: str, preset: str, run_dir: str | None = None, seed: int
 
 
 def interactive_figure(draw, **controls) -> bool:
-    """Live controls over a figure: ``ipywidgets.interact`` on ``draw(**values) -> Figure``. Each change
-    draws a fresh figure, closes it (so matplotlib's inline backend does not show it a second time) and
-    displays it once. Returns False when ipywidgets is missing — the notebook's static figure, drawn
-    before, is the fallback that papermill and CI render."""
+    """Live controls under one figure: ``draw(**values) -> Figure`` with each control's current value.
+
+    The first figure is a regular display output — what papermill, CI and GitHub render, so no separate
+    static copy is needed — and the controls below it redraw *that same* figure in place on every change
+    (one figure, never a stack). Each figure is closed after it is shown, so matplotlib's inline backend
+    does not show it a second time. ``controls`` are ipywidgets (``IntSlider``, ``Dropdown``, ``Text``, ...)
+    or ``ipywidgets.fixed`` values. Returns False when ipywidgets is missing (the figure is still shown).
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    def values() -> dict:
+        return {name: getattr(c, "value", c) for name, c in controls.items()}
+
+    def render():
+        fig = draw(**values())
+        plt.close(fig)
+        return fig
+
+    handle = display(render(), display_id=True)
     try:
         import ipywidgets as widgets
-        from IPython.display import display
     except ImportError:
         return False
-    import matplotlib.pyplot as plt
+    live = [c for c in controls.values() if isinstance(c, widgets.DOMWidget)]
 
-    def show(**values):
-        fig = draw(**values)
-        plt.close(fig)
-        display(fig)
+    def on_change(_change) -> None:
+        fig = render()
+        if handle is not None:  # None outside a kernel (plain Python): nothing to update
+            handle.update(fig)
 
-    widgets.interact(show, **controls)
+    for c in live:
+        c.observe(on_change, names="value")
+    display(widgets.VBox(live))
     return True
 
 

@@ -194,6 +194,27 @@ print("rstd  torch ", [f"{v:.4f}" for v in x3.pow(2).mean(-1).add(1e-6).rsqrt().
 print(f"max |y_kernel − y_torch| = {(y3 - x3 * rstd3[:, None] * g3).abs().max():.1e}")
 
 # %% [markdown]
+# ### Exercise 3 (derive) · the RMSNorm backward
+# The backward kernel needs $\partial L/\partial x$. For $y = x \cdot r \cdot g$ with
+# $r = (\overline{x^2} + \varepsilon)^{-1/2}$ over a row of width $N$, derive $dx$ from $dy$ — remember that
+# $r$ depends on every $x_j$ of the row. Return `dx` (same shape as `x`); the checker compares it with
+# autograd on the reference, in fp64.
+
+# %%
+def my_rmsnorm_backward_dx(x, weight, dy, eps):
+    raise NotImplementedError  # your code here
+
+
+_ = check("rmsnorm_backward_dx", my_rmsnorm_backward_dx)
+
+# %% [markdown]
+# The backward kernel implements exactly that formula, $dx = r\,(dy \odot g - x\, r^2\, \overline{dy \odot g
+# \odot x})$, walking the rows in a grid-stride loop and keeping its share of $dg$ in registers:
+
+# %%
+print(inspect.getsource(rmsnorm_module._rmsnorm_bwd_kernel.fn))
+
+# %% [markdown]
 # The full autograd function (forward *and* the backward kernel) against the PyTorch reference, on an
 # odd width (63, so the mask matters):
 

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -138,31 +137,34 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path, tmp_path):
 
 
 def _check_widgets(page) -> None:
-    """Every interactive output (an ipywidgets box followed by its figure) answers one change of its first
-    control with exactly one new figure."""
-    boxes = page.locator(".jp-OutputArea-output .widget-interact")
-    for i in range(boxes.count()):
-        box = boxes.nth(i)
-        box.scroll_into_view_if_needed()
-        out = box.locator(".widget-output")
-        before = out.locator("img").first.get_attribute("src") if out.locator("img").count() else None
-        assert out.locator("img").count() == 1, f"widget {i}: {out.locator('img').count()} figures before a change"
-        slider = box.locator(".widget-slider .ui-slider-handle, .widget-slider [role='slider']")
-        select = box.locator("select")
+    """Every cell with widget controls (``interactive_figure``: one figure output, the controls below it)
+    answers one change of its first control with exactly one new figure: the figure above the controls is
+    replaced, and no figure is added."""
+    cells = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-OutputArea-output .widget-box"))
+    for i in range(cells.count()):
+        cell = cells.nth(i)
+        cell.scroll_into_view_if_needed()
+        images = cell.locator(".jp-OutputArea-output img")
+        n_before = images.count()
+        assert n_before >= 1, f"widget cell {i}: no figure above its controls"
+        before = images.nth(n_before - 1).get_attribute("src")
+        slider = cell.locator(".widget-slider .ui-slider-handle, .widget-slider [role='slider'], .noUi-handle")
+        select, text = cell.locator("select"), cell.locator(".widget-text input")
         if slider.count():
             slider.first.focus()
             page.keyboard.press("ArrowRight")
         elif select.count():
-            options = select.first.locator("option")
-            select.first.select_option(index=1 if options.count() > 1 else 0)
+            select.first.select_option(index=1 if select.first.locator("option").count() > 1 else 0)
+        elif text.count():
+            text.first.fill("x = 1")
+            text.first.press("Enter")
         else:
             continue
         deadline = time.time() + 120
         while time.time() < deadline:
-            imgs = out.locator("img")
-            if imgs.count() == 1 and imgs.first.get_attribute("src") != before:
+            if images.count() == n_before and images.nth(n_before - 1).get_attribute("src") != before:
                 break
             page.wait_for_timeout(500)
-        imgs = out.locator("img")
-        assert imgs.count() == 1, f"widget {i}: {imgs.count()} figures after one change (expected exactly one)"
-        assert imgs.first.get_attribute("src") != before, f"widget {i}: the figure did not change"
+        assert images.count() == n_before, (f"widget cell {i}: {images.count()} figures after one change, "
+                                            f"{n_before} before (a change must replace the figure, not add one)")
+        assert images.nth(n_before - 1).get_attribute("src") != before, f"widget cell {i}: the figure did not change"

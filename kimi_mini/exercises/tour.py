@@ -1,4 +1,5 @@
-"""Exercises of notebook 00 (the tour): the unigram entropy of a token stream."""
+"""Exercises of notebook 00 (the tour): the unigram entropy, the loss at init (predict, then run), and the
+RMSNorm input gradient (derive)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,38 @@ def _check_init_loss_prediction(candidate) -> None:
 register_exercise("init_loss_prediction", solution=init_loss_prediction, wrong=lambda: 8.0,  # log2(256): bits
                   checker=_check_init_loss_prediction,
                   description="predict, then run: the cross-entropy of an untrained byte-level model")
+
+
+# ---------------------------------------------------------------- derive: the RMSNorm backward (00, "A kernel")
+def rmsnorm_backward_dx(x: torch.Tensor, weight: torch.Tensor, dy: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Exercise solution: dx of y = x·rstd·g, rstd = (mean(x²) + ε)^(−1/2), over the last dim [..., N]:
+    dx = rstd·(dy·g − x·rstd²·mean(dy·g·x)) — the formula `_rmsnorm_bwd_kernel` implements."""
+    rstd = (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
+    dyw = dy * weight
+    return rstd * (dyw - x * rstd.pow(2) * (dyw * x).mean(-1, keepdim=True))
+
+
+def _wrong_rmsnorm_backward_dx(x, weight, dy, eps=1e-6):
+    return (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt() * dy * weight  # treats rstd as a constant
+
+
+def _check_rmsnorm_backward_dx(candidate) -> None:
+    from kimi_mini.layers import rmsnorm_reference
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(1, 4), (3, 5), (2, 7, 63)]:
+        x = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+        w = torch.rand(shape[-1], generator=g, dtype=torch.float64)
+        dy = torch.randn(*shape, generator=g, dtype=torch.float64)
+        (want,) = torch.autograd.grad(rmsnorm_reference(x, w, 1e-6), x, dy)
+        got = candidate(x.detach().clone(), w.clone(), dy.clone(), 1e-6)
+        assert torch.is_tensor(got) and got.shape == want.shape, f"return dx with x's shape {tuple(shape)}"
+        err = float((got - want).abs().max())
+        assert err < 1e-5 * max(1.0, float(want.abs().max())), (
+            f"x {tuple(shape)}: dx off by {err:.2e}. rstd depends on x too: differentiate mean(x²) as well "
+            "(chain rule), not only the x in x·rstd")
+
+
+register_exercise("rmsnorm_backward_dx", solution=rmsnorm_backward_dx, wrong=_wrong_rmsnorm_backward_dx,
+                  checker=_check_rmsnorm_backward_dx,
+                  description="derive: the input gradient of RMSNorm (what the backward kernel computes)")
