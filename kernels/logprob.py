@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+import kimi_mini.kernels as K_
 from kimi_mini.kernels import INTERPRETED
 
 __all__ = ["token_logprobs", "cross_entropy", "TokenLogprobs", "logprob_fwd", "logprob_bwd"]
@@ -96,8 +97,7 @@ def _check(logits: Tensor, targets: Tensor, ignore_index: int) -> None:
                          f"{tuple(targets.shape) if torch.is_tensor(targets) else ''}")
     if targets.device != logits.device:
         raise ValueError(f"targets: expected device {logits.device}, got {targets.device}")
-    if not INTERPRETED and logits.device.type != "cuda":
-        raise ValueError(f"logits: the compiled kernel needs a CUDA tensor, got device {logits.device}")
+    K_.check_device("logits", logits)  # a CUDA tensor on the current device when compiled
     if not isinstance(ignore_index, int):
         raise ValueError(f"ignore_index: expected an int, got {ignore_index!r}")
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= logits.shape[1]))

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kimi_mini.kernels import INTERPRETED
+import kimi_mini.kernels as K_
 
 __all__ = ["central_moments", "CentralMomentsFunction", "MAX_K"]
 
@@ -99,8 +99,7 @@ def _check(x: Tensor, K: int) -> None:
         raise ValueError(f"x: expected N >= 1 and D >= 1, got {tuple(x.shape)}")
     if not isinstance(K, int) or isinstance(K, bool) or not 1 <= K <= MAX_K:
         raise ValueError(f"K: expected an integer in [1, {MAX_K}], got {K!r}")
-    if not INTERPRETED and x.device.type != "cuda":
-        raise ValueError(f"x: expected a CUDA tensor (Triton is compiling, not interpreting), got device {x.device}")
+    K_.check_device("x", x)  # a CUDA tensor on the current device when compiled; any data tensor when interpreted
 
 
 def _blocks(N: int, D: int) -> tuple[int, int]:

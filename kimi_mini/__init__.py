@@ -10,15 +10,10 @@ presets, notebooks). ``exercises`` and ``bench`` import the library, never the r
 
 __version__ = "0.1.0"
 
-import os as _os
-
-import torch as _torch
-
-# Without a GPU, Triton kernels run in its CPU interpreter, which must be switched on before triton is
-# first imported (triton's own helpers such as tl.sum are @jit functions created at import time —
-# and torch itself may import triton, e.g. when a model is built on the meta device).
-if not _torch.cuda.is_available():
-    _os.environ.setdefault("TRITON_INTERPRET", "1")
+# First of all: kimi_mini.kernels decides, once, whether Triton kernels are interpreted (no GPU) and sets
+# TRITON_INTERPRET before triton is imported by anyone (torch itself may import it, e.g. when a model is
+# built on the meta device). It imports no kernel module and not triton itself.
+from . import kernels as _kernels  # noqa: F401  (isort: skip — must run before the imports below)
 
 # Model components: one import line each, the module registers itself ("mha"/"dense" in layers,
 # "mla", "moba", "moe"); then the optimizers ("adamw", "muon", "muonclip") and the QK-Clip rules.

@@ -1,21 +1,13 @@
-"""Test set-up: Triton's CPU interpreter when there is no GPU, and the `gpu` marker.
-
-TRITON_INTERPRET must be set before any `@triton.jit` definition executes, i.e. before any kernel
-module is imported — so here, at the very top, before torch or kimi_mini are imported.
+"""Test set-up: Triton's CPU interpreter when there is no GPU (decided by ``kimi_mini.kernels``, imported
+first), the `gpu` marker, and the one ``device`` fixture every kernel test takes its tensors from.
 """
 
-import os
+import pytest
+import torch
 
-try:
-    import torch
+import kimi_mini.kernels  # noqa: F401  (the one place that sets TRITON_INTERPRET, before triton is imported)
 
-    _has_cuda = torch.cuda.is_available()
-except ImportError:  # pragma: no cover
-    _has_cuda = False
-if not _has_cuda:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
+_has_cuda = torch.cuda.is_available()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -71,11 +71,11 @@ def test_sdpa_matches_naive(T):
     assert_close(m(x), ref(x), rtol=1e-5, what="sdpa vs naive MLA")
 
 
-def test_triton_matches_sdpa_with_gradients():
-    m = _mla()
-    tri = _mla(impl="triton")
+def test_triton_matches_sdpa_with_gradients(device):
+    m = _mla().to(device)
+    tri = _mla(impl="triton").to(device)
     tri.load_state_dict(m.state_dict())
-    x = torch.randn(2, 63, 32, requires_grad=True)
+    x = torch.randn(2, 63, 32, device=device, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     y, y2 = m(x), tri(x2)
     assert_close(y2, y, rtol=1e-5, what="triton vs sdpa MLA")
@@ -121,9 +121,9 @@ def test_cache_holds_only_latent_and_shared_rope_key():
 
 
 @pytest.mark.parametrize("impl", ["torch", "naive", "triton"])
-def test_max_logit_tracking(impl):
-    m = _mla(impl=impl)
-    x = torch.randn(2, 63, 32)
+def test_max_logit_tracking(impl, device):
+    m = _mla(impl=impl).to(device)
+    x = torch.randn(2, 63, 32, device=device)
     m(x)
     assert m.max_logit is None  # off by default
     m.track_max_logit = True
