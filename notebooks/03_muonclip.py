@@ -332,11 +332,11 @@ def draw_clip(tau: float = 4.0, alpha: float = 0.5):
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.4))
     x = torch.arange(s.numel())
     a.bar(x - 0.2, s, 0.4, color=["tab:orange" if c else "tab:blue" for c in hit], label="before")
-    a.bar(x + 0.2, s * gamma, 0.4, color="tab:gray", label="after (same batch, layer 0 exact)")
+    a.bar(x + 0.2, s * gamma, 0.4, color="tab:gray", label="γ·S: after, same batch")
     a.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau:.2f}")
-    a.set(xticks=x.tolist(), xticklabels=labels, ylabel="max logit", title=f"{int(hit.sum())} of {s.numel()} "
-          "heads clipped")
-    a.legend(fontsize=8)
+    a.set(xticks=x.tolist(), xticklabels=labels, ylabel="max logit", ylim=(0, float(s.max()) * 1.4),
+          title=f"{int(hit.sum())} of {s.numel()} heads clipped (orange)")
+    a.legend(fontsize=8, ncol=3, loc="upper left")
     f = mla_clip_factors(gamma[hit], alpha)
     for j, part in enumerate(("q_nope", "k_nope", "q_rope", "k_rope", "v")):
         vals = torch.as_tensor(f[part], dtype=torch.float32).expand(int(hit.sum()))
@@ -447,7 +447,7 @@ for name, label, color in (("muon", "Muon", "C0"), ("muonclip", "MuonClip", "C1"
     if name == "muonclip":
         for i, (h, *_) in enumerate(runs[name]):
             axes[2].plot([r["step"] for r in h], [r["clipped_fraction"] for r in h], color=color, lw=1,
-                         alpha=0.8, label=f"seed {i}")
+                         ls=("-", "--", ":")[i % 3], label=f"seed {i}")
 axes[0].axhline(TAU, color="gray", ls="--", label=f"τ = {TAU:g}")
 axes[0].set(xlabel="step", ylabel="max logit (all layers and heads)", title=f"max attention logit ({len(SEEDS)} seeds)")
 axes[0].legend()

@@ -381,7 +381,7 @@ for h in hooks:
 
 
 def draw_mask(layer: int = 0, head: int = 0, query: int = CFG["seq_len"] - 20, top_k: int = CFG["top_k"]):
-    q_, k_ = (x[:, head : head + 1].float() for x in qk[layer])
+    q_, k_ = (x[:, head : head + 1].float().cpu() for x in qk[layer])  # [1, 1, T, D]
     T_, bs = q_.shape[2], CFG["block_size"]
     gate_ = moba_gate(q_, k_, bs, top_k)[0, 0]  # [T, n]
     mask = gate_.repeat_interleave(bs, -1)[:, :T_] & torch.ones(T_, T_, dtype=torch.bool).tril()
