@@ -20,7 +20,8 @@
 #    MuonClip hold it near τ, and test K2's "no loss degradation" and "zero loss spike" with rules fixed
 #    before the runs.
 #
-# **Run time:** `toy` ≈ 1 minute on 2 CPU cores (≈ 60 s of CPU time); `gpu` a few minutes on one H100/H200.
+# **Run time:** `toy` ≈ 1 minute on 2 CPU cores (≈ 60 s of CPU time); `gpu` (3 seeds × 2 optimizers ×
+# 1500 steps) not yet timed on a GPU — expect tens of minutes on one H100/H200.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 90 s) or "gpu" (one H100/H200)
