@@ -82,14 +82,16 @@ def start_notebook(name: str, preset: str, run_dir: str | None = None, seed: int
     return NotebookContext(name, p, run)
 
 
-def interactive_figure(draw, **controls) -> bool:
+def interactive_figure(draw, *, save=None, **controls) -> bool:
     """Live controls under one figure: ``draw(**values) -> Figure`` with each control's current value.
 
     The first figure is a regular display output — what papermill, CI and GitHub render, so no separate
     static copy is needed — and the controls below it redraw *that same* figure in place on every change
     (one figure, never a stack). Each figure is closed after it is shown, so matplotlib's inline backend
     does not show it a second time. ``controls`` are ipywidgets (``IntSlider``, ``Dropdown``, ``Text``, ...)
-    or ``ipywidgets.fixed`` values. Returns False when ipywidgets is missing (the figure is still shown).
+    or ``ipywidgets.fixed`` values. ``save``: called once with the first figure, e.g.
+    ``save=lambda fig: nb.savefig(fig, "mask")`` to put it in the run's figures. Returns False when ipywidgets
+    is missing (the figure is still shown).
     """
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -102,7 +104,10 @@ def interactive_figure(draw, **controls) -> bool:
         plt.close(fig)
         return fig
 
-    handle = display(render(), display_id=True)
+    first = render()
+    if save is not None:
+        save(first)
+    handle = display(first, display_id=True)
     try:
         import ipywidgets as widgets
     except ImportError:

@@ -514,19 +514,18 @@ def draw(layer_idx: int, step: int, snippet: str):
 
 
 SNIPPET = "def area(r):\n    return 3.14 * r ** 2  # circle"
-fig = draw(len(layers) - 1, len(hist_b), SNIPPET)
-nb.savefig(fig, "routing")
-plt.show()
 
 # %%
 import ipywidgets as widgets  # noqa: E402
 
+# The first figure is a regular output (what papermill and GitHub show); the controls redraw it in place.
 _ = interactive_figure(
     draw,
-    layer_idx=widgets.IntSlider(value=0, min=0, max=len(layers) - 1, description="layer"),
+    save=lambda fig: nb.savefig(fig, "routing"),
+    layer_idx=widgets.IntSlider(value=len(layers) - 1, min=0, max=len(layers) - 1, description="layer"),
     step=widgets.IntSlider(value=len(hist_b), min=1, max=len(hist_b), description="step"),
-    snippet=widgets.Text(value="for i in range(10):", description="snippet"),
-)  # the static figure above is the fallback where widgets do not render (papermill, GitHub)
+    snippet=widgets.Text(value=SNIPPET, description="snippet"),
+)
 
 # %% [markdown]
 # ## Recap

@@ -349,15 +349,13 @@ def draw_clip(tau: float = 4.0, alpha: float = 0.5):
     return fig
 
 
-fig = draw_clip(tau_demo, 0.5)
-nb.savefig(fig, "clip-factors")
-plt.show()
-
 # %%
 import ipywidgets as widgets  # noqa: E402
 
+# The first figure is a regular output (what papermill and GitHub show); the controls redraw it in place.
 _ = interactive_figure(
     draw_clip,
+    save=lambda fig: nb.savefig(fig, "clip-factors"),
     tau=widgets.FloatSlider(value=round(tau_demo, 2), min=0.5, max=round(float(before.max()) + 1, 1), step=0.1,
                             description="τ"),
     alpha=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="α"),

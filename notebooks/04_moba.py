@@ -405,19 +405,16 @@ def draw_mask(layer: int = 0, head: int = 0, query: int = CFG["seq_len"] - 20, t
     return fig
 
 
-fig = draw_mask()
-nb.savefig(fig, "mask")
-plt.show()
-
 # %% [markdown]
-# The same figure with live controls (JupyterLab / Colab; the static figure above is what papermill and
-# GitHub render):
+# With live controls (JupyterLab / Colab): the first figure is a regular output — what papermill and GitHub
+# render — and every change redraws it in place.
 
 # %%
 import ipywidgets as widgets  # noqa: E402
 
 _ = interactive_figure(
     draw_mask,
+    save=lambda fig: nb.savefig(fig, "mask"),
     layer=widgets.IntSlider(0, 0, CFG["n_layers"] - 1, description="layer"),
     head=widgets.IntSlider(0, 0, CFG["n_heads"] - 1, description="head"),
     query=widgets.IntSlider(CFG["seq_len"] - 20, 0, CFG["seq_len"] - 1, description="query"),
