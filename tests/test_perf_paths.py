@@ -1,6 +1,6 @@
 """The performance paths behind ``impl="torch"`` (issue 16) equal the references they replace: MoE's
-padded grouped path vs the segment loop vs the naive loop (outputs and every gradient, fp64 gradcheck,
-the skew and autocast fallbacks); MoBA's in-place lerp merge vs ``merge_attention``."""
+sorted segment loop (int32 radix sort) vs the naive loop (outputs and every gradient, a zero routing
+weight, fp64 gradcheck, skewed routing, unused experts); MoBA's in-place lerp merge vs ``merge_attention``."""
 
 import pytest
 import torch
@@ -36,49 +36,35 @@ NAMES = ["out", "dx", "dweights", "dw1", "dw3", "dw2"]
 
 @pytest.mark.parametrize("N,d,E,k,h", [(63, 16, 8, 2, 12), (130, 24, 5, 3, 7), (201, 8, 4, 1, 5)],
                          ids=["N63-E8-k2", "N130-E5-k3", "N201-E4-k1"])
-def test_moe_padded_equals_segments_and_naive(N, d, E, k, h):
+def test_moe_segments_equal_naive(N, d, E, k, h):
     x, idx, w, ws = _case(N, d, E, k, h)
     w[0, 0] = 0.0  # a real pair with weight exactly 0 still gets its routing-weight gradient
     dy = torch.randn(N, d, generator=torch.Generator().manual_seed(1))
-    assert ex._experts_padded(x, idx, w, *ws) is not None  # balanced routing: the padded path runs
-    padded = _run(ex._experts_padded, x, idx, w, ws, dy)
     segments = _run(ex._experts_sorted, x, idx, w, ws, dy)
     naive = _run(ex._experts_naive, x, idx, w, ws, dy)
-    for name, a, b, c in zip(NAMES, padded, segments, naive, strict=True):
-        assert_close(a, c, rtol=1e-5, atol=1e-5, what=f"padded vs naive {name}")
+    for name, b, c in zip(NAMES, segments, naive, strict=True):
         assert_close(b, c, rtol=1e-5, atol=1e-5, what=f"segments vs naive {name}")
 
 
-def test_moe_padded_gradcheck_fp64():
+def test_moe_segments_gradcheck_fp64():
     x, idx, w, ws = _case(11, 6, 4, 2, 5, dtype=torch.float64)
     leaves = [t.requires_grad_() for t in (x, w, *ws)]
-    fn = lambda x, w, w1, w3, w2: ex._experts_padded(x, idx, w, w1, w3, w2)  # noqa: E731
+    fn = lambda x, w, w1, w3, w2: ex._experts_sorted(x, idx, w, w1, w3, w2)  # noqa: E731
     assert torch.autograd.gradcheck(fn, leaves)
 
 
-def test_moe_skewed_routing_falls_back_to_segments():
-    x, idx, w, ws = _case(64, 8, 8, 2, 4, skew=True)
-    assert ex._experts_padded(x, idx, w, *ws) is None  # expert 0 holds every token: padding 4x the rows
-    assert_close(ex.moe_experts(x, idx, w, *ws), ex._experts_naive(x, idx, w, *ws), rtol=1e-5, atol=1e-5,
-                 what="skewed routing")
-
-
-def test_moe_padded_steps_aside_under_autocast():
-    x, idx, w, ws = _case(32, 8, 4, 2, 4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert ex._experts_padded(x, idx, w, *ws) is None
-
-
-def test_moe_padding_rows_stay_inert_with_inf_upstream():
-    """A padding row gathers token 0's rows; an inf upstream gradient there must not reach the weights."""
-    x, idx, w, ws = _case(40, 8, 4, 2, 4)
-    idx[0] = torch.tensor([0, 1])
-    dy = torch.zeros(40, 8)
-    dy[0, 0] = float("inf")
-    got = _run(ex._experts_padded, x, idx, w, ws, dy)
-    ref = _run(ex._experts_naive, x, idx, w, ws, dy)
+@pytest.mark.parametrize("skew", [True, False], ids=["skewed", "unused-experts"])
+def test_moe_segments_skewed_and_unused_experts(skew):
+    x, idx, w, ws = _case(64, 8, 8, 2, 4, skew=skew)
+    if not skew:
+        idx = idx % 3  # experts 3..7 chosen by no token: their gradients are exactly zero
+        idx[:, 1] = (idx[:, 0] + 1) % 3
+    dy = torch.randn(64, 8, generator=torch.Generator().manual_seed(2))
+    got, ref = _run(ex._experts_sorted, x, idx, w, ws, dy), _run(ex._experts_naive, x, idx, w, ws, dy)
     for name, a, b in zip(NAMES, got, ref, strict=True):
-        assert torch.equal(torch.isfinite(a), torch.isfinite(b)), name
+        assert_close(a, b, rtol=1e-5, atol=1e-5, what=name)
+    if not skew:
+        assert all(torch.equal(g[3:], torch.zeros_like(g[3:])) for g in got[3:])
 
 
 def test_moba_lerp_merge_equals_merge_attention():
