@@ -51,13 +51,19 @@ def _experts_sorted(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3:
     # index_select, not x[token]: its backward is index_add_, not the serial accumulating index_put_ (~4x)
     xs = x.index_select(0, token).split(counts)  # E segments [n_e, d]
     ws = weights.reshape(-1).index_select(0, order)[:, None].split(counts)  # E segments [n_e, 1]
+    tokens = token.split(counts)
     # unbind (not w1[e]) so the backward stacks E slices once instead of E full-size zero tensors
     w1s, w3s, w2s = w1.unbind(0), w3.unbind(0), w2.unbind(0)
-    # w·(h W₂) = (w·h) W₂: weighting the [n_e, h] hidden is cheaper than the [n_e, d] output
-    ys = torch.cat([((F.silu(xs[e] @ w1s[e]) * (xs[e] @ w3s[e])) * ws[e]) @ w2s[e]
-                    for e in range(E) if counts[e]])  # [N·k, d] in expert order
-    return ys.new_zeros(N, d).index_add(0, token, ys)  # ys's dtype: bf16 under autocast, like a Linear
-
+    out = None
+    for e in range(E):
+        if not counts[e]:
+            continue
+        # w·(h W₂) = (w·h) W₂: weighting the [n_e, h] hidden is cheaper than the [n_e, d] output
+        y = ((F.silu(xs[e] @ w1s[e]) * (xs[e] @ w3s[e])) * ws[e]) @ w2s[e]  # [n_e, d]
+        if out is None:  # y's dtype: bf16 under autocast, like a Linear
+            out = y.new_zeros(N, d)
+        out.index_add_(0, tokens[e], y)  # straight into the output: no [N·k, d] cat
+    return out
 
 
 def moe_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Tensor, w2: Tensor,
