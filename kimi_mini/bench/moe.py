@@ -86,8 +86,9 @@ def bench_moe(quick: bool = False) -> BenchResult:
              f"{n_shared} shared; dense width {(k + n_shared) * h}. Ratio = MoE time / dense time "
              f"(target <= 1.25 for impl={main!r}, at the worst of three runs); vs dense = ratio of the medians, "
              f"min/max = spread of the per-round ratios of {repeat} interleaved rounds.",
-             "Limit: ≈1.0 plus the router (E·d more weights per token); what remains above it on a CPU is "
-             "memory-bound: the gather of the N·k rows into the padded [E, C, d] layout and back, the padding "
-             "(C = the busiest expert), and smaller batched matmuls than the dense FFN's.",
+             "Limit: ≈1.0 plus the router (E·d more weights per token). What remains above it on a CPU: E "
+             "small matmul chains ([n_e ≈ N·k/E, d] × [d, h]) that 2 threads run less efficiently than the "
+             "dense FFN's one large matmul, the router, the sort, the gather of the N·k rows and their "
+             "scatter-add back (index_add_), and the backward's stacking of E per-expert weight gradients.",
              machine_note()]
     return BenchResult(rows, summary, notes)

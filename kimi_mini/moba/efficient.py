@@ -128,9 +128,9 @@ def _bucket_cost(qb: Tensor):
     return lambda g, m: g * (2 * bs * D + m * (6 * D + scores))
 
 
-def _moba_torch_forward(q, k, v, hist, block_size):
+def _moba_torch_forward(q, k, v, hist, block_size, buckets=None):
     """Returns ``o [B·H·n·B_s, D]`` and ``lse [B·H·n·B_s]``: fp32, in the padded flat row layout
-    ``(bh·n + i)·B_s + t``."""
+    ``(bh·n + i)·B_s + t``. ``buckets``: :func:`_history_buckets`' output when already listed."""
     B, H, T, D = q.shape
     bs, n = block_size, -(-T // block_size)
     scale = 1.0 / math.sqrt(D)
@@ -148,7 +148,9 @@ def _moba_torch_forward(q, k, v, hist, block_size):
             o[sl], lse[sl] = attend_part(qb[sl], kb[sl], vb[sl], True, scale)
     o, lse, qf = o.view(-1, D), lse.view(-1), qb.reshape(-1, D)
     # Parts 2..k: per selection slot, the queries gathered by chosen key block, merged by lse.
-    for tr, tg in _history_buckets(hist, T, n, bs, _bucket_cost(qb)):
+    if buckets is None:
+        buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
+    for tr, tg in buckets:
         g, m = tr.shape
         tr = tr.reshape(-1)
         o_p, lse_p = attend_part(qf.index_select(0, tr.clamp(min=0)).view(g, m, D), kb.index_select(0, tg),
@@ -175,7 +177,7 @@ def _rows(x: Tensor, idx: Tensor, g: int, m: int) -> Tensor:
     return x.index_select(0, idx).view(g, m, *x.shape[1:])
 
 
-def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size):
+def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size, buckets=None):
     B, H, T, D = q.shape
     bs, n = block_size, -(-T // block_size)
     scale = 1.0 / math.sqrt(D)
@@ -192,7 +194,9 @@ def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size):
             dq[sl], dk[sl], dv[sl] = attend_part_backward(dob[sl], qb[sl], kb[sl], vb[sl], ob[sl], lse_b[sl],
                                                           True, scale)
     qf, dof, dqf, of = qb.reshape(-1, D), dob.reshape(-1, D), dq.view(-1, D), o.view(-1, D)
-    for tr, tg in _history_buckets(hist, T, n, bs, _bucket_cost(qb)):
+    if buckets is None:
+        buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
+    for tr, tg in buckets:
         g, m = tr.shape
         tr = tr.reshape(-1)
         valid = tr >= 0
@@ -213,10 +217,16 @@ class MobaTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, block_size, top_k):
         hist = moba_select(q, k, block_size, top_k)  # [B, H, T, S]
-        o, lse = _moba_torch_forward(q, k, v, hist, block_size)
-        ctx.save_for_backward(q, k, v, o, lse, hist)
-        ctx.block_size = block_size
         B, H, T, D = q.shape
+        buckets = None
+        if any(ctx.needs_input_grad[:3]):
+            # training: bucket once, reuse in the backward (index tensors only: ~16 B per query and slot)
+            shape = q.new_empty(1, block_size, D)  # what _bucket_cost reads: block size, D, device
+            buckets = list(_history_buckets(hist, T, -(-T // block_size), block_size, _bucket_cost(shape)))
+        o, lse = _moba_torch_forward(q, k, v, hist, block_size, buckets)
+        ctx.save_for_backward(q, k, v, o, lse, hist)
+        ctx.buckets = buckets
+        ctx.block_size = block_size
         out = o.view(B, H, -1, D)[:, :, :T].to(q.dtype)
         # A query row holding NaN/inf has NaN scores, hence a NaN output in the dense reference; torch's fused
         # CPU kernel and the LSE merge can turn such a row into zeros instead. Propagate it as PyTorch would.
@@ -227,7 +237,7 @@ class MobaTorch(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, hist = ctx.saved_tensors
-        dq, dk, dv = _moba_torch_backward(q, k, v, o, lse, do, hist, ctx.block_size)
+        dq, dk, dv = _moba_torch_backward(q, k, v, o, lse, do, hist, ctx.block_size, ctx.buckets)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
 
 
