@@ -334,3 +334,22 @@ def test_pipeline_smoke_and_sft_cache(tmp_path, monkeypatch):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="workers"):
         pipeline.run_experiment(setup, workers=0)
+
+
+def test_sft_optimizer_is_configurable(tmp_path, monkeypatch):
+    """SFT builds its optimizer by name (Muon by default): another name trains other weights; a bad one is rejected."""
+    import dataclasses
+
+    import kimi_mini.agentic.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "cache_dir", lambda: tmp_path)
+    setup = pipeline.AgenticSetup(d_model=16, n_heads=2, d_ff=32, n_layers=1, tasks_per_agent=12, sft_steps=3,
+                                  sft_batch=2, n_test=3)
+    assert setup.sft_optimizer == "muon"
+    corpus, tasks = pipeline._context(setup)
+    muon = pipeline.sft_model(setup, corpus, tasks["train"], seed=0)
+    adamw = pipeline.sft_model(dataclasses.replace(setup, sft_optimizer="adamw"), corpus, tasks["train"], seed=0)
+    assert not all(torch.equal(a, b) for a, b in zip(muon.state_dict().values(), adamw.state_dict().values(),
+                                                     strict=True))
+    with pytest.raises(ValueError, match="name"):
+        pipeline.sft_model(dataclasses.replace(setup, sft_optimizer="sgd?"), corpus, tasks["train"], seed=0)
