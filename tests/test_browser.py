@@ -137,10 +137,11 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path, tmp_path):
 
 
 def _check_widgets(page) -> None:
-    """Every cell with widget controls (``interactive_figure``: one figure output, the controls below it)
+    """Every cell with an explorer's controls (``interactive_figure``: one figure output, the controls below it;
+    progress-bar widgets are not controls)
     answers one change of its first control with exactly one new figure: the figure above the controls is
     replaced, and no figure is added."""
-    cells = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-OutputArea-output .widget-box"))
+    cells = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-OutputArea-output .kimi-mini-controls"))
     for i in range(cells.count()):
         cell = cells.nth(i)
         cell.scroll_into_view_if_needed()

@@ -97,7 +97,7 @@ def test_reference_agrees_with_sdpa(device):
     q, k, v = _inputs(1, 4, 2, 9, 20, 8, 6, torch.float32, device)
     out, m = flash_attention_reference(q, k, v)
     assert_close(out, _sdpa(q, k, v), rtol=1e-5, what="reference vs SDPA")
-    assert_close(m, _naive_max_logit(q, k, 8**-0.5), rtol=1e-6, what="reference max logit")
+    assert_close(m, _naive_max_logit(q, k, 8**-0.5).to(m.device), rtol=1e-6, what="reference max logit")
 
 
 def test_max_logit_is_causal(device):

@@ -21,13 +21,13 @@ CASES = [  # (N, D, P, R, K, dtype)
 
 @pytest.mark.parametrize("N,D,P,R,K,dtype", CASES,
                          ids=[f"N{c[0]}-D{c[1]}-P{c[2]}-R{c[3]}-K{c[4]}-{str(c[5])[6:]}" for c in CASES])
-def test_kernel_matches_naive_values_and_gradients(N, D, P, R, K, dtype):
+def test_kernel_matches_naive_values_and_gradients(N, D, P, R, K, dtype, device):
     g = torch.Generator().manual_seed(N + P)
-    z = torch.randn(N, D, generator=g).to(dtype).requires_grad_()
-    w = (torch.randn(P, R, D, K, generator=g) / D ** 0.5).to(dtype).requires_grad_()
+    z = torch.randn(N, D, generator=g).to(device=device, dtype=dtype).requires_grad_()
+    w = (torch.randn(P, R, D, K, generator=g) / D ** 0.5).to(device=device, dtype=dtype).requires_grad_()
     y = polynomial_fusion_triton(z, w)
     assert y.dtype == dtype and y.shape == (N, K)
-    dy = torch.randn(N, K, generator=g).to(dtype)
+    dy = torch.randn(N, K, generator=g).to(device=device, dtype=dtype)
     dz, dw = torch.autograd.grad(y, (z, w), dy)
     z64, w64 = z.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     ref = polynomial_fusion(z64, w64, "naive" if D ** P <= 2 ** 16 else "torch")
@@ -38,11 +38,11 @@ def test_kernel_matches_naive_values_and_gradients(N, D, P, R, K, dtype):
     assert_close(dw, dw_ref, what="dfactors", **tol)
 
 
-def test_kernel_inside_the_classifier_equals_torch_path():
+def test_kernel_inside_the_classifier_equals_torch_path(device):
     torch.manual_seed(0)
-    xs = [torch.randn(19, 4), torch.randn(19, 3)]
-    a = FusionClassifier([4, 3], 3, fusion="polynomial", hidden=5, fused=6, order=3, rank=2, impl="torch")
-    b = FusionClassifier([4, 3], 3, fusion="polynomial", hidden=5, fused=6, order=3, rank=2, impl="triton")
+    xs = [torch.randn(19, 4, device=device), torch.randn(19, 3, device=device)]
+    a = FusionClassifier([4, 3], 3, fusion="polynomial", hidden=5, fused=6, order=3, rank=2, impl="torch").to(device)
+    b = FusionClassifier([4, 3], 3, fusion="polynomial", hidden=5, fused=6, order=3, rank=2, impl="triton").to(device)
     b.load_state_dict(a.state_dict())
     ya, yb = a(xs), b(xs)
     assert_close(yb, ya, rtol=1e-5)
@@ -51,16 +51,16 @@ def test_kernel_inside_the_classifier_equals_torch_path():
     assert_close(gb, ga, rtol=1e-5)
 
 
-def test_kernel_rejects_bad_input():
-    z, w = torch.randn(5, 4), torch.randn(2, 2, 4, 3)
+def test_kernel_rejects_bad_input(device):
+    z, w = torch.randn(5, 4, device=device), torch.randn(2, 2, 4, 3, device=device)
     with pytest.raises(ValueError, match="factors"):
-        polynomial_fusion_triton(z, torch.randn(2, 2, 5, 3))  # D mismatch
+        polynomial_fusion_triton(z, torch.randn(2, 2, 5, 3, device=device))  # D mismatch
     with pytest.raises(ValueError, match="factors"):
-        polynomial_fusion_triton(z, torch.randn(5, 2, 4, 3))  # P > 4
+        polynomial_fusion_triton(z, torch.randn(5, 2, 4, 3, device=device))  # P > 4
     with pytest.raises(ValueError, match="factors"):
         polynomial_fusion_triton(z, w.half())  # dtype mismatch
     with pytest.raises(ValueError, match="z"):
-        polynomial_fusion_triton(torch.randn(4, 5).T, w)  # not contiguous
+        polynomial_fusion_triton(torch.randn(4, 5, device=device).T, w)  # not contiguous
     with pytest.raises(ValueError, match="z"):
         polynomial_fusion_triton(z.long(), w)
     with pytest.raises(ValueError, match="z"):

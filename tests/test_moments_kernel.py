@@ -13,10 +13,10 @@ CASES = [(37, 5, 5, torch.float32), (130, 70, 3, torch.float16), (9, 3, 1, torch
 
 
 @pytest.mark.parametrize("N,D,K,dtype", CASES, ids=[f"N{n}-D{d}-K{k}-{str(t)[6:]}" for n, d, k, t in CASES])
-def test_central_moments_kernel_matches_reference(N, D, K, dtype):
+def test_central_moments_kernel_matches_reference(N, D, K, dtype, device):
     g = torch.Generator().manual_seed(N * 100 + K)
-    x = (torch.randn(N, D, generator=g) * 0.8 + 0.3).to(dtype).requires_grad_()
-    up = torch.randn(K, D, generator=g)
+    x = (torch.randn(N, D, generator=g) * 0.8 + 0.3).to(device=device, dtype=dtype).requires_grad_()
+    up = torch.randn(K, D, generator=g).to(device)
     got = central_moments(x, K)
     (dx,) = torch.autograd.grad(got, x, up)
     xr = x.detach().float().requires_grad_()
@@ -29,16 +29,17 @@ def test_central_moments_kernel_matches_reference(N, D, K, dtype):
     assert_close(dx.float(), dxr, **tol, what="dx")
 
 
-def test_kernel_moments_of_a_known_distribution():
+def test_kernel_moments_of_a_known_distribution(device):
     # x = ±1 with equal counts: mean 0, c_k = 1 for even k, 0 for odd k
-    x = torch.tensor([[1.0], [-1.0]] * 8)
-    assert_close(central_moments(x, 5)[:, 0], torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0]), atol=1e-6, what="moments")
+    x = torch.tensor([[1.0], [-1.0]] * 8, device=device)
+    want = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0], device=device)
+    assert_close(central_moments(x, 5)[:, 0], want, atol=1e-6, what="moments")
 
 
-def test_cmd_triton_equals_torch_values_and_gradients():
+def test_cmd_triton_equals_torch_values_and_gradients(device):
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(45, 12, generator=g).requires_grad_()
-    y = (torch.randn(50, 12, generator=g) * 1.5 + 0.2).requires_grad_()
+    x = torch.randn(45, 12, generator=g).to(device).requires_grad_()
+    y = (torch.randn(50, 12, generator=g) * 1.5 + 0.2).to(device).requires_grad_()
     out = {}
     for impl in ("torch", "triton"):
         val = cmd(x, y, 5, impl=impl)
