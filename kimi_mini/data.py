@@ -28,7 +28,7 @@ from torch import Tensor
 from kimi_mini.checks import check_int, describe
 
 __all__ = ["ByteTokenizer", "TokenData", "stdlib_files", "load_stdlib_dataset", "load_corpus",
-           "unigram_entropy", "cache_dir"]
+           "unigram_entropy", "cache_dir", "save_atomically"]
 
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 
@@ -124,14 +124,24 @@ def load_stdlib_dataset(cache: Path | None = None):
         rows[split]["path"].append(f)
         rows[split]["text"].append(text)
     dd = datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in rows.items()})
+    save_atomically(dd, target)
+    return datasets.load_from_disk(str(target))
+
+
+def save_atomically(dataset, target: Path, files: dict[str, str] | None = None) -> None:
+    """``dataset.save_to_disk`` into a temporary sibling folder (plus the text ``files`` beside it), then one
+    atomic rename to ``target``: parallel builders (pytest workers, two notebooks) can never leave a
+    half-written cache, and when another process wins the race its identical copy is kept."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-    dd.save_to_disk(str(tmp))
+    dataset.save_to_disk(str(tmp))
+    for name, text in (files or {}).items():
+        (tmp / name).write_text(text)
     try:
-        os.replace(tmp, target)  # atomic: parallel builders (pytest workers) cannot half-write it
+        os.replace(tmp, target)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is identical
-    return datasets.load_from_disk(str(target))
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass

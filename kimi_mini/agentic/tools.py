@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from kimi_mini.data import cache_dir
+from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.registry import Registry
 from kimi_mini.sources import package_file
 
@@ -61,7 +61,7 @@ def load_spec_dataset(apis=("math_api", "gorilla_file_system")):
     if not target.exists():
         rows = [{"api": api, "name": s["name"], "description": s["description"],
                  "parameters": json.dumps(s["parameters"])} for api in apis for s in load_specs(api)]
-        datasets.Dataset.from_list(rows).save_to_disk(str(target))
+        save_atomically(datasets.Dataset.from_list(rows), target)  # notebooks may build it side by side
     return datasets.load_from_disk(str(target))
 
 

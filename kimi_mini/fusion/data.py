@@ -14,14 +14,10 @@ simulator (three modalities, with and without cross-modal interactions).
 from __future__ import annotations
 
 import functools
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from kimi_mini.data import cache_dir
+from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.sources import package_file
 
 __all__ = ["WATCH", "WATCH_MODALITIES", "WINDOW_FEATURES", "SIM_MODALITIES", "watch_dataset", "watch_windows",
@@ -76,13 +72,7 @@ def watch_dataset(window: int = 100, hop: int = 100):
                                       "label": datasets.ClassLabel(names=names), "subject": datasets.Value("int64"),
                                       "recording": datasets.Value("int64")})
         ds = datasets.Dataset.from_dict(_cut_windows(window, hop), features=features)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-        ds.save_to_disk(str(tmp))
-        try:
-            os.replace(tmp, target)  # atomic: parallel builders (pytest workers) cannot half-write it
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is identical
+        save_atomically(ds, target)
     return datasets.load_from_disk(str(target))
 
 

@@ -23,17 +23,13 @@ evaluate on Adult and German (the VFAE protocol) and on Extended Yale B (lightin
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from kimi_mini.data import cache_dir
+from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.sources import package_file
 
 __all__ = ["InvarianceData", "load_adult", "load_german", "load_lit_digits", "LIGHTINGS", "ADULT_COLUMNS"]
@@ -96,15 +92,8 @@ def _cached(name: str, split: str, build) -> InvarianceData:
         dd = datasets.DatasetDict({
             k: datasets.Dataset.from_dict({"x": d.x.numpy(), "y": d.y.numpy(), "s": d.s.numpy()})
             for k, d in built.items()})
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
-        dd.save_to_disk(str(tmp))
-        (tmp / "features.txt").write_text("\n".join(built["train"].feature_names))
-        (tmp / "classes.txt").write_text(f"{built['train'].n_y} {built['train'].n_s}")
-        try:
-            os.replace(tmp, root)  # atomic: a parallel builder cannot half-write it
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        save_atomically(dd, root, {"features.txt": "\n".join(built["train"].feature_names),
+                                   "classes.txt": f"{built['train'].n_y} {built['train'].n_s}"})
     ds = datasets.load_from_disk(str(root / split)).with_format("numpy")
     names = (root / "features.txt").read_text().split("\n")
     n_y, n_s = map(int, (root / "classes.txt").read_text().split())

@@ -127,14 +127,10 @@ def real_task_dataset(seed: int = 0):
     """Every example of the real task families as one Hugging Face ``datasets.Dataset`` (columns ``task``,
     ``family``, ``text``, ``label``, ``answer``), built once and cached under ``data/cache/`` like the stdlib
     corpus: what the zoo's real tasks hold, in a form to browse or to use elsewhere."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
 
     import datasets
 
-    from kimi_mini.data import cache_dir
+    from kimi_mini.data import cache_dir, save_atomically
     from kimi_mini.prompts.tasks import ZOO_VERSION
     datasets.disable_progress_bars()
     target = cache_dir() / f"zeroprompt-real-v{ZOO_VERSION}-seed{seed}"
@@ -148,11 +144,5 @@ def real_task_dataset(seed: int = 0):
                                        task.options_for(ex)[ex.label]), strict=True):
                     cols[k].append(v)
     ds = datasets.Dataset.from_dict(cols)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-    ds.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, target)  # atomic: a parallel builder cannot half-write it
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_atomically(ds, target)
     return datasets.load_from_disk(str(target))
