@@ -154,6 +154,10 @@ def _check_widgets(page) -> None:
         if slider.count():
             slider.first.focus()
             page.keyboard.press("ArrowRight")
+            page.wait_for_timeout(5000)
+            if images.nth(n_before - 1).get_attribute("src") == before:  # the slider started at its maximum
+                page.keyboard.press("ArrowLeft")
+                page.keyboard.press("ArrowLeft")
         elif select.count():
             select.first.select_option(index=1 if select.first.locator("option").count() > 1 else 0)
         elif text.count():
