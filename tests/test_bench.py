@@ -30,3 +30,23 @@ def test_helpers_measure_something():
     mem = peak_memory(lambda: torch.ones(20_000_000).sum())  # 80 MB
     assert mem is None or mem > 40 * 2**20
     assert "a" in format_table([{"a": 1.0, "b": None}])
+
+
+def test_peak_allocated_counts_live_tensors_not_their_sum():
+    import torch
+
+    from kimi_mini.bench import peak_allocated
+
+    def two_in_turn():  # 40 MB, freed, then 20 MB: the peak is 40 MB, not 60
+        a = torch.ones(10_000_000)
+        del a
+        b = torch.ones(5_000_000)
+        return float(b[0])
+
+    def two_at_once():
+        a, b = torch.ones(10_000_000), torch.ones(5_000_000)
+        return float(a[0] + b[0])
+
+    turn, once = peak_allocated(two_in_turn), peak_allocated(two_at_once)
+    assert turn is not None and once is not None
+    assert abs(turn - 40e6) < 1e6 and abs(once - 60e6) < 1e6

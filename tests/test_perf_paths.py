@@ -77,3 +77,92 @@ def test_moba_lerp_merge_equals_merge_attention():
     moba_efficient._merge_rows_(o, lse, r, o_p, lse_p)
     assert_close(o, want_o, rtol=1e-6, atol=1e-6, what="o")
     assert_close(lse, want_lse, rtol=1e-6, atol=1e-6, what="lse")
+
+
+# ------------------------------------------------------------------ MoBA's issue-16 paths vs the reference
+
+
+def _moba_qkv(T, bs_seed=0, B=2, H=2, D=8):
+    g = torch.Generator().manual_seed(bs_seed)
+    return [torch.randn(B, H, T, D, generator=g).requires_grad_() for _ in range(3)]
+
+
+@pytest.mark.parametrize("piece_rows,bucket_elems", [(3, 1 << 19), (5, 1), (1024, 1 << 19)],
+                         ids=["tiny-pieces", "one-piece-per-call", "defaults"])
+def test_moba_pieces_and_buckets_equal_naive(monkeypatch, piece_rows, bucket_elems):
+    # Key blocks cut into pieces (of near-equal size, some buckets padded, some K/V views, some expands)
+    # must give the reference's outputs and gradients.
+    from kimi_mini.moba import moba_attention
+
+    monkeypatch.setattr(moba_efficient, "_PIECE_ROWS", piece_rows)
+    monkeypatch.setattr(moba_efficient, "_BUCKET_ELEMS", bucket_elems)
+    q, k, v = _moba_qkv(203)
+    do = torch.randn_like(q)
+    runs = {}
+    for impl in ("naive", "torch"):
+        o = moba_attention(q, k, v, 16, 4, impl=impl)
+        runs[impl] = (o, *torch.autograd.grad(o, (q, k, v), do))
+    for name, a, b in zip(("o", "dq", "dk", "dv"), runs["torch"], runs["naive"], strict=True):
+        assert_close(a, b, rtol=1e-5, atol=1e-5, what=f"{name} (pieces of {piece_rows} rows)")
+
+
+def test_moba_buckets_cover_each_choice_once(monkeypatch):
+    # Every (query, chosen block) pair of every slot lands in exactly one bucket row; K/V views name
+    # the bucket's own blocks.
+    monkeypatch.setattr(moba_efficient, "_PIECE_ROWS", 7)
+    q, k, _ = (t.detach() for t in _moba_qkv(300, B=1, H=3))
+    bs, n, T = 16, -(-300 // 16), 300
+    hist = moba_efficient._history(q, k, bs, 4)
+    seen = []
+    for tr, tg, full, kv in moba_efficient._history_buckets(hist, T, n, bs, lambda g, m: g * m):
+        assert full == bool((tr >= 0).all())
+        if kv is not None:
+            block, same = kv
+            assert torch.equal(tg, torch.full_like(tg, block)) if same else tg.tolist() == [block]
+        for row, grp in zip(tr.tolist(), tg.tolist(), strict=True):
+            seen += [(r, grp) for r in row if r >= 0]
+    want = []
+    flat = torch.nn.functional.pad(hist, (0, 0, 0, n * bs - T), value=-1).reshape(-1, n * bs, hist.shape[-1])
+    for bh in range(flat.shape[0]):
+        for t in range(n * bs):
+            want += [(bh * n * bs + t, bh * n + b) for b in flat[bh, t].tolist() if b >= 0]
+    assert sorted(seen) == sorted(want)
+
+
+def test_moba_history_selection_equals_moba_select_and_topk():
+    # The compact int16 selection, the max-pass top-(k-1) and the chunked prefill loop against a
+    # plain topk over all eligible blocks.
+    from kimi_mini.moba import block_means, moba_select
+    from kimi_mini.moba.naive import _top_blocks
+
+    q, k, _ = (t.detach() for t in _moba_qkv(333, B=2, H=3, D=8))
+    for bs, top_k in ((8, 3), (16, 5), (32, 2), (8, 7)):
+        sel = moba_select(q, k, bs, top_k)
+        assert torch.equal(moba_efficient._history(q, k, bs, top_k).long(), sel)
+        n = -(-333 // bs)
+        scores = q @ block_means(k, bs, n - 1).transpose(-1, -2)  # [B, H, T, n-1]
+        eligible = torch.arange(n - 1)[None, :] < (torch.arange(333) // bs)[:, None]
+        scores = scores.masked_fill(~eligible, float("-inf"))
+        kk = min(top_k - 1, n - 1)
+        vals, idx = scores.topk(kk, -1)
+        assert torch.equal(sel, idx.masked_fill(vals == float("-inf"), -1))
+        s2 = scores.clone()
+        v2, i2 = _top_blocks(s2, kk)
+        assert torch.equal(v2, vals)  # indices agree wherever a block is eligible (ties among -inf aside)
+        assert torch.equal(i2.masked_fill(v2 == float("-inf"), -1), idx.masked_fill(vals == float("-inf"), -1))
+
+
+@pytest.mark.parametrize("bs", [16, 15, 14], ids=["even", "odd-no-split", "even-small"])
+def test_moba_split_current_block_equals_one_causal_call(bs):
+    # The current block as two causal half-squares plus the off-diagonal rectangle, merged by lse,
+    # equals one causal call over the whole block (forward and backward).
+    g = torch.Generator().manual_seed(3)
+    qb, kb, vb, dob = (torch.randn(6, bs, 8, generator=g, dtype=torch.float64) for _ in range(4))
+    o, lse = moba_efficient._diag_forward(qb, kb, vb, 0.3)
+    o_ref, lse_ref = moba_efficient.attend_part(qb, kb, vb, True, 0.3)
+    assert_close(o, o_ref, rtol=1e-12, atol=1e-12, what="o")
+    assert_close(lse, lse_ref, rtol=1e-12, atol=1e-12, what="lse")
+    got = moba_efficient._diag_backward(dob, qb, kb, vb, o_ref, lse_ref, 0.3)
+    want = moba_efficient.attend_part_backward(dob, qb, kb, vb, o_ref, lse_ref, True, 0.3)
+    for name, a, b in zip(("dq", "dk", "dv"), got, want, strict=True):
+        assert_close(a, b, rtol=1e-10, atol=1e-10, what=name)

@@ -8,9 +8,12 @@ speed and memory targets are read off their printed ratios.
 Timing: warm-up runs, then several repeats (CUDA synchronised); candidates compared with each other are
 timed round-robin (:func:`interleaved`) so a change in machine load hits them alike, and every ratio is
 reported with its spread — the median of the per-round ratios and their min–max (:func:`ratio_spread`) —
-so a reader can tell a margin from noise. Peak memory: on CUDA
-``max_memory_allocated``; on CPU the process's resident-set high-water mark (``VmHWM``, reset through
-``/proc/self/clear_refs``) above the resident set at the start — what the OS actually had to give.
+so a reader can tell a margin from noise. Peak memory, two views: :func:`peak_allocated` — the peak of
+live tensor bytes (CUDA's ``max_memory_allocated``; on the CPU the same sum over the profiler's
+allocation events), exact and repeatable; and :func:`peak_memory` — on CPU the process's resident-set
+high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) above the resident set at the
+start, what the OS actually had to give, including what glibc keeps resident between frees (so it
+varies with what ran before).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from kimi_mini.registry import Registry
 
 __all__ = ["BenchResult", "TOPICS", "register", "discover", "time_it", "interleaved", "spread", "ratio_spread",
-           "peak_memory", "trim_heap", "machine_info", "machine_note", "format_table"]
+           "peak_memory", "peak_allocated", "trim_heap", "machine_info", "machine_note", "format_table"]
 
 
 @dataclass
@@ -158,6 +161,33 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int | None:
         return max(0, _status_bytes("VmHWM") - base)
     except OSError:
         return None
+
+
+def peak_allocated(fn: Callable[[], object], device: str = "cpu") -> int | None:
+    """Peak bytes of *live tensors* allocated during ``fn()`` above those alive before it — what the
+    algorithm holds at its worst moment, independent of the C allocator's caching. On CUDA
+    ``max_memory_allocated``; on the CPU the same quantity from the profiler's allocation events
+    (every tensor allocation and free, in order, summed). None where it cannot be measured.
+
+    :func:`peak_memory` (resident-set growth) is the OS's view of the same run: it adds what glibc
+    keeps resident after frees (memory it reuses later), so it depends on what ran before."""
+    if device.startswith("cuda"):
+        return peak_memory(fn, device)
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        cpu = torch.autograd.DeviceType.CPU
+        events = [e for e in prof.profiler.kineto_results.events()
+                  if e.name() == "[memory]" and e.device_type() == cpu]
+    except Exception:  # pragma: no cover - a torch without these profiler internals
+        return None
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
 
 
 def _cpu_model() -> str:

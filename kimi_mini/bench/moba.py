@@ -4,7 +4,8 @@ Side by side in one process, B = 1, H = 4, D = 64, block 512, top-3, T ∈ {2K, 
 CPU in fp32 (on a GPU: bf16, ``impl="triton"``, up to 128K). For each T: forward time of causal SDPA
 (PyTorch's fused flash kernel — full attention), of ``flex_attention`` (compiled, block-sparse through a
 ``BlockMask`` built from the MoBA gate — the PyTorch peer) and of ``moba_attention``; forward+backward
-time up to 8K; the peak extra memory of each forward; the sparsity 1 − B·k/T.
+time up to 8K; the peak extra memory of each forward (live tensors, and the resident set); the
+sparsity 1 − B·k/T.
 
 The paper's claim: MoBA's advantage grows with T (6.5× at 1M on GPUs). Targets on the CPU, met at the
 worst of three runs: MoBA's forward ≥ 7× faster than SDPA at 32K (the FLOP ratio is ≈ 10.7×), faster from
@@ -24,6 +25,7 @@ from kimi_mini.bench import (
     BenchResult,
     interleaved,
     machine_note,
+    peak_allocated,
     peak_memory,
     ratio_spread,
     register,
@@ -112,13 +114,13 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
     rows, notes = [], []
     for T in Ts:
         q, k, v, do = (torch.randn(1, H, T, D, device=device, dtype=dtype, generator=g) for _ in range(4))
-        repeat = (2 if quick else 7) if T <= 8192 else 3
+        repeat = (2 if quick else 7) if T <= 8192 else 5
         row = {"T": T, "sparsity": moba_sparsity(T, bs, top_k), "runs": repeat}
         cands = {"sdpa": sdpa, "moba": moba}
         if flex_fn is not None and (quick or T in flex_Ts):
             mask = flex_moba_block_mask(moba_gate(q, k, bs, top_k), bs)
             cands["flex"] = lambda q, k, v, mask=mask: flex_fn(q, k, v, block_mask=mask)
-        mem = {}
+        mem, rss = {}, {}
         with torch.no_grad():
             runs = {name: (lambda attn=attn, q=q, k=k, v=v: attn(q, k, v)) for name, attn in cands.items()}
             for name, run in runs.items():
@@ -128,6 +130,8 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
                     notes.append(f"flex_attention compile + first call at T={T}: {time.perf_counter() - t0:.0f} s")
                 trim_heap()
                 m = peak_memory(run, device)  # the memory run doubles as the warm-up
+                rss[name] = None if m is None else m / 2**20
+                m = peak_allocated(run, device)
                 mem[name] = None if m is None else m / 2**20
             fwd = interleaved(runs, repeat, warmup=0)
         for name in ("sdpa", "flex", "moba"):
@@ -143,6 +147,8 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
             row[f"{name} fwd+bwd ms"] = 1e3 * spread(bwd[name])["median"] if bwd else None
         for name in ("sdpa", "flex", "moba"):
             row[f"{name} peak MB"] = mem.get(name)
+        for name in ("sdpa", "moba"):
+            row[f"{name} RSS MB"] = rss.get(name)
         sp = ratio_spread(fwd["sdpa"], fwd["moba"])
         row["moba speed-up"], row["moba speed-up min"], row["moba speed-up max"] = sp["median"], sp["min"], sp["max"]
         row["flex speed-up"] = ratio_spread(fwd["sdpa"], fwd["flex"])["median"] if "flex" in fwd else None
@@ -151,6 +157,7 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
         row["moba fwd+bwd speed-up min"] = spb["min"] if spb else None
         row["moba fwd+bwd speed-up max"] = spb["max"] if spb else None
         row["moba/sdpa memory"] = mem["moba"] / mem["sdpa"] if mem["moba"] and mem["sdpa"] else None
+        row["moba/sdpa RSS"] = rss["moba"] / rss["sdpa"] if rss["moba"] and rss["sdpa"] else None
         rows.append(row)
     last = rows[-1] if not any(r["T"] == 32768 for r in rows) else next(r for r in rows if r["T"] == 32768)
     by_T = {r["T"]: r for r in rows}
@@ -173,6 +180,8 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
         "fwd_bwd_measured_at_T": bwd_T,
         "memory_vs_sdpa_32k": last["moba/sdpa memory"],
         "memory_vs_sdpa_8k": at(8192, "moba/sdpa memory"),
+        "rss_vs_sdpa_32k": last["moba/sdpa RSS"],  # the OS's view (allocator caching included)
+        "rss_vs_sdpa_8k": at(8192, "moba/sdpa RSS"),
         "crossover_T_min": crossover("moba speed-up min"),  # from the slowest round: the cautious reading
         "measured_at_T": last["T"],
         "flex_speedup_vs_sdpa_32k": last["flex speed-up"],
@@ -186,7 +195,10 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
                  f"time, the ratio of the medians; min/max: the spread of the per-round ratios of the interleaved "
                  f"runs ('runs' per candidate). Targets (at the worst of three bench runs): forward >= 7x at 32K, "
                  f"> 1 from 4K, fwd+bwd >= 2x at 8K; memory <= 1.25x SDPA's at 32K, <= 2x at 8K. "
-                 f"Peak MB: resident-set growth during one forward.")
+                 f"Peak MB: the peak of live tensor bytes during one forward (CUDA's max_memory_allocated; on "
+                 f"the CPU the same from the profiler's allocation events) — the memory targets read this; RSS MB: "
+                 f"the process's resident-set growth in the same forward, which adds what glibc keeps resident "
+                 f"between frees and so varies with what ran before.")
     notes.append(_LIMIT_NOTE)
     notes.append(machine_note())
     return BenchResult(rows, summary, notes)

@@ -13,11 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kimi_mini.moba.naive import _BUCKET_ELEMS, compute_dtype, moba_select
+from kimi_mini.moba.naive import _select_from_means, block_means, compute_dtype
 
 # Upper bound on the elements of one chunk's score matrix in the torch path (fp32: 8 MB). Keeps the
 # working set far below the output size at long context, at a negligible cost in Python overhead.
 _CHUNK_ELEMS = 1 << 21
+# History buckets: elements one bucket of g pieces x m queries may touch (fp32: 2 MB), and the most
+# queries of one key block in one piece (larger counts are cut; 1024 rows keep the kernel at full rate).
+_BUCKET_ELEMS = 1 << 19
+_PIECE_ROWS = 1024
+# Elements of one [n, h, D] output of the current block's off-diagonal part (fp32: 1 MB).
+_PART_ELEMS = 1 << 18
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,15 +81,62 @@ def attend_part_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor,
     return dq, torch.bmm(ds.transpose(1, 2), q).mul_(scale), torch.bmm(p.transpose(1, 2), do)
 
 
+def _diag_forward(qb: Tensor, kb: Tensor, vb: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """The current-block part: causal attention inside each block, ``[N, B_s, D] -> o [N, B_s, D], lse [N, B_s]``.
+
+    A CPU kernel tiles keys by 512, so a causal 512-block costs as much as a full one. Halving the
+    block skips the masked quarter: the two causal ``B_s/2`` squares in one call, then the second half's
+    queries over the first half's keys (no mask), merged into the second half by lse — 3/4 of the FLOPs."""
+    N, bs, D = qb.shape
+    h = bs // 2
+    if bs % 2 or h < 8:
+        return attend_part(qb, kb, vb, True, scale)
+    o, lse = attend_part(qb.reshape(2 * N, h, D), kb.reshape(2 * N, h, D), vb.reshape(2 * N, h, D), True, scale)
+    o, lse = o.reshape(N, bs, D), lse.reshape(N, bs)
+    step = max(1, _PART_ELEMS // (h * D))  # blocks per call: the part's temporaries stay ~1 MB
+    for s in range(0, N, step):
+        sl = slice(s, s + step)
+        o_p, lse_p = attend_part(qb[sl, h:], kb[sl, :h], vb[sl, :h], False, scale)  # [n, h, D], [n, h]
+        o2, lse2 = o[sl, h:], lse[sl, h:]
+        lse_new = torch.logaddexp(lse2, lse_p)
+        o2.lerp_(o_p, torch.exp(lse_p - lse_new)[..., None])
+        lse2.copy_(lse_new)
+    return o, lse
+
+
+def _diag_backward(dob: Tensor, qb: Tensor, kb: Tensor, vb: Tensor, ob: Tensor, lse_b: Tensor,
+                   scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`_diag_forward`'s part given the final ``o``, ``lse`` (the same split)."""
+    N, bs, D = qb.shape
+    h = bs // 2
+    if bs % 2 or h < 8:
+        return attend_part_backward(dob, qb, kb, vb, ob, lse_b, True, scale)
+    flat = lambda x: x.reshape(2 * N, h, D)  # noqa: E731
+    dq, dk, dv = (t.reshape(N, bs, D) for t in attend_part_backward(
+        flat(dob), flat(qb), flat(kb), flat(vb), flat(ob), lse_b.reshape(2 * N, h), True, scale))
+    step = max(1, _PART_ELEMS // (h * D))
+    for s in range(0, N, step):
+        sl = slice(s, s + step)
+        dq_p, dk_p, dv_p = attend_part_backward(dob[sl, h:], qb[sl, h:], kb[sl, :h], vb[sl, :h], ob[sl, h:],
+                                                lse_b[sl, h:], False, scale)
+        dq[sl, h:] += dq_p
+        dk[sl, :h] += dk_p
+        dv[sl, :h] += dv_p
+    return dq, dk, dv
+
+
 def _history_buckets(hist: Tensor, T: int, n: int, bs: int, cost):
     """Group the queries by the history block they chose, one selection slot at a time.
 
-    Yields ``(rows [g, m], groups [g])``: ``g`` key blocks (``groups``: flat block id ``bh·n + i``) and,
-    for each, the flat query rows ``bh·n·B_s + t`` that chose it (``-1`` padding up to ``m``). Key
-    blocks are bucketed by how many queries chose them (similar counts together, at most 2x
-    padding) so each bucket is one dense batched attention with no per-tile copy of K and V. Within
-    one slot each query appears once, so the merges of a bucket never collide. ``cost(g, m)``: the
-    elements a bucket of g key blocks × m queries touches; buckets stay under ``_BUCKET_ELEMS``.
+    Yields ``(rows [g, m], groups [g], full, kv)``: ``g`` pieces, each some queries of one key block
+    (``groups``: flat block id ``bh·n + i``) as flat query rows ``bh·n·B_s + t``, ``-1`` padding up to
+    ``m``; ``full`` when no row is padding; ``kv``: ``(block, same)`` when the bucket's K, V need no
+    gather (one piece, or all pieces of one block: see :func:`_kv_blocks`), else None. A key block chosen by more than ``_PIECE_ROWS`` queries is
+    cut into near-equal pieces (bounded temporaries; equal pieces share a batch without padding).
+    Pieces are bucketed by size (similar sizes together, at most 2x padding) so each bucket is one
+    dense batched attention with no per-tile copy of K and V. Within one slot each query appears
+    once, so the merges of a bucket never collide. ``cost(g, m)``: the elements a bucket of g pieces ×
+    m queries touches; buckets stay under ``_BUCKET_ELEMS``.
     """
     if hist.shape[-1] == 0:  # top_k = 1 or a single block: no history
         return
@@ -101,31 +154,58 @@ def _history_buckets(hist: Tensor, T: int, n: int, bs: int, cost):
             group = torch.div(rows, Tp, rounding_mode="floor") * n + flat[rows]
             group, order = torch.sort(group, stable=True)
             rows = rows[order] + h0 * Tp  # grouped by key block; global row ids
-            counts = torch.bincount(group, minlength=G)
-            start = torch.cumsum(counts, 0) - counts
-            by_size = torch.argsort(counts, descending=True)
-            sizes = counts[by_size].tolist()
+            counts = torch.bincount(group, minlength=G)  # [G] queries per key block
+            del flat, group, order
+            # pieces: key block b with c queries -> ceil(c / _PIECE_ROWS) pieces of near-equal size
+            n_pieces = torch.div(counts + _PIECE_ROWS - 1, _PIECE_ROWS, rounding_mode="floor")
+            p_group = torch.repeat_interleave(torch.arange(G, device=rows.device), n_pieces)  # [Q]
+            p_first = torch.cumsum(n_pieces, 0) - n_pieces  # first piece of each key block
+            j = torch.arange(p_group.numel(), device=rows.device) - p_first[p_group]  # piece index in block
+            c, npb = counts[p_group], n_pieces[p_group]
+            lo = torch.div(j * c, npb, rounding_mode="floor")
+            p_size = torch.div((j + 1) * c, npb, rounding_mode="floor") - lo  # sizes differ by at most 1
+            p_start = (torch.cumsum(counts, 0) - counts)[p_group] + lo  # offset into rows
+            by_size = torch.argsort(p_size, descending=True, stable=True)
+            sizes = p_size[by_size].tolist()
+            starts = p_start[by_size].tolist()
+            groups = (p_group[by_size] + h0 * n).tolist()
             i = 0
-            while i < len(sizes) and sizes[i] > 0:
+            while i < len(sizes):
                 m, j = sizes[i], i + 1
-                # grow the bucket while the next key block has a similar count and the bucket stays small
-                while (j < len(sizes) and sizes[j] > 0 and 2 * sizes[j] >= m
-                       and cost(j - i + 1, m) <= _BUCKET_ELEMS):
+                # grow the bucket while the next piece has a similar size and the bucket stays small
+                while j < len(sizes) and 2 * sizes[j] >= m and cost(j - i + 1, m) <= _BUCKET_ELEMS:
                     j += 1
-                gs = by_size[i:j]
-                offs = torch.arange(m, device=rows.device)
-                ok = offs[None, :] < counts[gs][:, None]  # [g, m]
-                idx = torch.where(ok, start[gs][:, None] + offs[None, :], 0)
-                yield torch.where(ok, rows[idx], -1), gs + h0 * n
+                gl = groups[i:j]
+                tg = torch.tensor(gl, device=rows.device)
+                if j - i == 1:  # one piece: its rows are a slice of the sorted rows
+                    yield rows[starts[i] : starts[i] + m].view(1, m), tg, True, (gl[0], False)
+                else:
+                    ps = by_size[i:j]
+                    offs = torch.arange(m, device=rows.device)
+                    ok = offs[None, :] < p_size[ps][:, None]  # [g, m]
+                    idx = torch.where(ok, p_start[ps][:, None] + offs[None, :], 0)
+                    full = sizes[j - 1] == m
+                    tr = rows[idx] if full else torch.where(ok, rows[idx], -1)
+                    same = gl.count(gl[0]) == len(gl)  # pieces of one key block: no gather
+                    yield tr, tg, full, ((gl[0], True) if same else None)
                 i = j
 
 
+def _kv_blocks(xb: Tensor, groups: Tensor, kv) -> Tensor:
+    """The key (or value) blocks of a bucket, ``[g, B_s, D]``: a view where :func:`_history_buckets` said
+    so (one block, or one block repeated by a stride-0 expand), else one gather."""
+    if kv is None:
+        return xb.index_select(0, groups)
+    block, same = kv
+    return xb[block : block + 1].expand(groups.numel(), -1, -1) if same else xb[block : block + 1]
+
+
 def _bucket_cost(qb: Tensor):
-    """Elements touched by a history bucket of g key blocks × m queries: the gathered K and V blocks,
-    a handful of [g, m, D] gathers and outputs, and — on the explicit path — two [g, m, B_s] scores."""
+    """Elements touched by a history bucket of g pieces × m queries: the gathered K and V blocks, a
+    handful of [g, m, D] gathers and outputs, and — on the explicit path — two [g, m, B_s] scores."""
     _, bs, D = qb.shape
     scores = 0 if _use_fused(qb) else 2 * bs
-    return lambda g, m: g * (2 * bs * D + m * (6 * D + scores))
+    return lambda g, m: g * (2 * bs * D + m * (4 * D + scores))
 
 
 def _moba_torch_forward(q, k, v, hist, block_size, buckets=None):
@@ -137,27 +217,29 @@ def _moba_torch_forward(q, k, v, hist, block_size, buckets=None):
     qb, kb, vb = (_padded_blocks(x, n, bs) for x in (q, k, v))  # [G, bs, D], G = B·H·n
     G = qb.shape[0]
     # Part 1: the current block — block-diagonal causal attention.
-    if _use_fused(qb):  # one fused call: its output becomes o, and no score matrix is ever stored
-        o, lse = attend_part(qb, kb, vb, True, scale)
+    if _use_fused(qb):  # fused calls: their output becomes o, and no score matrix is ever stored
+        o, lse = _diag_forward(qb, kb, vb, scale)
         o, lse = o.contiguous(), lse.contiguous()
     else:
         o, lse = qb.new_empty(G, bs, D), qb.new_empty(G, bs)
         step = max(1, _CHUNK_ELEMS // (bs * bs))
         for s in range(0, G, step):
             sl = slice(s, s + step)
-            o[sl], lse[sl] = attend_part(qb[sl], kb[sl], vb[sl], True, scale)
+            o[sl], lse[sl] = _diag_forward(qb[sl], kb[sl], vb[sl], scale)
     o, lse, qf = o.view(-1, D), lse.view(-1), qb.reshape(-1, D)
     # Parts 2..k: per selection slot, the queries gathered by chosen key block, merged by lse.
     if buckets is None:
         buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
-    for tr, tg in buckets:
+    for tr, tg, full, kv in buckets:
         g, m = tr.shape
         tr = tr.reshape(-1)
-        o_p, lse_p = attend_part(qf.index_select(0, tr.clamp(min=0)).view(g, m, D), kb.index_select(0, tg),
-                                 vb.index_select(0, tg), False, scale)  # [g, m, D], [g, m]
-        keep = torch.nonzero(tr >= 0).squeeze(1)
-        r = tr.index_select(0, keep)  # each query at most once per slot: no write collisions
-        _merge_rows_(o, lse, r, o_p.view(-1, D).index_select(0, keep), lse_p.view(-1).index_select(0, keep))
+        o_p, lse_p = attend_part(qf.index_select(0, tr if full else tr.clamp(min=0)).view(g, m, D),
+                                 _kv_blocks(kb, tg, kv), _kv_blocks(vb, tg, kv), False, scale)  # [g, m, D], [g, m]
+        o_p, lse_p = o_p.reshape(-1, D), lse_p.reshape(-1)
+        if not full:  # drop the padding rows
+            keep = torch.nonzero(tr >= 0).squeeze(1)
+            tr, o_p, lse_p = tr.index_select(0, keep), o_p.index_select(0, keep), lse_p.index_select(0, keep)
+        _merge_rows_(o, lse, tr, o_p, lse_p)  # each query at most once per slot: no write collisions
     return o, lse
 
 
@@ -168,7 +250,7 @@ def _merge_rows_(o: Tensor, lse: Tensor, r: Tensor, o_p: Tensor, lse_p: Tensor) 
     lse_r = lse.index_select(0, r)
     lse_new = torch.logaddexp(lse_r, lse_p)
     w = torch.exp(lse_p - lse_new)  # [P]; as merge_attention's weights, so the same rounding
-    o.index_copy_(0, r, torch.lerp(o.index_select(0, r), o_p, w[:, None]))
+    o.index_copy_(0, r, o.index_select(0, r).lerp_(o_p, w[:, None]))
     lse.index_copy_(0, r, lse_new)
 
 
@@ -185,39 +267,51 @@ def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size, buckets=None):
     G = qb.shape[0]
     ob, lse_b = o.view(G, bs, D), lse.view(G, bs)
     if _use_fused(qb):
-        dq, dk, dv = (t.contiguous() for t in attend_part_backward(dob, qb, kb, vb, ob, lse_b, True, scale))
+        dq, dk, dv = (t.contiguous() for t in _diag_backward(dob, qb, kb, vb, ob, lse_b, scale))
     else:
         dq, dk, dv = (qb.new_empty(G, bs, D) for _ in range(3))
         step = max(1, _CHUNK_ELEMS // (bs * bs))
         for s in range(0, G, step):
             sl = slice(s, s + step)
-            dq[sl], dk[sl], dv[sl] = attend_part_backward(dob[sl], qb[sl], kb[sl], vb[sl], ob[sl], lse_b[sl],
-                                                          True, scale)
+            dq[sl], dk[sl], dv[sl] = _diag_backward(dob[sl], qb[sl], kb[sl], vb[sl], ob[sl], lse_b[sl], scale)
     qf, dof, dqf, of = qb.reshape(-1, D), dob.reshape(-1, D), dq.view(-1, D), o.view(-1, D)
     if buckets is None:
         buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
-    for tr, tg in buckets:
+    for tr, tg, full, kv in buckets:
         g, m = tr.shape
         tr = tr.reshape(-1)
-        valid = tr >= 0
-        rc = tr.clamp(min=0)
-        do_t = _rows(dof, rc, g, m).mul_(valid.view(g, m, 1))  # padding rows: zero upstream gradient
-        dq_t, dk_t, dv_t = attend_part_backward(do_t, _rows(qf, rc, g, m), kb.index_select(0, tg),
-                                                vb.index_select(0, tg), _rows(of, rc, g, m), _rows(lse, rc, g, m),
+        rc = tr if full else tr.clamp(min=0)
+        do_t = _rows(dof, rc, g, m)
+        if not full:
+            do_t.mul_((tr >= 0).view(g, m, 1))  # padding rows: zero upstream gradient
+        dq_t, dk_t, dv_t = attend_part_backward(do_t, _rows(qf, rc, g, m), _kv_blocks(kb, tg, kv),
+                                                _kv_blocks(vb, tg, kv), _rows(of, rc, g, m), _rows(lse, rc, g, m),
                                                 False, scale)
-        keep = torch.nonzero(valid).squeeze(1)
-        dqf.index_add_(0, tr.index_select(0, keep), dq_t.reshape(-1, D).index_select(0, keep))
+        dq_t = dq_t.reshape(-1, D)
+        if not full:
+            keep = torch.nonzero(tr >= 0).squeeze(1)
+            tr, dq_t = tr.index_select(0, keep), dq_t.index_select(0, keep)
+        dqf.index_add_(0, tr, dq_t)
         dk.index_add_(0, tg, dk_t)
         dv.index_add_(0, tg, dv_t)
     unpad = lambda x: x.view(B, H, n * bs, D)[:, :, :T]
     return unpad(dq), unpad(dk), unpad(dv)
 
 
+def _history(q: Tensor, k: Tensor, block_size: int, top_k: int) -> Tensor:
+    """:func:`~kimi_mini.moba.naive.moba_select` stored compactly (int16 while the block ids fit: it lives
+    through the whole forward, and in training until the backward)."""
+    n = -(-q.shape[2] // block_size)
+    means = block_means(k, block_size, n - 1)
+    dtype = torch.int16 if n < 2**15 else torch.int32
+    return _select_from_means(q, means, 0, block_size, top_k, dtype=dtype)
+
+
 class MobaTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, block_size, top_k):
-        hist = moba_select(q, k, block_size, top_k)  # [B, H, T, S]
         B, H, T, D = q.shape
+        hist = _history(q, k, block_size, top_k)  # [B, H, T, S], int16 when the block ids fit
         buckets = None
         if any(ctx.needs_input_grad[:3]):
             # training: bucket once, reuse in the backward (index tensors only: ~16 B per query and slot)

@@ -89,7 +89,7 @@ def moba_decode_attention(q: Tensor, k: Tensor, v: Tensor, start_pos: int, block
     n_hist = (T - 1) // bs  # complete blocks that can be anyone's history
     if means is None or means.shape[2] < n_hist:
         means = block_means(k, bs, n_hist)
-    hist = _select_from_means(q, means[:, :, :n_hist], q_pos, bs, top_k)  # [B, H, Tq, S]
+    hist = _select_from_means(q, means[:, :, :n_hist], start_pos, bs, top_k)  # [B, H, Tq, S]
     # Key positions each query may see: its selected history blocks (whole) and its own block (causal).
     offs = torch.arange(bs, device=q.device)
     cur = torch.div(q_pos, bs, rounding_mode="floor")  # [Tq]
