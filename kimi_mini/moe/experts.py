@@ -38,16 +38,20 @@ def _experts_naive(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: 
     return out
 
 
-def _experts_sorted(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Tensor,
-                    w2: Tensor) -> Tensor:
-    """Vectorised: sort the N·k pairs by expert, one matmul chain per contiguous segment, scatter-add back."""
+def _sort_pairs(indices: Tensor, E: int) -> tuple[Tensor, Tensor, list[int]]:
+    """The N·k (token, slot) pairs grouped by expert: ``order [N·k]`` (pair ids ``token·k + slot``),
+    ``token [N·k]`` (the token of each sorted pair) and the E segment lengths."""
+    flat = indices.reshape(-1)
+    order = flat.to(torch.int32).argsort(stable=True)  # int32: a radix sort, ~30x faster than int64's
+    return order, order // indices.shape[1], torch.bincount(flat, minlength=E).tolist()
+
+
+def _experts_sorted_autograd(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Tensor,
+                             w2: Tensor) -> Tensor:
+    """The sorted-segment loop differentiated by autograd (used under autocast, where the matmuls follow
+    autocast's dtype rules): one matmul chain per expert segment, scatter-added back."""
     N, d = x.shape
-    k = indices.shape[1]
-    E = w1.shape[0]
-    flat = indices.reshape(-1)  # [N·k], pair p = token·k + slot
-    order = flat.to(torch.int32).argsort(stable=True)  # pair ids grouped by expert (int32: radix sort, ~30x)
-    token = order // k  # [N·k] token of each sorted pair
-    counts = torch.bincount(flat, minlength=E).tolist()
+    order, token, counts = _sort_pairs(indices, w1.shape[0])
     # index_select, not x[token]: its backward is index_add_, not the serial accumulating index_put_ (~4x)
     xs = x.index_select(0, token).split(counts)  # E segments [n_e, d]
     ws = weights.reshape(-1).index_select(0, order)[:, None].split(counts)  # E segments [n_e, 1]
@@ -55,7 +59,7 @@ def _experts_sorted(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3:
     # unbind (not w1[e]) so the backward stacks E slices once instead of E full-size zero tensors
     w1s, w3s, w2s = w1.unbind(0), w3.unbind(0), w2.unbind(0)
     out = None
-    for e in range(E):
+    for e in range(w1.shape[0]):
         if not counts[e]:
             continue
         # w·(h W₂) = (w·h) W₂: weighting the [n_e, h] hidden is cheaper than the [n_e, d] output
@@ -64,6 +68,107 @@ def _experts_sorted(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3:
             out = y.new_zeros(N, d)
         out.index_add_(0, tokens[e], y)  # straight into the output: no [N·k, d] cat
     return out
+
+
+class _SortedExperts(torch.autograd.Function):
+    """The sorted-segment loop with a hand-written backward, one expert at a time.
+
+    Forward, per expert e with token rows ``X_e = x[tok_e]`` and routing weights ``w_e``:
+    ``A = X_e W1[e]``, ``B = X_e W3[e]``, ``H = silu(A) ⊙ B``, ``y = (w_e ⊙ H) W2[e]`` scatter-added to
+    the tokens. Only ``A`` and ``B`` are kept ([N·k, h] each); the backward re-gathers ``X_e`` and
+    ``dY_e`` per expert (the rows stay in cache for their matmuls) and writes every weight gradient
+    straight into its ``[E, ·, ·]`` buffer — no per-expert autograd nodes, no stacking of E gradients,
+    no [N·k, d] copies of x or dy:
+
+        dW2[e] = (w_e ⊙ H)ᵀ dY_e        dH~ = dY_e W2[e]ᵀ          dw_e = rowsum(dH~ ⊙ H)
+        dB = w_e ⊙ dH~ ⊙ silu(A)        dA = w_e ⊙ dH~ ⊙ B ⊙ silu'(A),  silu'(a) = σ(a)(1 + a(1 − σ(a)))
+        dW1[e] = X_eᵀ dA                dW3[e] = X_eᵀ dB             dx[tok_e] += dA W1[e]ᵀ + dB W3[e]ᵀ
+    """
+
+    @staticmethod
+    def forward(ctx, x, weights, w1, w3, w2, indices):
+        N, d = x.shape
+        E, h = w1.shape[0], w1.shape[2]
+        order, token, counts = _sort_pairs(indices, E)
+        ws = weights.reshape(-1).index_select(0, order)[:, None]  # [N·k, 1] in sorted order
+        a, b = x.new_empty(order.numel(), h), x.new_empty(order.numel(), h)  # kept for the backward
+        out = x.new_zeros(N, d)
+        s = 0
+        for e, n_e in enumerate(counts):
+            if not n_e:
+                continue
+            seg = slice(s, s + n_e)
+            tok = token[seg]
+            xs = x.index_select(0, tok)  # [n_e, d]
+            torch.mm(xs, w1[e], out=a[seg])
+            torch.mm(xs, w3[e], out=b[seg])
+            hw = F.silu(a[seg]).mul_(b[seg]).mul_(ws[seg])  # w·(h W₂) = (w·h) W₂: weight the narrower hidden
+            out.index_add_(0, tok, hw @ w2[e])  # straight into the output: no [N·k, d] cat
+            s += n_e
+        ctx.save_for_backward(x, w1, w3, w2, a, b, order, ws)
+        ctx.counts = counts
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, w1, w3, w2, a, b, order, ws = ctx.saved_tensors
+        counts = ctx.counts
+        k = order.numel() // x.shape[0] if x.shape[0] else 1
+        token = order // k
+        dout = dout.contiguous()
+        need_x, need_w, need_1, need_3, need_2 = ctx.needs_input_grad[:5]
+        dx = torch.zeros_like(x) if need_x else None
+        # every used expert's slice is written whole by its matmul: only unused experts need zeros
+        dw1, dw3, dw2 = (torch.empty_like(w) if need else None for w, need in ((w1, need_1), (w3, need_3), (w2, need_2)))
+        unused = [e for e, n_e in enumerate(counts) if not n_e]
+        for dw in (dw1, dw3, dw2):
+            if dw is not None and unused:
+                dw[unused] = 0
+        dws = ws.new_empty(order.numel()) if need_w else None
+        s = 0
+        for e, n_e in enumerate(counts):
+            if not n_e:
+                continue
+            seg = slice(s, s + n_e)
+            s += n_e
+            tok = token[seg]
+            dy = dout.index_select(0, tok)  # [n_e, d]
+            ae, be, we = a[seg], b[seg], ws[seg]
+            sig = torch.sigmoid(ae)
+            act = ae * sig  # silu(A)
+            hid = act * be  # H
+            if need_2:
+                torch.mm((hid * we).t(), dy, out=dw2[e])
+            dh = dy @ w2[e].t()  # dH~ [n_e, h]
+            if need_w:
+                dws[seg] = (dh * hid).sum(-1)
+            dh.mul_(we)  # w·dH~
+            db = dh * act
+            # dA = w·dH~ ⊙ B ⊙ σ(A)(1 + A(1 − σ(A)))
+            da = dh.mul_(be).mul_(sig.mul_(ae.mul(sig.neg().add_(1)).add_(1)))
+            if need_1 or need_3 or need_x:
+                xs = x.index_select(0, tok) if (need_1 or need_3) else None
+                if need_1:
+                    torch.mm(xs.t(), da, out=dw1[e])
+                if need_3:
+                    torch.mm(xs.t(), db, out=dw3[e])
+                if need_x:
+                    dxs = da @ w1[e].t()
+                    dxs.addmm_(db, w3[e].t())
+                    dx.index_add_(0, tok, dxs)
+        dweights = None
+        if need_w:
+            dweights = torch.empty_like(dws).index_copy_(0, order, dws).view(-1, k)
+        return dx, dweights, dw1, dw3, dw2, None
+
+
+def _experts_sorted(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Tensor,
+                    w2: Tensor) -> Tensor:
+    """Vectorised: sort the N·k pairs by expert, one matmul chain per contiguous segment, scatter-add back
+    (:class:`_SortedExperts`; under autocast the same loop differentiated by autograd)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return _experts_sorted_autograd(x, indices, weights, w1, w3, w2)
+    return _SortedExperts.apply(x, weights, w1, w3, w2, indices)
 
 
 def moe_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Tensor, w2: Tensor,
