@@ -117,6 +117,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if name not in topics:
             raise UsageError(f"topic: unknown benchmark {name!r}; expected 'all' or one of {sorted(topics)}")
     out = {}
+    if not args.json:  # the machine beside the tables: ratios are only comparable on a named machine
+        m = machine_info()
+        print(f"machine: {m['cuda'] or m['cpu']} · {m['cpu_count']} cores · torch {m['torch']} · "
+              f"{m['torch_threads']} torch threads (OMP_NUM_THREADS={m['omp_num_threads']}) · "
+              f"triton {m['triton']} · python {m['python']} · load average "
+              f"{'?' if m['load_1min'] is None else round(m['load_1min'], 1)}")
     for name in names:
         result = topics[name].fn(quick=args.quick)
         out[name] = result

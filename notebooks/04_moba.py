@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from kimi_mini.bench import peak_memory, time_it, trim_heap
+from kimi_mini.bench import interleaved, machine_note, peak_allocated, peak_memory, ratio_spread, spread, trim_heap
 from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
 from kimi_mini.exercises import moba as moba_exercises
@@ -459,18 +459,23 @@ assert decode_err < 1e-4
 # %% [markdown]
 # ## 7 · Speed and memory on this machine
 # Causal SDPA (PyTorch's fused flash kernel) against `moba_attention` (`impl="auto"`: the PyTorch path on
-# a CPU, the Triton kernel on a GPU), block 512, top-3, one forward pass. `kimi-mini bench moba` runs
-# the full table up to 32K (and `flex_attention`).
+# a CPU, the Triton kernel on a GPU), block 512, top-3, one forward pass — the code path and protocol of
+# `kimi-mini bench moba` (which runs the full table up to 32K, forward+backward and `flex_attention`):
+# the two candidates are timed round-robin, so a change in the machine's load hits both, and the speed-up
+# comes with the spread of its per-round ratios. Memory is the peak of *live tensor bytes* during one
+# forward (what the algorithm holds; CUDA's `max_memory_allocated` on a GPU), next to the process's
+# resident-set growth (what the OS gave, which adds what the C allocator keeps between frees).
 #
-# **Target, set before measuring:** MoBA faster than causal SDPA from 8K on. This is *our* target, not a
-# number of the paper: at 8K with block 512 and top-3 MoBA computes at most 3·512/8192 ≈ 19 % of the causal
-# score pairs (about 37 % of full attention's causal half), so a crossover by 8K is what its FLOPs allow.
-# The paper's measured speed-ups are at long context: 6.5× prefill at 1M tokens, 16× at 10M; it gives no
-# speed figure at 8K. (The "no gain at ≤ 32K" often quoted comes from users of the released flash-attn-based
-# code — not a figure of the paper.)
+# **Target, set before measuring:** MoBA faster than causal SDPA from 4K on (the project's target for this
+# path). This is *our* target, not a number of the paper: at 4K with block 512 and top-3 a query attends at
+# most 3·512 of the keys, about 3/4 of what causal attention visits on average there, and the gap widens
+# with T (≈ 1/12 at 32K). The paper's measured speed-ups are at long context: 6.5× prefill at 1M tokens,
+# 16× at 10M; it gives no speed figure at 4K. (The "no gain at ≤ 32K" often quoted comes from users of the
+# released flash-attn-based code — not a figure of the paper.) A speed ratio is a property of a machine,
+# so the claim names the one that measured it.
 
 # %%
-SPEED = P.pick(toy=dict(Ts=(2048, 4096, 8192), H=4, repeat=2), gpu=dict(Ts=(8192, 16384, 32768, 65536), H=8, repeat=5))
+SPEED = P.pick(toy=dict(Ts=(2048, 4096, 8192), H=4, repeat=5), gpu=dict(Ts=(8192, 16384, 32768, 65536), H=8, repeat=5))
 dt = torch.float32 if nb.device.type == "cpu" else torch.bfloat16
 speed = []
 for T in SPEED["Ts"]:
@@ -480,20 +485,29 @@ for T in SPEED["Ts"]:
     with torch.no_grad():
         row = {"T": T}
         for name, fn in fns.items():
-            trim_heap()  # return freed pages to the OS, so the resident-set peak counts this call only
-            row[f"{name} MB"] = (peak_memory(fn, nb.device.type) or 0) / 2**20  # doubles as warm-up
-            row[f"{name} ms"] = 1e3 * time_it(fn, warmup=0, repeat=SPEED["repeat"])
+            trim_heap()  # return freed pages to the OS, so the resident-set growth counts this call only
+            row[f"{name} RSS MB"] = (peak_memory(fn, nb.device.type) or 0) / 2**20  # doubles as warm-up
+            row[f"{name} MB"] = (peak_allocated(fn, nb.device.type) or 0) / 2**20
+        times = interleaved(fns, SPEED["repeat"], warmup=0)  # round-robin: sdpa, moba, sdpa, moba, ...
+    for name in fns:
+        row[f"{name} ms"] = 1e3 * spread(times[name])["median"]
+    r = ratio_spread(times["sdpa"], times["moba"])
+    row["speed-up"], row["speed-up min"], row["speed-up max"] = r["median"], r["min"], r["max"]
     speed.append(row)
     print(f"T={T:>6}: SDPA {row['sdpa ms']:8.1f} ms {row['sdpa MB']:6.1f} MB | MoBA {row['moba ms']:8.1f} ms "
-          f"{row['moba MB']:6.1f} MB | speed-up {row['sdpa ms'] / row['moba ms']:.2f}x, memory "
-          f"{row['moba MB'] / max(row['sdpa MB'], 1e-9):.1f}x SDPA's")
+          f"{row['moba MB']:6.1f} MB | speed-up {row['speed-up']:.2f}x ({row['speed-up min']:.2f}-"
+          f"{row['speed-up max']:.2f}), memory {row['moba MB'] / max(row['sdpa MB'], 1e-9):.2f}x SDPA's "
+          f"(resident set: {row['moba RSS MB'] / max(row['sdpa RSS MB'], 1e-9):.1f}x)")
+MACHINE = machine_note()
+print(MACHINE)
 
 # %%
 Ts = [r["T"] for r in speed]
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
 for name in ("sdpa", "moba"):
     a.plot(Ts, [r[f"{name} ms"] for r in speed], "o-", label=name)
-    b.plot(Ts, [r[f"{name} MB"] for r in speed], "o-", label=name)
+    b.plot(Ts, [r[f"{name} MB"] for r in speed], "o-", label=f"{name} (live tensors)")
+    b.plot(Ts, [r[f"{name} RSS MB"] for r in speed], "x:", label=f"{name} (resident set)")
 a.set(xscale="log", yscale="log", xlabel="T", ylabel="forward ms", title=f"speed ({nb.device.type})")
 b.set(xscale="log", xlabel="T", ylabel="peak extra MB", title="memory")
 for ax in (a, b):
@@ -501,33 +515,35 @@ for ax in (a, b):
 fig.tight_layout()
 nb.savefig(fig, "speed")
 plt.show()
-faster = [r["T"] for r in speed if r["sdpa ms"] > r["moba ms"]]
-cross = faster[0] if faster and all(r["sdpa ms"] > r["moba ms"] for r in speed if r["T"] >= faster[0]) else None
+faster = [r["T"] for r in speed if r["speed-up"] > 1]
+cross = faster[0] if faster and all(r["speed-up"] > 1 for r in speed if r["T"] >= faster[0]) else None
 nb.record_claim(
     "MoBA beats full attention from moderate context lengths on",
-    paper_value="up to 6.5x faster prefill at 1M tokens, 16x at 10M (no figure at 8K); our target: the "
-                "crossover by 8K",
+    paper_value="up to 6.5x faster prefill at 1M tokens, 16x at 10M (no figure at 4K); our target: the "
+                "crossover by 4K",
     ours=(f"faster than causal SDPA from T = {cross} on ({nb.device.type}, block 512, top-3); speed-up "
-          f"{speed[-1]['sdpa ms'] / speed[-1]['moba ms']:.2f}x at T = {Ts[-1]}" if cross else
-          f"not faster than causal SDPA up to T = {Ts[-1]} ({speed[-1]['sdpa ms'] / speed[-1]['moba ms']:.2f}x)"),
-    holds=cross is not None and cross <= 8192,
-    explanation="target fixed before measuring (what MoBA's FLOP share allows); side by side in one process, "
-                "forward only. The 32K ratio and memory are in `kimi-mini bench moba`",
+          f"{speed[-1]['speed-up']:.2f}x (per-round {speed[-1]['speed-up min']:.2f}-{speed[-1]['speed-up max']:.2f})"
+          f" at T = {Ts[-1]}" if cross else
+          f"not faster than causal SDPA from 4K up to T = {Ts[-1]} ({speed[-1]['speed-up']:.2f}x at {Ts[-1]})")
+         + f"; {MACHINE}",
+    holds=cross is not None and cross <= 4096,
+    explanation="target fixed before measuring (the project's target for this path); side by side in one "
+                "process, round-robin, forward only; the median of the rounds decides. The 32K ratio, "
+                "forward+backward and memory targets are in `kimi-mini bench moba`",
     paper=PAPER,
 )
 
 # %% [markdown]
-# **Memory.** The right panel is not flattering: on a CPU the PyTorch path's peak is several times SDPA's
-# at 8K (the ratio is printed above; about 5× when this was written). SDPA's fused kernel keeps nothing but
-# its output and one row statistic per query. The PyTorch
-# MoBA path keeps the running output and log-sum-exp in **fp32** for every query, pads the sequence to
-# whole blocks, and — the main cost — *gathers*: for each history slot it copies the queries that chose a
-# block and that block's keys and values into bucket tensors before attending (the gathers of `qf`,
-# `kb`, `vb` in the source above). The paper's efficient version has the same structure (flash-attn varlen
-# calls on gathered blocks, with a partial output per selection slot to merge) and its users report the
-# same higher memory. A kernel that reads the chosen blocks in place and produces $o$ and the exact lse in
-# one pass — `kernels/moba.py` on a GPU, which masks unselected blocks instead of gathering — is what
-# brings memory back near flash attention's.
+# **Memory.** Two views in the right panel. The *live tensors* of the PyTorch path stay close to SDPA's:
+# besides the output it keeps one fp32 log-sum-exp per query, the chosen block ids (int16, two per query at
+# top-3) and, while it attends, one bucket of gathered queries, keys and values capped at about 2 MB
+# (a key block chosen by many queries is cut into pieces of at most 1024 of them, so no bucket grows with
+# T). The *resident set* is higher and varies from run to run: the path allocates and frees hundreds of
+# such small buckets, and glibc keeps freed pages resident for reuse, so the OS sees more than is ever
+# live at once. The paper's efficient version has the same gather-and-merge structure (flash-attn varlen
+# calls on gathered blocks, a partial output per selection slot merged by lse). A kernel that reads the
+# chosen blocks in place and produces $o$ and the exact lse in one pass — `kernels/moba.py` on a GPU,
+# which masks unselected blocks instead of gathering — needs no buckets at all.
 
 # %% [markdown]
 # ## Recap
@@ -547,8 +563,8 @@ nb.record_claim(
 #
 # **What changes at scale.** At 8K–1M tokens the model really uses distant blocks, so the gate's choice
 # matters and the trailing-token gap is the honest test (the paper's is small and shrinking). Speed comes
-# from the kernel: gathering blocks costs memory, as measured above; a GPU kernel that reads the chosen
-# blocks in place keeps memory near flash attention's. The paper's hybrids (full attention in the last
+# from the kernel: gathering blocks costs memory traffic and buckets, as measured above; a GPU kernel that
+# reads the chosen blocks in place needs neither. The paper's hybrids (full attention in the last
 # layers for SFT, the last tokens of training with full attention) rely on the switch you tested.
 #
 # **Where to go next.** [05 · agentic post-training](05_agentic.ipynb) moves from pre-training mechanics to

@@ -50,3 +50,9 @@ def test_peak_allocated_counts_live_tensors_not_their_sum():
     turn, once = peak_allocated(two_in_turn), peak_allocated(two_at_once)
     assert turn is not None and once is not None
     assert abs(turn - 40e6) < 1e6 and abs(once - 60e6) < 1e6
+
+
+def test_bench_tables_name_the_machine(capsys):
+    assert main(["bench", "qk_clip", "--quick"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("machine: ") and "torch threads" in first and "cores" in first
