@@ -181,3 +181,17 @@ def test_moe_autocast_path_equals_the_hand_written_backward():
         out = ex._experts_sorted(*[t.detach() for t in (x,)], idx, w, *ws)
     assert out.dtype == torch.bfloat16  # the autocast branch: matmuls in bf16, like a Linear
     assert_close(out.float(), hand[0], rtol=5e-2, atol=5e-2, what="bf16 autocast output")
+
+
+def test_moba_forward_profile_counts_the_pairs_of_the_dense_mask():
+    from kimi_mini.moba import moba_gate
+
+    q, k, v = (t.detach() for t in _moba_qkv(203, B=1, H=2))
+    prof = moba_efficient.moba_forward_profile(q, k, v, 16, 3)
+    T = 203
+    mask = moba_gate(q, k, 16, 3).repeat_interleave(16, dim=-1)[..., :T] & torch.ones(T, T, dtype=torch.bool).tril()
+    assert prof["pairs"] == int(mask.sum())
+    assert prof["causal_pairs"] == 2 * T * (T + 1) // 2
+    assert prof["pairs"] <= prof["computed_pairs"] <= prof["causal_pairs"]
+    assert {"gate", "current block", "history attention", "merges"} <= set(prof["ms"])
+    assert abs(prof["total_ms"] - sum(prof["ms"].values())) < 1e-6

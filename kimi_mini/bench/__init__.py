@@ -18,6 +18,7 @@ varies with what ran before).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -163,6 +164,23 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int | None:
         return None
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (the profiler's C++ start/stop lines) for the duration."""
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # pragma: no cover
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def peak_allocated(fn: Callable[[], object], device: str = "cpu") -> int | None:
     """Peak bytes of *live tensors* allocated during ``fn()`` above those alive before it — what the
     algorithm holds at its worst moment, independent of the C allocator's caching. On CUDA
@@ -176,7 +194,7 @@ def peak_allocated(fn: Callable[[], object], device: str = "cpu") -> int | None:
     try:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
         cpu = torch.autograd.DeviceType.CPU
         events = [e for e in prof.profiler.kineto_results.events()

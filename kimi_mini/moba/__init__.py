@@ -22,8 +22,11 @@ Three implementations, one signature (``moba_attention(..., impl=)``), layout ``
       lse = log Σ_parts exp(lse_part),      o = Σ_parts exp(lse_part − lse) · o_part,
 
   the history part *key-block-centric* as in the authors' varlen version: the queries that chose key
-  block i are gathered and attend to block i alone (key blocks with similar query counts are batched
-  into one dense call), so the work is O(T·k·B·D) and no T×T tensor ever exists. Each part is one call
+  block i are gathered and attend to block i alone (a block chosen by many queries is cut into pieces
+  of ≤ 1024 of them; pieces of similar size are batched into one dense call), so the work is
+  O(T·k·B·D) and no T×T tensor ever exists. The current block is computed as two causal half-blocks
+  plus the second half's queries over the first half's keys — 3/4 of a full block's score pairs, where
+  a CPU kernel tiling keys by 512 would compute the masked half of a 512-block anyway. Each part is one call
   of :func:`attend_part` — PyTorch's fused CPU flash kernel, which returns the lse, or three explicit
   lines elsewhere — and the output is merged in place, so the peak memory stays near the output's
   size. The backward pass is custom (flash-attention style): each part's probabilities are recomputed

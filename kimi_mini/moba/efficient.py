@@ -8,6 +8,7 @@ path can be checked against the reference to 1e-12)."""
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -131,10 +132,10 @@ def _history_buckets(hist: Tensor, T: int, n: int, bs: int, cost):
     Yields ``(rows [g, m], groups [g], full, kv)``: ``g`` pieces, each some queries of one key block
     (``groups``: flat block id ``bh·n + i``) as flat query rows ``bh·n·B_s + t``, ``-1`` padding up to
     ``m``; ``full`` when no row is padding; ``kv``: ``(block, same)`` when the bucket's K, V need no
-    gather (one piece, or all pieces of one block: see :func:`_kv_blocks`), else None. A key block chosen by more than ``_PIECE_ROWS`` queries is
-    cut into near-equal pieces (bounded temporaries; equal pieces share a batch without padding).
-    Pieces are bucketed by size (similar sizes together, at most 2x padding) so each bucket is one
-    dense batched attention with no per-tile copy of K and V. Within one slot each query appears
+    gather (one piece, or all pieces of one block: see :func:`_kv_blocks`), else None. A key block
+    chosen by more than ``_PIECE_ROWS`` queries is cut into near-equal pieces (bounded temporaries;
+    equal pieces share a batch without padding). Pieces are bucketed by size (similar sizes together,
+    at most 2x padding) so each bucket is one dense batched attention. Within one slot each query appears
     once, so the merges of a bucket never collide. ``cost(g, m)``: the elements a bucket of g pieces ×
     m queries touches; buckets stay under ``_BUCKET_ELEMS``.
     """
@@ -208,9 +209,29 @@ def _bucket_cost(qb: Tensor):
     return lambda g, m: g * (2 * bs * D + m * (4 * D + scores))
 
 
-def _moba_torch_forward(q, k, v, hist, block_size, buckets=None):
+class _Clock:
+    """Wall time per named section (``lap(name)`` charges the time since the last lap to ``name``)."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+class _NoClock:
+    def lap(self, name: str) -> None:
+        pass
+
+
+def _moba_torch_forward(q, k, v, hist, block_size, buckets=None, clock=None):
     """Returns ``o [B·H·n·B_s, D]`` and ``lse [B·H·n·B_s]``: fp32, in the padded flat row layout
-    ``(bh·n + i)·B_s + t``. ``buckets``: :func:`_history_buckets`' output when already listed."""
+    ``(bh·n + i)·B_s + t``. ``buckets``: :func:`_history_buckets`' output when already listed;
+    ``clock``: a :class:`_Clock` to charge each section's time to (see :func:`moba_forward_profile`)."""
+    clock = clock or _NoClock()
     B, H, T, D = q.shape
     bs, n = block_size, -(-T // block_size)
     scale = 1.0 / math.sqrt(D)
@@ -227,20 +248,62 @@ def _moba_torch_forward(q, k, v, hist, block_size, buckets=None):
             sl = slice(s, s + step)
             o[sl], lse[sl] = _diag_forward(qb[sl], kb[sl], vb[sl], scale)
     o, lse, qf = o.view(-1, D), lse.view(-1), qb.reshape(-1, D)
+    clock.lap("current block")
     # Parts 2..k: per selection slot, the queries gathered by chosen key block, merged by lse.
     if buckets is None:
         buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
     for tr, tg, full, kv in buckets:
+        clock.lap("bucketing")
         g, m = tr.shape
         tr = tr.reshape(-1)
-        o_p, lse_p = attend_part(qf.index_select(0, tr if full else tr.clamp(min=0)).view(g, m, D),
-                                 _kv_blocks(kb, tg, kv), _kv_blocks(vb, tg, kv), False, scale)  # [g, m, D], [g, m]
+        qx = qf.index_select(0, tr if full else tr.clamp(min=0)).view(g, m, D)
+        kx, vx = _kv_blocks(kb, tg, kv), _kv_blocks(vb, tg, kv)
+        clock.lap("gathers")
+        o_p, lse_p = attend_part(qx, kx, vx, False, scale)  # [g, m, D], [g, m]
+        del qx, kx, vx
+        clock.lap("history attention")
         o_p, lse_p = o_p.reshape(-1, D), lse_p.reshape(-1)
         if not full:  # drop the padding rows
             keep = torch.nonzero(tr >= 0).squeeze(1)
             tr, o_p, lse_p = tr.index_select(0, keep), o_p.index_select(0, keep), lse_p.index_select(0, keep)
         _merge_rows_(o, lse, tr, o_p, lse_p)  # each query at most once per slot: no write collisions
+        clock.lap("merges")
+    clock.lap("bucketing")
     return o, lse
+
+
+@torch.no_grad()
+def moba_forward_profile(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k: int) -> dict:
+    """Where one forward of the PyTorch path spends its time, and what its FLOPs allow.
+
+    Runs the forward once with a clock at each section and returns ``{"ms": {section: ms}, "total_ms",
+    "pairs": (query, key) pairs MoBA attends, "causal_pairs": those causal attention attends,
+    "computed_pairs": pairs the kernels compute (current block split as in :func:`_diag_forward`,
+    padding of buckets included)}``. Sections: gate (selection), current block, bucketing, gathers,
+    history attention, merges. ``causal_pairs / pairs`` is the FLOP limit of the speed-up over causal
+    attention."""
+    from kimi_mini.moba.naive import _check_block_args, _check_qk
+
+    _check_qk(q, k, v)
+    _check_block_args(block_size, top_k)
+    B, H, T, D = q.shape
+    bs, n = block_size, -(-T // block_size)
+    clock = _Clock()
+    hist = _history(q, k, bs, top_k)
+    clock.lap("gate")
+    qb = _padded_blocks(q[:, :, :1], 1, 1)  # what _bucket_cost reads (block size, D, device) — cheap
+    buckets = list(_history_buckets(hist, T, n, bs, _bucket_cost(qb.new_empty(1, bs, D))))
+    clock.lap("bucketing")
+    _moba_torch_forward(q, k, v, hist, bs, buckets, clock)
+    ms = {name: 1e3 * t for name, t in clock.times.items()}
+    t = torch.arange(T, device=q.device)
+    own = int(((t % bs) + 1).sum())  # causal keys of each query's own block
+    chosen = int((hist >= 0).sum())  # (query, history block) choices over all heads
+    half = bs // 2 if bs % 2 == 0 and bs // 2 >= 8 else 0
+    diag = B * H * n * (3 * half * half if half else bs * bs)  # the kernels compute masked tiles whole
+    return {"ms": ms, "total_ms": sum(ms.values()), "pairs": B * H * own + chosen * bs,
+            "causal_pairs": B * H * T * (T + 1) // 2,
+            "computed_pairs": diag + sum(tr.numel() for tr, *_ in buckets) * bs}
 
 
 def _merge_rows_(o: Tensor, lse: Tensor, r: Tensor, o_p: Tensor, lse_p: Tensor) -> None:

@@ -83,12 +83,12 @@ def _select_from_means(q: Tensor, means: Tensor, start_pos: int, block_size: int
                        dtype: torch.dtype = torch.long) -> Tensor:
     """History selection for the queries ``q [B, H, Tq, D]`` at absolute positions ``start_pos ..
     start_pos + Tq − 1`` given the mean keys of the complete blocks (``[B, H, n_hist, D]``). Returns
-    ``[B, H, Tq, min(k−1, n_hist)]`` (``dtype``, int64 by default), block ids in descending score, ``-1`` where a query has
-    fewer eligible blocks than slots.
+    ``[B, H, Tq, min(k−1, n_hist)]`` (``dtype``, int64 by default): block ids in descending score,
+    ``-1`` where a query has fewer eligible blocks than slots.
 
     Queries are taken in chunks of whole or partial blocks, and a chunk scores only the blocks its last
-    query may see (on average half of them in a prefill); a chunk spanning several blocks masks the
-    ineligible ones. Every temporary stays under ~1 MB."""
+    query may see (on average half of them in a prefill); a chunk spanning several small blocks masks
+    the ineligible ones. Every temporary stays under ~1 MB."""
     B, H, Tq, _ = q.shape
     n_hist = means.shape[2]
     kk = min(top_k - 1, n_hist)

@@ -119,7 +119,8 @@ class _SortedExperts(torch.autograd.Function):
         need_x, need_w, need_1, need_3, need_2 = ctx.needs_input_grad[:5]
         dx = torch.zeros_like(x) if need_x else None
         # every used expert's slice is written whole by its matmul: only unused experts need zeros
-        dw1, dw3, dw2 = (torch.empty_like(w) if need else None for w, need in ((w1, need_1), (w3, need_3), (w2, need_2)))
+        dw1, dw3, dw2 = (torch.empty_like(w) if need else None
+                         for w, need in ((w1, need_1), (w3, need_3), (w2, need_2)))
         unused = [e for e, n_e in enumerate(counts) if not n_e]
         for dw in (dw1, dw3, dw2):
             if dw is not None and unused:
