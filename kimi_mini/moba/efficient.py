@@ -20,7 +20,8 @@ from kimi_mini.moba.naive import _select_from_means, block_means, compute_dtype
 # working set far below the output size at long context, at a negligible cost in Python overhead.
 _CHUNK_ELEMS = 1 << 21
 # History buckets: elements one bucket of g pieces x m queries may touch (fp32: 2 MB), and the most
-# queries of one key block in one piece (larger counts are cut; 1024 rows keep the kernel at full rate).
+# queries of one key block in one piece (larger counts are cut; 1024 rows keep the kernel at full rate
+# and its two threads balanced, see _history_buckets).
 _BUCKET_ELEMS = 1 << 19
 _PIECE_ROWS = 1024
 # Elements of one [n, h, D] output of the current block's off-diagonal part (fp32: 1 MB).
@@ -127,78 +128,86 @@ def _diag_backward(dob: Tensor, qb: Tensor, kb: Tensor, vb: Tensor, ob: Tensor, 
 
 
 def _history_buckets(hist: Tensor, T: int, n: int, bs: int, cost):
-    """Group the queries by the history block they chose, one selection slot at a time.
+    """Group the queries by the history block they chose — all selection slots together.
 
-    Yields ``(rows [g, m], groups [g], full, kv)``: ``g`` pieces, each some queries of one key block
+    Yields ``(rows [g, m], groups [g], full, block)``: ``g`` pieces, each some queries of one key block
     (``groups``: flat block id ``bh·n + i``) as flat query rows ``bh·n·B_s + t``, ``-1`` padding up to
-    ``m``; ``full`` when no row is padding; ``kv``: ``(block, same)`` when the bucket's K, V need no
-    gather (one piece, or all pieces of one block: see :func:`_kv_blocks`), else None. A key block
-    chosen by more than ``_PIECE_ROWS`` queries is cut into near-equal pieces (bounded temporaries;
-    equal pieces share a batch without padding). Pieces are bucketed by size (similar sizes together,
-    at most 2x padding) so each bucket is one dense batched attention. Within one slot each query appears
-    once, so the merges of a bucket never collide. ``cost(g, m)``: the elements a bucket of g pieces ×
-    m queries touches; buckets stay under ``_BUCKET_ELEMS``.
+    ``m``; ``full`` when no row is padding; ``block``: the block id when ``g = 1`` (K and V are then a
+    view, see :func:`_kv_blocks`), else None.
+
+    A key block's queries come from every slot (a query picks a block at most once, so they are
+    distinct), which doubles the rows per attention call at top-3. A block chosen by more than
+    ``_PIECE_ROWS`` queries is cut into near-equal pieces (bounded temporaries). Pieces of similar size
+    (at most 2x padding) from *different heads* share a bucket — one dense batched attention — so no
+    query appears twice in a bucket and its lse merges never collide (two pieces of one head could
+    hold the same query, through its two chosen blocks). ``cost(g, m)``: the elements a bucket of g
+    pieces × m queries touches; buckets stay under ``_BUCKET_ELEMS``.
     """
-    if hist.shape[-1] == 0:  # top_k = 1 or a single block: no history
+    S = hist.shape[-1]
+    if S == 0:  # top_k = 1 or a single block: no history
         return
     Tp = n * bs
     if Tp != T:
         hist = F.pad(hist, (0, 0, 0, Tp - T), value=-1)
-    hist = hist.reshape(-1, Tp, hist.shape[-1])  # [BH, Tp, S]
-    heads = max(1, _BUCKET_ELEMS // 32 // Tp)  # sort a few heads at a time: the index arrays stay small
+    hist = hist.reshape(-1, Tp, S)  # [BH, Tp, S]
+    heads = max(1, _BUCKET_ELEMS // 32 // (Tp * S))  # a few heads at a time: the index arrays stay small
     for h0 in range(0, hist.shape[0], heads):
-        sub = hist[h0 : h0 + heads]
-        G = sub.shape[0] * n
-        for slot in range(sub.shape[-1]):
-            flat = sub[..., slot].reshape(-1)
-            rows = torch.nonzero(flat >= 0).squeeze(1)  # [P] query rows with a choice in this slot
-            group = torch.div(rows, Tp, rounding_mode="floor") * n + flat[rows]
-            group, order = torch.sort(group, stable=True)
-            rows = rows[order] + h0 * Tp  # grouped by key block; global row ids
-            counts = torch.bincount(group, minlength=G)  # [G] queries per key block
-            del flat, group, order
-            # pieces: key block b with c queries -> ceil(c / _PIECE_ROWS) pieces of near-equal size
-            n_pieces = torch.div(counts + _PIECE_ROWS - 1, _PIECE_ROWS, rounding_mode="floor")
-            p_group = torch.repeat_interleave(torch.arange(G, device=rows.device), n_pieces)  # [Q]
-            p_first = torch.cumsum(n_pieces, 0) - n_pieces  # first piece of each key block
-            j = torch.arange(p_group.numel(), device=rows.device) - p_first[p_group]  # piece index in block
-            c, npb = counts[p_group], n_pieces[p_group]
-            lo = torch.div(j * c, npb, rounding_mode="floor")
-            p_size = torch.div((j + 1) * c, npb, rounding_mode="floor") - lo  # sizes differ by at most 1
-            p_start = (torch.cumsum(counts, 0) - counts)[p_group] + lo  # offset into rows
-            by_size = torch.argsort(p_size, descending=True, stable=True)
-            sizes = p_size[by_size].tolist()
-            starts = p_start[by_size].tolist()
-            groups = (p_group[by_size] + h0 * n).tolist()
-            i = 0
-            while i < len(sizes):
-                m, j = sizes[i], i + 1
-                # grow the bucket while the next piece has a similar size and the bucket stays small
-                while j < len(sizes) and 2 * sizes[j] >= m and cost(j - i + 1, m) <= _BUCKET_ELEMS:
-                    j += 1
-                gl = groups[i:j]
-                tg = torch.tensor(gl, device=rows.device)
-                if j - i == 1:  # one piece: its rows are a slice of the sorted rows
-                    yield rows[starts[i] : starts[i] + m].view(1, m), tg, True, (gl[0], False)
-                else:
-                    ps = by_size[i:j]
-                    offs = torch.arange(m, device=rows.device)
-                    ok = offs[None, :] < p_size[ps][:, None]  # [g, m]
-                    idx = torch.where(ok, p_start[ps][:, None] + offs[None, :], 0)
-                    full = sizes[j - 1] == m
-                    tr = rows[idx] if full else torch.where(ok, rows[idx], -1)
-                    same = gl.count(gl[0]) == len(gl)  # pieces of one key block: no gather
-                    yield tr, tg, full, ((gl[0], True) if same else None)
-                i = j
+        flat = hist[h0 : h0 + heads].reshape(-1)  # entry (h·Tp + t)·S + slot
+        G = (flat.numel() // (Tp * S)) * n
+        ent = torch.nonzero(flat >= 0).squeeze(1)  # [P] (query, slot) entries with a choice
+        rows = torch.div(ent, S, rounding_mode="floor")  # local query row h·Tp + t
+        group = torch.div(rows, Tp, rounding_mode="floor") * n + flat[ent]  # local key block h·n + i
+        group, order = torch.sort(group, stable=True)
+        rows = rows[order] + h0 * Tp  # grouped by key block; global row ids
+        counts = torch.bincount(group, minlength=G)  # [G] queries per key block
+        del flat, ent, group, order
+        # pieces: key block b with c queries -> c // P pieces of P rows, then the rest r in one piece, or
+        # in two halves when r >= 3P/4. Why: the CPU kernel splits a call's queries into work items of
+        # 256 rows (from 768 rows on; 64 below) and hands each thread an equal *count* of items, so a
+        # call of 1040 rows (256+256+256+256+16) runs 768 rows on one thread and 272 on the other.
+        P = _PIECE_ROWS
+        n_full, rest = torch.div(counts, P, rounding_mode="floor"), counts % P
+        n_pieces = n_full + (rest > 0).long() + (4 * rest >= 3 * P).long()
+        p_group = torch.repeat_interleave(torch.arange(G, device=rows.device), n_pieces)  # [Q]
+        p_first = torch.cumsum(n_pieces, 0) - n_pieces  # first piece of each key block
+        j = torch.arange(p_group.numel(), device=rows.device) - p_first[p_group]  # piece index in block
+        nf, r, two = n_full[p_group], rest[p_group], (4 * rest >= 3 * P)[p_group]
+        half = torch.div(r + 1, 2, rounding_mode="floor")
+        first_rest = torch.where(two, half, r)  # size of the first rest piece
+        p_size = torch.where(j < nf, P, torch.where(j == nf, first_rest, r - half))
+        lo = torch.where(j <= nf, j * P, nf * P + half)
+        p_start = (torch.cumsum(counts, 0) - counts)[p_group] + lo  # offset into rows
+        by_size = torch.argsort(p_size, descending=True, stable=True)
+        sizes = p_size[by_size].tolist()
+        starts = p_start[by_size].tolist()
+        groups_t = p_group[by_size] + h0 * n
+        groups = groups_t.tolist()
+        i = 0
+        while i < len(sizes):
+            m, j = sizes[i], i + 1
+            used = {groups[i] // n}
+            # grow the bucket while the next piece has a similar size, comes from another head and the
+            # bucket stays small
+            while (j < len(sizes) and 2 * sizes[j] >= m and groups[j] // n not in used
+                   and cost(j - i + 1, m) <= _BUCKET_ELEMS):
+                used.add(groups[j] // n)
+                j += 1
+            if j - i == 1:  # one piece: its rows are a slice of the sorted rows, K and V a view
+                yield rows[starts[i] : starts[i] + m].view(1, m), groups_t[i : i + 1], True, groups[i]
+            else:
+                ps = by_size[i:j]
+                offs = torch.arange(m, device=rows.device)
+                ok = offs[None, :] < p_size[ps][:, None]  # [g, m]
+                idx = torch.where(ok, p_start[ps][:, None] + offs[None, :], 0)
+                full = sizes[j - 1] == m
+                yield (rows[idx] if full else torch.where(ok, rows[idx], -1)), groups_t[i:j], full, None
+            i = j
 
 
-def _kv_blocks(xb: Tensor, groups: Tensor, kv) -> Tensor:
-    """The key (or value) blocks of a bucket, ``[g, B_s, D]``: a view where :func:`_history_buckets` said
-    so (one block, or one block repeated by a stride-0 expand), else one gather."""
-    if kv is None:
-        return xb.index_select(0, groups)
-    block, same = kv
-    return xb[block : block + 1].expand(groups.numel(), -1, -1) if same else xb[block : block + 1]
+def _kv_blocks(xb: Tensor, groups: Tensor, block) -> Tensor:
+    """The key (or value) blocks of a bucket, ``[g, B_s, D]``: a view of one block where
+    :func:`_history_buckets` gave its id, else one gather."""
+    return xb.index_select(0, groups) if block is None else xb[block : block + 1]
 
 
 def _bucket_cost(qb: Tensor):
