@@ -116,7 +116,7 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
     rows, notes = [], []
     for T in Ts:
         q, k, v, do = (torch.randn(1, H, T, D, device=device, dtype=dtype, generator=g) for _ in range(4))
-        repeat = (2 if quick else 7) if T <= 8192 else 5
+        repeat = (2 if quick else 7) if T <= 8192 else (5 if T < 32768 else 7)
         row = {"T": T, "sparsity": moba_sparsity(T, bs, top_k), "runs": repeat}
         cands = {"sdpa": sdpa, "moba": moba}
         if flex_fn is not None and (quick or T in flex_Ts):
