@@ -87,15 +87,16 @@ def _moba_qkv(T, bs_seed=0, B=2, H=2, D=8):
     return [torch.randn(B, H, T, D, generator=g).requires_grad_() for _ in range(3)]
 
 
-@pytest.mark.parametrize("piece_rows,bucket_elems", [(3, 1 << 19), (5, 1), (1024, 1 << 19)],
-                         ids=["tiny-pieces", "one-piece-per-call", "defaults"])
-def test_moba_pieces_and_buckets_equal_naive(monkeypatch, piece_rows, bucket_elems):
-    # Key blocks cut into pieces (of near-equal size, some buckets padded, some K/V views) must give
-    # the reference's outputs and gradients.
+@pytest.mark.parametrize("piece_rows,bucket_elems,split_rows", [(3, 1 << 19, 64), (5, 1, 1), (1024, 1 << 19, 64)],
+                         ids=["tiny-pieces", "one-piece-per-call-split-in-backward", "defaults"])
+def test_moba_pieces_and_buckets_equal_naive(monkeypatch, piece_rows, bucket_elems, split_rows):
+    # Key blocks cut into pieces (a rest cut in two, some buckets padded, some K/V views; lone pieces
+    # split in two for the backward, odd ones padded) must give the reference's outputs and gradients.
     from kimi_mini.moba import moba_attention
 
     monkeypatch.setattr(moba_efficient, "_PIECE_ROWS", piece_rows)
     monkeypatch.setattr(moba_efficient, "_BUCKET_ELEMS", bucket_elems)
+    monkeypatch.setattr(moba_efficient, "_SPLIT_ROWS", split_rows)
     q, k, v = _moba_qkv(203)
     do = torch.randn_like(q)
     runs = {}

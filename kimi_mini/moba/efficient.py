@@ -24,6 +24,8 @@ _CHUNK_ELEMS = 1 << 21
 # and its two threads balanced, see _history_buckets).
 _BUCKET_ELEMS = 1 << 19
 _PIECE_ROWS = 1024
+# A lone piece of at least this many rows is split in two for the backward kernel (see the backward).
+_SPLIT_ROWS = 64
 # Elements of one [n, h, D] output of the current block's off-diagonal part (fp32: 1 MB).
 _PART_ELEMS = 1 << 18
 
@@ -349,23 +351,38 @@ def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size, buckets=None):
     qf, dof, dqf, of = qb.reshape(-1, D), dob.reshape(-1, D), dq.view(-1, D), o.view(-1, D)
     if buckets is None:
         buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
-    for tr, tg, full, kv in buckets:
+    for tr, tg, full, block in buckets:
         g, m = tr.shape
+        split = g == 1 and m >= _SPLIT_ROWS
+        if split:
+            # The CPU backward kernel shares work among threads by batch entry only: a lone piece would
+            # run on one thread. Its rows become two batch entries over the same block (a stride-0 view
+            # of K and V) whose dK, dV are summed — a padding row evens an odd count.
+            half = -(-m // 2)
+            if 2 * half != m:
+                tr, full = F.pad(tr, (0, 1), value=-1), False
+            g, m = 2, half
+            kx, vx = kb[block : block + 1].expand(2, -1, -1), vb[block : block + 1].expand(2, -1, -1)
+        else:
+            kx, vx = _kv_blocks(kb, tg, block), _kv_blocks(vb, tg, block)
         tr = tr.reshape(-1)
         rc = tr if full else tr.clamp(min=0)
         do_t = _rows(dof, rc, g, m)
         if not full:
             do_t.mul_((tr >= 0).view(g, m, 1))  # padding rows: zero upstream gradient
-        dq_t, dk_t, dv_t = attend_part_backward(do_t, _rows(qf, rc, g, m), _kv_blocks(kb, tg, kv),
-                                                _kv_blocks(vb, tg, kv), _rows(of, rc, g, m), _rows(lse, rc, g, m),
-                                                False, scale)
+        dq_t, dk_t, dv_t = attend_part_backward(do_t, _rows(qf, rc, g, m), kx, vx, _rows(of, rc, g, m),
+                                                _rows(lse, rc, g, m), False, scale)
         dq_t = dq_t.reshape(-1, D)
         if not full:
             keep = torch.nonzero(tr >= 0).squeeze(1)
             tr, dq_t = tr.index_select(0, keep), dq_t.index_select(0, keep)
         dqf.index_add_(0, tr, dq_t)
-        dk.index_add_(0, tg, dk_t)
-        dv.index_add_(0, tg, dv_t)
+        if split:
+            dk[block] += dk_t.sum(0)
+            dv[block] += dv_t.sum(0)
+        else:
+            dk.index_add_(0, tg, dk_t)
+            dv.index_add_(0, tg, dv_t)
     unpad = lambda x: x.view(B, H, n * bs, D)[:, :, :T]
     return unpad(dq), unpad(dk), unpad(dv)
 
