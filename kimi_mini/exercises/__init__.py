@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Exercise", "EXERCISES", "register_exercise", "check", "load_all"]
+__all__ = ["Exercise", "EXERCISES", "register_exercise", "register_prediction", "check", "load_all"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,29 @@ def register_exercise(name: str, *, solution: Callable, wrong: Callable,
         raise ValueError(f"name: exercise {name!r} is already registered")
     EXERCISES[name] = Exercise(name, checker, solution, wrong, description)
     return EXERCISES[name]
+
+
+def register_prediction(name: str, *, choices, measured: Callable[[], str], evidence: Callable[[], str],
+                        question: str = "", description: str = "") -> Exercise:
+    """A "predict, then run" exercise: the learner's function returns one of ``choices`` (a tuple, or a
+    callable returning them when checked) and passes when it equals ``measured()`` — what the notebook's own
+    run measured, so the answer is not known before the cell that measures it. On a wrong guess the hint
+    shows ``evidence()`` (the measured numbers) and ``question``. Solution: ``measured``; the wrong answer:
+    any other choice."""
+    def options() -> tuple:
+        return tuple(choices() if callable(choices) else choices)
+
+    def checker(candidate: Callable) -> None:
+        guess = candidate()
+        assert guess in options(), f"predict one of {options()}, got {guess!r}"
+        got = measured()
+        assert guess == got, f"you predicted {guess!r}; the run measured {got!r}: {evidence()}. {question}".rstrip()
+
+    def wrong() -> str:
+        return next(c for c in options() if c != measured())
+
+    checker.__qualname__ = f"register_prediction.<checker of {name}>"
+    return register_exercise(name, solution=measured, wrong=wrong, checker=checker, description=description)
 
 
 def load_all() -> dict[str, Exercise]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from kimi_mini.agentic.rl import k15_policy_loss
-from kimi_mini.exercises import register_exercise
+from kimi_mini.exercises import register_exercise, register_prediction
 
 # --- 1. warm-up: a rubric check ------------------------------------------------------------------------------
 
@@ -110,20 +110,13 @@ def measured_length_effect() -> str:
     return "longer" if m0 > m1 else "shorter"
 
 
-def _check_length_prediction(candidate) -> None:
-    guess = candidate()
-    assert guess in CHOICES, f"predict one of {CHOICES}, got {guess!r}"
-    measured = measured_length_effect()
+def _length_evidence() -> str:
     (m1, s1), (m0, s0) = MEASURED["with_budget"], MEASURED["without_budget"]
-    assert guess == measured, (f"you predicted {guess!r}; the run measured {measured!r}: {m0:.1f} ± {s0:.1f} agent "
-                               f"bytes without the budget vs {m1:.1f} ± {s1:.1f} with it. What does the reward say "
-                               "about a correct answer that takes twice the bytes, with and without the budget?")
+    return f"{m0:.1f} ± {s0:.1f} agent bytes without the budget vs {m1:.1f} ± {s1:.1f} with it"
 
 
-def _wrong_length_prediction() -> str:
-    return next(c for c in CHOICES if c != measured_length_effect())
-
-
-register_exercise("agentic_budget_length", solution=measured_length_effect, wrong=_wrong_length_prediction,
-                  checker=_check_length_prediction,
-                  description="predict, then run: response length after RL without the token budget")
+register_prediction("agentic_budget_length", choices=CHOICES, measured=measured_length_effect,
+                    evidence=_length_evidence,
+                    question="What does the reward say about a correct answer that takes twice the bytes, with and "
+                             "without the budget?",
+                    description="predict, then run: response length after RL without the token budget")

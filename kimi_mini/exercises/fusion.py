@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from kimi_mini.exercises import register_exercise
+from kimi_mini.exercises import register_exercise, register_prediction
 from kimi_mini.fusion import LowRankFusion
 
 # --- 1. warm-up: TFN's parameter count ------------------------------------------------------------------------
@@ -99,20 +99,8 @@ def measured_control_outcome() -> str:
     return "multiplicative better" if mean > 0 else "multiplicative worse"
 
 
-def _check_control_prediction(candidate) -> None:
-    guess = candidate()
-    assert guess in CHOICES, f"predict one of {CHOICES}, got {guess!r}"
-    mean, sd = MEASURED["gap"]
-    measured = measured_control_outcome()
-    assert guess == measured, (f"you predicted {guess!r}; the run measured {measured!r}: polynomial − late = "
-                               f"{mean:+.3f} ± {sd:.3f}. Which model class contains the true function of the control, "
-                               "and which one has more to fit from the same data?")
-
-
-def _wrong_control_prediction() -> str:
-    return next(c for c in CHOICES if c != measured_control_outcome())
-
-
-register_exercise("fusion_control_prediction", solution=measured_control_outcome, wrong=_wrong_control_prediction,
-                  checker=_check_control_prediction,
-                  description="predict, then run: multiplicative vs late fusion without interactions")
+register_prediction("fusion_control_prediction", choices=CHOICES, measured=measured_control_outcome,
+                    evidence=lambda: "polynomial − late = {:+.3f} ± {:.3f}".format(*MEASURED["gap"]),
+                    question="Which model class contains the true function of the control, and which one has more "
+                             "to fit from the same data?",
+                    description="predict, then run: multiplicative vs late fusion without interactions")

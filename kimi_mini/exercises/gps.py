@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kimi_mini.exercises import register_exercise
+from kimi_mini.exercises import register_exercise, register_prediction
 from kimi_mini.prompts.operators import filter_reason
 
 # --- 1. warm-up: the slot-once filter ------------------------------------------------------------------------
@@ -95,27 +95,13 @@ def set_measured_gap(gap: float) -> None:
     MEASURED["gap"] = gap
 
 
-def _measured_choice() -> str:
+def dev_test_gap_prediction() -> str:
+    """Exercise "solution": the answer the measured run gives."""
     gap = MEASURED["gap"]
     return "about equal" if abs(gap) <= GAP_BAND else ("dev higher" if gap > 0 else "test higher")
 
 
-def dev_test_gap_prediction() -> str:
-    """Exercise "solution": the answer the measured run gives."""
-    return _measured_choice()
-
-
-def _wrong_gap() -> str:
-    return next(c for c in GAP_CHOICES if c != _measured_choice())
-
-
-def _check_gap(candidate: Callable) -> None:
-    guess = candidate()
-    assert guess in GAP_CHOICES, f"predict one of {GAP_CHOICES}, got {guess!r}"
-    assert guess == _measured_choice(), (
-        f"you predicted {guess!r}; the run measured dev − test = {MEASURED['gap']:+.3f} ({_measured_choice()!r}). "
-        "Which prompts does a selection by dev score favour, and how noisy is a 32-example score?")
-
-
-register_exercise("gps_dev_test_gap", solution=dev_test_gap_prediction, wrong=_wrong_gap, checker=_check_gap,
-                  description="predict, then run: is GPS's returned prompt better on dev than on test?")
+register_prediction("gps_dev_test_gap", choices=GAP_CHOICES, measured=dev_test_gap_prediction,
+                    evidence=lambda: f"dev − test = {MEASURED['gap']:+.3f}",
+                    question="Which prompts does a selection by dev score favour, and how noisy is a 32-example score?",
+                    description="predict, then run: is GPS's returned prompt better on dev than on test?")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from kimi_mini.exercises import register_exercise
+from kimi_mini.exercises import register_exercise, register_prediction
 from kimi_mini.invariance.model import discriminator_loss, encoder_loss
 
 
@@ -75,34 +75,19 @@ def set_measured_probe(gamma0: float, largest: float, majority: float) -> None:
     MEASURED.update(gamma0=gamma0, largest=largest, majority=majority)
 
 
-def _measured_choice() -> str:
-    """Where the largest-γ probe landed on the way from the γ = 0 value to the majority rate."""
+def probe_prediction() -> str:
+    """Exercise "solution": where the largest-γ probe landed on the way from the γ = 0 value to the majority
+    rate, as the measured run gives it."""
     span = MEASURED["gamma0"] - MEASURED["majority"]
     left = (MEASURED["largest"] - MEASURED["majority"]) / span if span > 0 else 0.0
     return "near the majority rate" if left <= 0.25 else ("as high as at gamma 0" if left >= 0.85 else "in between")
 
 
-def probe_prediction() -> str:
-    """Exercise "solution": the answer the measured run gives."""
-    return _measured_choice()
-
-
-def _wrong_probe_prediction() -> str:
-    return next(c for c in PROBE_CHOICES if c != _measured_choice())
-
-
-def _check_probe_prediction(candidate: Callable) -> None:
-    guess = candidate()
-    assert guess in PROBE_CHOICES, f"predict one of {PROBE_CHOICES}, got {guess!r}"
-    assert guess == _measured_choice(), (
-        f"you predicted {guess!r}; the run measured {MEASURED['gamma0']:.3f} at γ = 0, {MEASURED['largest']:.3f} "
-        f"at the largest γ, majority {MEASURED['majority']:.3f} ({_measured_choice()!r}). "
-        "Which features of Adult carry sex *and* income, so that removing one costs the other?")
-
-
-register_exercise("invariance_probe_prediction", solution=probe_prediction, wrong=_wrong_probe_prediction,
-                  checker=_check_probe_prediction,
-                  description="predict, then run: the logistic s-probe at the largest γ on Adult")
+register_prediction("invariance_probe_prediction", choices=PROBE_CHOICES, measured=probe_prediction,
+                    evidence=lambda: (f"{MEASURED['gamma0']:.3f} at γ = 0, {MEASURED['largest']:.3f} at the largest γ, "
+                                      f"majority {MEASURED['majority']:.3f}"),
+                    question="Which features of Adult carry sex *and* income, so that removing one costs the other?",
+                    description="predict, then run: the logistic s-probe at the largest γ on Adult")
 
 
 # --- 4. why can an MLP probe beat the logistic one? ----------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kimi_mini.exercises import register_exercise
+from kimi_mini.exercises import register_exercise, register_prediction
 from kimi_mini.storywars.metrics import boundary_similarity
 from kimi_mini.storywars.tasks import TASK_TYPES
 
@@ -91,28 +91,14 @@ def set_measured_gains(gains: dict[str, float]) -> None:
     MEASURED.update({t: float(v) for t, v in gains.items()})
 
 
-def _measured_best() -> str:
+def largest_gain_prediction() -> str:
+    """Exercise "solution": the type the run measured."""
     return max(MEASURED, key=MEASURED.get)
 
 
-def largest_gain_prediction() -> str:
-    """Exercise "solution": the type the run measured."""
-    return _measured_best()
-
-
-def _wrong_gain() -> str:
-    return next(t for t in MEASURED if t != _measured_best())
-
-
-def _check_gain(candidate: Callable) -> None:
-    guess = candidate()
-    assert guess in MEASURED, f"predict one of {sorted(MEASURED)}, got {guess!r}"
-    gains = ", ".join(f"{t} {v:+.1f}" for t, v in sorted(MEASURED.items(), key=lambda kv: -kv[1]))
-    assert guess == _measured_best(), (
-        f"you predicted {guess!r}; the run measured zero-shot gains {gains}. Which task's answer can be read off "
-        "the chapters with a rule that does not depend on the genre, and which tasks share an input format?")
-
-
-register_exercise("storywars_zero_shot_gain", solution=largest_gain_prediction, wrong=_wrong_gain,
-                  checker=_check_gain,
-                  description="predict, then run: which task type gains most from instructions zero-shot")
+register_prediction("storywars_zero_shot_gain", choices=lambda: sorted(MEASURED), measured=largest_gain_prediction,
+                    evidence=lambda: "zero-shot gains " + ", ".join(
+                        f"{t} {v:+.1f}" for t, v in sorted(MEASURED.items(), key=lambda kv: -kv[1])),
+                    question="Which task's answer can be read off the chapters with a rule that does not depend on "
+                             "the genre, and which tasks share an input format?",
+                    description="predict, then run: which task type gains most from instructions zero-shot")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kimi_mini.exercises import register_exercise
+from kimi_mini.exercises import register_exercise, register_prediction
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.prompts import ANSWER_SEP, Example, Task, option_logprobs, render
 
@@ -83,31 +83,18 @@ def curve_shape(acc_by_n: dict) -> str:
     return "rises" if gap >= 0.02 else "falls" if gap <= -0.02 else "flat"
 
 
-def _measured_shape() -> str:
+def predict_curve() -> str:
+    """Exercise "solution": the shape of the measured curve (the toy preset's reference when no run is stored)."""
     return curve_shape(MEASURED.get("seen") or REFERENCE)
 
 
-def predict_curve() -> str:
-    """The learner's prediction, one of :data:`SHAPES` (the solution reads what was measured)."""
-    return _measured_shape()
-
-
-def _wrong_predict_curve() -> str:
-    return next(s for s in SHAPES if s != _measured_shape())
-
-
-def _check_predict_curve(candidate) -> None:
-    guess = candidate()
-    assert guess in SHAPES, f"answer one of {SHAPES}, got {guess!r}"
-    data = MEASURED.get("seen") or REFERENCE
-    shape = curve_shape(data)
-    assert guess == shape, (f"you predicted {guess!r}; the run measured {shape!r} "
-                            f"({', '.join(f'N={n}: {a:.3f}' for n, a in sorted(data.items()))})")
+def _curve_evidence() -> str:
+    return ", ".join(f"N={n}: {a:.3f}" for n, a in sorted((MEASURED.get("seen") or REFERENCE).items()))
 
 
 register_exercise("zeroprompt_render", solution=render_prompt, wrong=_wrong_render_prompt,
                   checker=_check_render_prompt, description="fill a template, add the options and the answer marker")
 register_exercise("zeroprompt_rank_one", solution=score_options, wrong=_wrong_score_options,
                   checker=_check_score_options, description="summed option log-probabilities for one prompt")
-register_exercise("zeroprompt_predict_curve", solution=predict_curve, wrong=_wrong_predict_curve,
-                  checker=_check_predict_curve, description="predict how held-out accuracy changes with N")
+register_prediction("zeroprompt_predict_curve", choices=SHAPES, measured=predict_curve, evidence=_curve_evidence,
+                    description="predict how held-out accuracy changes with N")
