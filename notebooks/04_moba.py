@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from kimi_mini.bench import interleaved, machine_note, peak_allocated, peak_memory, ratio_spread, spread, trim_heap
+from kimi_mini.bench import interleaved, machine_note, peak_allocated, peak_memory, ratio_spread, spread
 from kimi_mini.data import load_corpus
 from kimi_mini.exercises import check
 from kimi_mini.exercises import moba as moba_exercises
@@ -485,7 +485,7 @@ for T in SPEED["Ts"]:
     with torch.no_grad():
         row = {"T": T}
         for name, fn in fns.items():
-            trim_heap()  # return freed pages to the OS, so the resident-set growth counts this call only
+            # peak_memory first returns freed pages to the OS, so the resident-set growth counts this call only
             row[f"{name} RSS MB"] = (peak_memory(fn, nb.device.type) or 0) / 2**20  # doubles as warm-up
             row[f"{name} MB"] = (peak_allocated(fn, nb.device.type) or 0) / 2**20
         times = interleaved(fns, SPEED["repeat"], warmup=0)  # round-robin: sdpa, moba, sdpa, moba, ...

@@ -30,7 +30,6 @@ from kimi_mini.bench import (
     ratio_spread,
     register,
     spread,
-    trim_heap,
 )
 from kimi_mini.moba import moba_attention, moba_gate, moba_sparsity
 from kimi_mini.moba.efficient import moba_forward_profile
@@ -130,7 +129,6 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
                     t0 = time.perf_counter()
                     run()  # compile for this T (excluded from the timing)
                     notes.append(f"flex_attention compile + first call at T={T}: {time.perf_counter() - t0:.0f} s")
-                trim_heap()
                 m = peak_memory(run, device)  # the memory run doubles as the warm-up
                 rss[name] = None if m is None else m / 2**20
                 m = peak_allocated(run, device)

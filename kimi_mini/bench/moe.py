@@ -22,7 +22,6 @@ from kimi_mini.bench import (
     ratio_spread,
     register,
     spread,
-    trim_heap,
 )
 from kimi_mini.layers import SwiGLU
 from kimi_mini.moe import MoE
@@ -73,7 +72,6 @@ def bench_moe(quick: bool = False) -> BenchResult:
     dense_params = sum(p.numel() for p in dense.parameters())
     rows = []
     for name, step in steps.items():
-        trim_heap()
         rss = peak_memory(step, device)
         mem = peak_allocated(step, device)
         module = dense if name == "dense" else moes[name]

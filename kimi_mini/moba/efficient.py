@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kimi_mini.moba.naive import _select_from_means, block_means, compute_dtype
+from kimi_mini.moba.naive import _check_block_args, _check_qk, _select_from_means, block_means, compute_dtype
 
 # Upper bound on the elements of one chunk's score matrix in the torch path (fp32: 8 MB). Keeps the
 # working set far below the output size at long context, at a negligible cost in Python overhead.
@@ -212,11 +212,10 @@ def _kv_blocks(xb: Tensor, groups: Tensor, block) -> Tensor:
     return xb.index_select(0, groups) if block is None else xb[block : block + 1]
 
 
-def _bucket_cost(qb: Tensor):
+def _bucket_cost(bs: int, D: int, fused: bool):
     """Elements touched by a history bucket of g pieces × m queries: the gathered K and V blocks, a
     handful of [g, m, D] gathers and outputs, and — on the explicit path — two [g, m, B_s] scores."""
-    _, bs, D = qb.shape
-    scores = 0 if _use_fused(qb) else 2 * bs
+    scores = 0 if fused else 2 * bs
     return lambda g, m: g * (2 * bs * D + m * (4 * D + scores))
 
 
@@ -262,7 +261,7 @@ def _moba_torch_forward(q, k, v, hist, block_size, buckets=None, clock=None):
     clock.lap("current block")
     # Parts 2..k: per selection slot, the queries gathered by chosen key block, merged by lse.
     if buckets is None:
-        buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
+        buckets = _history_buckets(hist, T, n, bs, _bucket_cost(bs, D, _use_fused(qb)))
     for tr, tg, full, kv in buckets:
         clock.lap("bucketing")
         g, m = tr.shape
@@ -293,8 +292,6 @@ def moba_forward_profile(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k
     padding of buckets included)}``. Sections: gate (selection), current block, bucketing, gathers,
     history attention, merges. ``causal_pairs / pairs`` is the FLOP limit of the speed-up over causal
     attention."""
-    from kimi_mini.moba.naive import _check_block_args, _check_qk
-
     _check_qk(q, k, v)
     _check_block_args(block_size, top_k)
     B, H, T, D = q.shape
@@ -302,8 +299,7 @@ def moba_forward_profile(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k
     clock = _Clock()
     hist = _history(q, k, bs, top_k)
     clock.lap("gate")
-    qb = _padded_blocks(q[:, :, :1], 1, 1)  # what _bucket_cost reads (block size, D, device) — cheap
-    buckets = list(_history_buckets(hist, T, n, bs, _bucket_cost(qb.new_empty(1, bs, D))))
+    buckets = list(_history_buckets(hist, T, n, bs, _bucket_cost(bs, D, _use_fused(q))))
     clock.lap("bucketing")
     _moba_torch_forward(q, k, v, hist, bs, buckets, clock)
     ms = {name: 1e3 * t for name, t in clock.times.items()}
@@ -350,7 +346,7 @@ def _moba_torch_backward(q, k, v, o, lse, do, hist, block_size, buckets=None):
             dq[sl], dk[sl], dv[sl] = _diag_backward(dob[sl], qb[sl], kb[sl], vb[sl], ob[sl], lse_b[sl], scale)
     qf, dof, dqf, of = qb.reshape(-1, D), dob.reshape(-1, D), dq.view(-1, D), o.view(-1, D)
     if buckets is None:
-        buckets = _history_buckets(hist, T, n, bs, _bucket_cost(qb))
+        buckets = _history_buckets(hist, T, n, bs, _bucket_cost(bs, D, _use_fused(qb)))
     for tr, tg, full, block in buckets:
         g, m = tr.shape
         split = g == 1 and m >= _SPLIT_ROWS
@@ -404,8 +400,8 @@ class MobaTorch(torch.autograd.Function):
         buckets = None
         if any(ctx.needs_input_grad[:3]):
             # training: bucket once, reuse in the backward (index tensors only: ~16 B per query and slot)
-            shape = q.new_empty(1, block_size, D)  # what _bucket_cost reads: block size, D, device
-            buckets = list(_history_buckets(hist, T, -(-T // block_size), block_size, _bucket_cost(shape)))
+            buckets = list(_history_buckets(hist, T, -(-T // block_size), block_size,
+                                            _bucket_cost(block_size, D, _use_fused(q))))
         o, lse = _moba_torch_forward(q, k, v, hist, block_size, buckets)
         ctx.save_for_backward(q, k, v, o, lse, hist)
         ctx.buckets = buckets

@@ -113,7 +113,7 @@ class _SortedExperts(torch.autograd.Function):
     def backward(ctx, dout):
         x, w1, w3, w2, a, b, order, ws = ctx.saved_tensors
         counts = ctx.counts
-        k = order.numel() // x.shape[0] if x.shape[0] else 1
+        k = order.numel() // x.shape[0]  # N > 0: moe_experts returns early for no tokens
         token = order // k
         dout = dout.contiguous()
         need_x, need_w, need_1, need_3, need_2 = ctx.needs_input_grad[:5]
