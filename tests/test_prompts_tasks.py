@@ -1,4 +1,4 @@
-"""The ZeroPrompt task zoo (kimi_mini.prompts.tasks / families / real): families, rendering, splits."""
+"""The ZeroPrompt task zoo (kimi_mini.prompts.tasks / families / real / zoo): families, rendering, splits."""
 
 from collections import Counter
 

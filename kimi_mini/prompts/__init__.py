@@ -9,7 +9,6 @@ prompts for the frozen models trained here, scoring them with :func:`rank_classi
     preds, scores = rank_classify(model, [prompt], [options])
 """
 
-from kimi_mini.prompts import families, numeric, real  # noqa: E402,F401,I001  (registers the task families)
 from kimi_mini.prompts.pretrain import (
                                         SIZES,
                                         PretrainConfig,
@@ -25,19 +24,15 @@ from kimi_mini.prompts.rank import encode_pairs, option_logprobs, rank_classify,
 from kimi_mini.prompts.tasks import (
                                         ANSWER_SEP,
                                         FAMILIES,
-                                        HELDOUT_FAMILIES,
                                         Example,
                                         FamilySpec,
-                                        Splits,
                                         Task,
                                         check_template,
-                                        nested_training_tasks,
                                         register_family,
                                         render,
-                                        splits,
-                                        task_zoo,
                                         template_slots,
 )
+from kimi_mini.prompts.zoo import HELDOUT_FAMILIES, Splits, nested_training_tasks, splits, task_zoo
 
 __all__ = ["ANSWER_SEP", "FAMILIES", "HELDOUT_FAMILIES", "Example", "FamilySpec", "Splits", "Task", "check_template",
            "nested_training_tasks", "register_family", "render", "splits", "task_zoo", "template_slots",

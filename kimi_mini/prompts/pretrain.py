@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from kimi_mini.data import ByteTokenizer, cache_dir
 from kimi_mini.model import KimiConfig, KimiMini, count_params
 from kimi_mini.prompts.rank import rank_classify
-from kimi_mini.prompts.tasks import HELDOUT_FAMILIES, ZOO_VERSION, Task, nested_training_tasks, render, splits, task_zoo
+from kimi_mini.prompts.tasks import ZOO_VERSION, Task, render
+from kimi_mini.prompts.zoo import HELDOUT_FAMILIES, nested_training_tasks, splits, task_zoo
 from kimi_mini.train import load_checkpoint, train, warmup_cosine
 
 __all__ = ["PretrainConfig", "SIZES", "Pretrained", "answer_logits", "answer_only_loss", "prompted_batch", "pretrain",
@@ -154,7 +155,7 @@ def prompted_batch(tasks: Sequence[Task], batch_size: int, generator: torch.Gene
 def pretrain(config: PretrainConfig, *, zoo: dict[str, Task] | None = None, device: str | torch.device = "cpu",
              use_cache: bool = True, progress: bool = False, autocast_dtype: torch.dtype | None = None) -> Pretrained:
     """Train (or load from the cache) a ``KimiMini`` on the first ``config.n_tasks`` training tasks of
-    :func:`~kimi_mini.prompts.tasks.splits` (nested across N). Returns a :class:`Pretrained` whose model is
+    :func:`~kimi_mini.prompts.zoo.splits` (nested across N). Returns a :class:`Pretrained` whose model is
     frozen (eval mode, no gradients)."""
     zoo = zoo if zoo is not None else task_zoo(config.n_examples, config.zoo_seed)
     present = {t.family for t in zoo.values()}

@@ -15,7 +15,8 @@ import time
 from collections.abc import Sequence
 
 from kimi_mini.prompts.pretrain import PretrainConfig, pretrain, zero_shot_accuracy
-from kimi_mini.prompts.tasks import Splits, Task
+from kimi_mini.prompts.tasks import Task
+from kimi_mini.prompts.zoo import Splits
 
 __all__ = ["heldout_sets", "task_scaling", "mean_sd", "paired_gap"]
 
