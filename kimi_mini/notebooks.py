@@ -19,8 +19,8 @@ import torch
 from kimi_mini import report
 from kimi_mini.presets import Preset, get_preset
 
-__all__ = ["NotebookContext", "start_notebook", "notebook_dir", "list_notebooks", "sync", "check_notebook",
-           "execute_notebook", "interactive_figure"]
+__all__ = ["NotebookContext", "start_notebook", "check_seeds", "notebook_parameters", "notebook_dir",
+           "list_notebooks", "sync", "check_notebook", "execute_notebook", "error_summary", "interactive_figure"]
 
 
 def notebook_dir() -> Path:
@@ -30,8 +30,8 @@ def notebook_dir() -> Path:
 class NotebookContext:
     """What a running notebook knows about itself: its name, preset, run directory and clock."""
 
-    def __init__(self, name: str, preset: Preset, run_dir: Path | None):
-        self.name, self.preset, self.run_dir = name, preset, run_dir
+    def __init__(self, name: str, preset: Preset, run_dir: Path | None, seeds: tuple[int, ...] = (0, 1, 2)):
+        self.name, self.preset, self.run_dir, self.seeds = name, preset, run_dir, tuple(seeds)
         self.t0 = time.perf_counter()
 
     @property
@@ -41,12 +41,16 @@ class NotebookContext:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def record_claim(self, claim: str, paper_value: str, ours: str, holds: bool | None, explanation: str,
-                     *, paper: str) -> None:
+    def record_claim(self, claim: str, paper_value: str, ours: str, **kwargs) -> None:
         """:func:`kimi_mini.report.record_claim` for this notebook (prints the claim; returns nothing, so a
         cell ending with it shows no ``Out[]`` echo)."""
-        report.record_claim(claim, paper_value, ours, holds, explanation, paper=paper,
-                            notebook=self.name, run_dir=self.run_dir)
+        report.record_claim(claim, paper_value, ours, notebook=self.name, run_dir=self.run_dir, **kwargs)
+
+    def record_check(self, claim: str, paper_value: str, ours: str, passed: bool, explanation: str, *,
+                     paper: str) -> None:
+        """:func:`kimi_mini.report.record_check` for this notebook: a labelled check, not a finding."""
+        report.record_check(claim, paper_value, ours, passed, explanation, paper=paper, notebook=self.name,
+                            run_dir=self.run_dir)
 
     def savefig(self, fig, name: str):
         """Save ``fig`` as ``<run dir>/figures/<notebook>-<name>.png`` (when there is a run dir) and
@@ -58,16 +62,34 @@ class NotebookContext:
         return fig
 
     def __repr__(self) -> str:
-        return f"NotebookContext({self.name!r}, preset={self.preset.name!r}, run_dir={self.run_dir})"
+        return (f"NotebookContext({self.name!r}, preset={self.preset.name!r}, seeds={self.seeds}, "
+                f"run_dir={self.run_dir})")
 
 
-def start_notebook(name: str, preset: str, run_dir: str | None = None, seed: int = 0) -> NotebookContext:
-    """Call in the cell after ``parameters``: ``nb = start_notebook("00_tour", PRESET, RUN_DIR)``."""
+def check_seeds(seeds) -> tuple[int, ...]:
+    """``seeds`` as a tuple of distinct non-negative ints (at least one); ``ValueError`` otherwise."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ValueError(f"seeds: expected a sequence of non-negative integers such as (0, 1, 2), got {seeds!r}")
+    out = tuple(seeds)
+    if not out or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in out):
+        raise ValueError(f"seeds: expected a non-empty sequence of non-negative integers, got {seeds!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds: expected distinct seeds, got {seeds!r}")
+    return out
+
+
+def start_notebook(name: str, preset: str, run_dir: str | None = None, seeds=(0, 1, 2)) -> NotebookContext:
+    """Call in the cell after ``parameters``: ``nb = start_notebook("01_moe", PRESET, RUN_DIR, SEEDS)``.
+
+    ``seeds``: the seed set of the notebook's repeated runs (its ``SEEDS`` parameter; ``kimi-mini reproduce
+    --seeds 3,4,5`` passes another set). The global torch seed is the set's first seed, so a second seed set
+    also changes whatever incidental randomness the notebook draws from it. Claims record the set."""
     p = get_preset(preset)
     p.check_device()
-    torch.manual_seed(seed)
+    seeds = check_seeds(seeds)
+    torch.manual_seed(seeds[0])
     run = Path(run_dir) if run_dir else None
-    report.set_run(run, name)
+    report.set_run(run, name, seeds)
     if run is not None:  # headless (papermill): text progress bars, not widgets saved frozen in the output
         os.environ["KIMI_MINI_TEXT_PROGRESS"] = "1"
     try:
@@ -78,8 +100,8 @@ def start_notebook(name: str, preset: str, run_dir: str | None = None, seed: int
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         pass
     print(f"{name} · preset {p.name} ({p.description}) · torch {torch.__version__} · "
-          f"{torch.get_num_threads()} CPU threads" + (f" · run dir {run}" if run else ""))
-    return NotebookContext(name, p, run)
+          f"{torch.get_num_threads()} CPU threads · seeds {seeds}" + (f" · run dir {run}" if run else ""))
+    return NotebookContext(name, p, run, seeds)
 
 
 def interactive_figure(draw, *, save=None, **controls) -> bool:
@@ -148,18 +170,47 @@ def _ipc_kernel_manager(folder: str):
     return IPCKernelManager
 
 
-def execute_notebook(path: Path, output: Path, preset: str, run_dir: Path, timeout: int = 1800) -> None:
-    """Run notebook ``path`` with papermill (parameters ``PRESET``, ``RUN_DIR``), writing the executed copy to
-    ``output``; raises papermill's ``PapermillExecutionError`` (with the failing cell) when a cell fails and
-    nbclient's timeout error when a cell runs longer than ``timeout`` seconds."""
+def notebook_parameters(path: Path) -> set[str]:
+    """The names a notebook's ``parameters`` cell assigns (what papermill may override)."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                    if isinstance(t, ast.Name)}
+    return set()
+
+
+def execute_notebook(path: Path, output: Path, preset: str, run_dir: Path, timeout: int = 1800,
+                     seeds: tuple[int, ...] | None = None) -> None:
+    """Run notebook ``path`` with papermill (parameters ``PRESET``, ``RUN_DIR``, and ``SEEDS`` when ``seeds`` is
+    given and the notebook takes it), writing the executed copy to ``output``; raises papermill's
+    ``PapermillExecutionError`` (with the failing cell) when a cell fails and nbclient's timeout error when a
+    cell runs longer than ``timeout`` seconds."""
     import tempfile
 
     import papermill as pm
 
+    parameters = {"PRESET": preset, "RUN_DIR": str(run_dir)}
+    if seeds is not None and "SEEDS" in notebook_parameters(path):
+        parameters["SEEDS"] = list(check_seeds(seeds))
     with tempfile.TemporaryDirectory(prefix="kimi-mini-kernel-") as sockets:
         pm.execute_notebook(str(path), str(output), cwd=str(Path(path).parent), progress_bar=False,
-                            parameters={"PRESET": preset, "RUN_DIR": str(run_dir)}, execution_timeout=timeout,
+                            parameters=parameters, execution_timeout=timeout,
                             kernel_manager_class=_ipc_kernel_manager(sockets))
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for a failed notebook: ``cell [N]: ErrorName: first line of the message``."""
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    cell = getattr(exc, "exec_count", None)
+    where = f"cell [{cell}]" if cell is not None else "notebook"
+    return f"{where}: {ename}: {str(evalue).splitlines()[0] if evalue else ''}".strip()
 
 
 def _read_py(path: Path):
