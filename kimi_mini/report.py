@@ -77,7 +77,8 @@ class Evidence:
 
     ``direction="above"``: the claim says the estimate exceeds ``threshold``; ``"below"``: it stays under it.
     ``n`` is how many independent units the SE comes from, ``unit`` what they are (``"seeds"``: the interval
-    uses Student's t with n − 1 degrees of freedom; ``"examples"``: the normal 1.96). ``scale`` and ``fmt``
+    uses Student's t with n − 1 degrees of freedom, as does ``"rounds"`` for repeated timings; ``"examples"``:
+    the normal 1.96). ``scale`` and ``fmt``
     only change how the numbers print (``scale=100, fmt="+.1f", suffix=" points"``).
     Build it with :meth:`paired`, :meth:`mean` or :meth:`proportion` rather than by hand.
     """
@@ -100,24 +101,25 @@ class Evidence:
         _finite("threshold", self.threshold)
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"n: expected a positive number of seeds or examples, got {self.n!r}")
-        if self.unit not in ("seeds", "examples"):
-            raise ValueError(f"unit: expected 'seeds' or 'examples', got {self.unit!r}")
-        if self.unit == "seeds" and self.n < 2:
-            raise ValueError(f"n: a standard error over seeds needs at least 2 seeds, got {self.n}")
+        if self.unit not in ("seeds", "rounds", "examples"):
+            raise ValueError(f"unit: expected 'seeds', 'rounds' or 'examples', got {self.unit!r}")
+        if self.unit != "examples" and self.n < 2:
+            raise ValueError(f"n: a standard error over {self.unit} needs at least 2 of them, got {self.n}")
         if self.direction not in ("above", "below"):
             raise ValueError(f"direction: expected 'above' or 'below', got {self.direction!r}")
 
     # --- constructors ---------------------------------------------------------------------------------------
     @classmethod
     def mean(cls, values: Sequence[float], *, threshold: float = 0.0, direction: str = "above", what: str = "",
-             **style) -> Evidence:
-        """The mean of per-seed ``values`` (one number per seed) against ``threshold``."""
+             unit: str = "seeds", **style) -> Evidence:
+        """The mean of per-seed ``values`` (one number per seed; ``unit="rounds"`` for repeated timings)
+        against ``threshold``."""
         vals = [_finite("values", v) for v in values]
         if len(vals) < 2:
             raise ValueError(f"values: expected one value per seed for at least 2 seeds, got {len(vals)}")
         m = sum(vals) / len(vals)
         sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-        return cls(m, sd / math.sqrt(len(vals)), len(vals), "seeds", threshold, direction, what, **style)
+        return cls(m, sd / math.sqrt(len(vals)), len(vals), unit, threshold, direction, what, **style)
 
     @classmethod
     def paired(cls, a: Sequence[float], b: Sequence[float], *, threshold: float = 0.0, direction: str = "above",
@@ -143,7 +145,7 @@ class Evidence:
     # --- the verdict ----------------------------------------------------------------------------------------
     @property
     def critical(self) -> float:
-        return t_quantile(self.n - 1) if self.unit == "seeds" else 1.96
+        return 1.96 if self.unit == "examples" else t_quantile(self.n - 1)
 
     @property
     def margin(self) -> float:
@@ -166,7 +168,7 @@ class Evidence:
             return None
         n = self.n
         while n <= limit:
-            c = t_quantile(n - 1) if self.unit == "seeds" else 1.96
+            c = 1.96 if self.unit == "examples" else t_quantile(n - 1)
             if c * sd / math.sqrt(n) < gap:
                 return n
             n = n + 1 if n < 100 else int(n * 1.1)

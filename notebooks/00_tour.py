@@ -24,6 +24,7 @@
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 90 s) or "gpu" (one H100/H200)
 RUN_DIR = None  # set by `kimi-mini reproduce`: where claims and figures go
+SEEDS = (0,)  # the training run's seed; `kimi-mini reproduce --seeds 3` trains another
 
 # %%
 import inspect
@@ -36,9 +37,10 @@ from kimi_mini.data import ByteTokenizer, load_corpus, unigram_entropy
 from kimi_mini.exercises import check
 from kimi_mini.model import Block, KimiConfig, KimiMini, count_params
 from kimi_mini.notebooks import start_notebook
-from kimi_mini.train import train, warmup_cosine
+from kimi_mini.report import Evidence
+from kimi_mini.train import evaluate, train, warmup_cosine
 
-nb = start_notebook("00_tour", PRESET, RUN_DIR)
+nb = start_notebook("00_tour", PRESET, RUN_DIR, SEEDS)
 P = nb.preset
 
 # %% [markdown]
@@ -234,12 +236,13 @@ print(f"forward max rel. error {max_rel_error(y_ker, y_ref):.1e}; "
 # QK-Clip), exact resume from checkpoints.
 
 # %%
-torch.manual_seed(0)
+SEED = nb.seeds[0]
+torch.manual_seed(SEED)
 model = KimiMini(config).to(nb.device)
 opt = torch.optim.AdamW(model.parameters(), lr=SIZES["lr"], betas=(0.9, 0.95), weight_decay=0.1)
 history = train(model, opt, data, steps=SIZES["steps"], batch_size=SIZES["batch_size"], seq_len=SIZES["seq_len"],
                 lr_schedule=warmup_cosine(SIZES["steps"], warmup=SIZES["steps"] // 10), eval_every=SIZES["steps"] // 5,
-                autocast_dtype=P.dtype, desc="00 tour")
+                autocast_dtype=P.dtype, desc="00 tour", seed=SEED)
 val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
 final_val = val[-1][1]
 
@@ -266,17 +269,27 @@ print(tok.decode(out[0]))
 # %% [markdown]
 # ## The claim
 # A sanity claim every later notebook relies on: the model learns structure beyond byte frequencies.
-# We call it *well below* when the validation loss is at most 75 % of the unigram entropy.
+# We call it *well below* when the validation loss is under 75 % of the unigram entropy — judged on 32
+# held-out batches scored one by one, so the verdict carries its own uncertainty (the 95 % interval over
+# batches must lie below 0.75).
 
 # %%
 ratio = final_val / H_unigram
+per_batch = [evaluate(model, data, batch_size=SIZES["batch_size"], seq_len=SIZES["seq_len"], batches=1, seed=100 + i,
+                      autocast_dtype=P.dtype) / H_unigram for i in range(32)]
+m = sum(per_batch) / len(per_batch)
+se = (sum((r - m) ** 2 for r in per_batch) / (len(per_batch) - 1) / len(per_batch)) ** 0.5
+below = Evidence(m, se, len(per_batch), "examples", threshold=0.75, direction="below",
+                 what="val loss / unigram entropy over held-out batches", fmt=".3f")
 nb.record_claim(
     "A trained KimiMini's validation loss falls well below the corpus's unigram entropy",
     paper_value="a language model must beat the context-free baseline",
     ours=f"val loss {final_val:.3f} vs unigram entropy {H_unigram:.3f} nats (ratio {ratio:.2f}) after "
          f"{SIZES['steps']} steps",
-    holds=ratio <= 0.75,
-    explanation="measured on held-out stdlib files; 'well below' means ratio ≤ 0.75",
+    evidence=below,
+    precondition="none",
+    explanation="measured on held-out stdlib files; 'well below' means ratio < 0.75; the interval is over 32 "
+                "held-out batches of this one model (a second seed set trains another)",
     paper="course baseline (byte-level LM sanity check)",
 )
 

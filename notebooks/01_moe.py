@@ -29,6 +29,7 @@
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 90 s) or "gpu" (one H100/H200)
 RUN_DIR = None  # set by `kimi-mini reproduce`: where claims and figures go
+SEEDS = (0, 1, 2)  # the seed set of every repeated run; `kimi-mini reproduce --seeds 3,4,5` passes another
 
 # %%
 import inspect
@@ -49,10 +50,11 @@ from kimi_mini.moe import (
     sigmoid_topk_route,
 )
 from kimi_mini.notebooks import interactive_figure, start_notebook
+from kimi_mini.report import Evidence, Precondition
 from kimi_mini.testing import max_rel_error
 from kimi_mini.train import train, warmup_cosine
 
-nb = start_notebook("01_moe", PRESET, RUN_DIR)
+nb = start_notebook("01_moe", PRESET, RUN_DIR, SEEDS)
 P = nb.preset
 if P.name == "toy":
     torch.set_num_threads(1)  # the toy matrices are tiny: one thread wastes less time waiting than two
@@ -63,10 +65,10 @@ MOONLIGHT = "Muon is Scalable for LLM Training (arXiv 2502.16982)"
 SIZES = P.pick(
     toy=dict(d_model=64, n_layers=2, n_heads=4, seq_len=64, batch_size=16, steps=100, lr=3e-3,
              top_k=2, d_expert=64, experts=[2, 8, 16], balance_experts=8, first_dense=0,
-             bias_speed=1e-2, aux_alpha=1e-2, eval_batches=4, mc_samples=20_000, impl="torch", seeds=3),
+             bias_speed=1e-2, aux_alpha=1e-2, eval_batches=4, mc_samples=20_000, impl="torch"),
     gpu=dict(d_model=384, n_layers=4, n_heads=6, seq_len=256, batch_size=32, steps=1200, lr=2e-3,
              top_k=4, d_expert=192, experts=[4, 8, 16, 32, 64], balance_experts=32, first_dense=1,
-             bias_speed=1e-3, aux_alpha=1e-2, eval_batches=16, mc_samples=200_000, impl="triton", seeds=3),
+             bias_speed=1e-3, aux_alpha=1e-2, eval_batches=16, mc_samples=200_000, impl="triton"),
 )
 print(SIZES)
 
@@ -141,14 +143,14 @@ rho_moonlight = expected_route_scale(64, 6, samples=SIZES["mc_samples"])
 rho_k2 = expected_route_scale(384, 8, samples=SIZES["mc_samples"])
 print(f"(64 experts, top-6): ρ = {rho_moonlight:.4f}   (Moonlight: 2.446;  √6 = {6 ** 0.5:.3f})")
 print(f"(384 experts, top-8): ρ = {rho_k2:.4f}   (K2: 2.827;  √8 = {8 ** 0.5:.3f})")
-nb.record_claim("Moonlight's routed scaling factor E[1/||p||] for 64 experts, top-6", paper_value="2.446",
+nb.record_check("Moonlight's routed scaling factor E[1/||p||] for 64 experts, top-6", paper_value="2.446",
                 ours=f"{rho_moonlight:.4f} ({SIZES['mc_samples']:,} Monte-Carlo samples)",
-                holds=abs(rho_moonlight - 2.446) < 0.002,
+                passed=abs(rho_moonlight - 2.446) < 0.002,
                 explanation="N(0,1) logits, sigmoid scores, top-6 renormalised; holds within ±0.002",
                 paper=MOONLIGHT)
-nb.record_claim("K2's routed scaling factor 2.827 is E[1/||p||] for 384 experts, top-8", paper_value="2.827",
+nb.record_check("K2's routed scaling factor 2.827 is E[1/||p||] for 384 experts, top-8", paper_value="2.827",
                 ours=f"{rho_k2:.4f} ({SIZES['mc_samples']:,} Monte-Carlo samples)",
-                holds=abs(rho_k2 - 2.827) < 0.002,
+                passed=abs(rho_k2 - 2.827) < 0.002,
                 explanation="same estimator as Moonlight's at K2's (384, 8); holds within ±0.002",
                 paper=K2)
 
@@ -281,7 +283,7 @@ def mean_sd(values):
     return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
 
 
-SEEDS = range(SIZES["seeds"])
+SEEDS = nb.seeds
 sparsity = {}  # E -> [(model, history) per seed]
 for E in SIZES["experts"]:
     cfg = moe_config(E, SIZES["bias_speed"])
@@ -290,11 +292,10 @@ for E in SIZES["experts"]:
                    for seed in SEEDS]
 
 # %% [markdown]
-# **The claim and its rule, fixed before the runs.** "More experts lower the loss" *holds* here if the
-# most sparse model's validation loss (mean over seeds) is below the least sparse one's by more than
-# twice the standard deviation of the paired per-seed differences (each seed shares its data order and
-# initialisation stream across E), and *does not hold* otherwise — including when the gap is inside the
-# seed noise. Toy runs are short (each of E = 16 experts sees ~1/8 of the tokens), so a "no" at `toy`
+# **The claim and its rule, fixed before the runs.** "More experts lower the loss" is *yes* here if the
+# paired per-seed difference val(least sparse) − val(most sparse) (each seed shares its data order and
+# initialisation stream across E) is above 0 with its whole 95 % interval, *no* if the whole interval is
+# below 0, and *inconclusive* when it straddles 0 — the seed noise then hides any gain. Toy runs are short (each of E = 16 experts sees ~1/8 of the tokens), so a "no" at `toy`
 # is a statement about this scale, not about K2's.
 
 # %%
@@ -317,16 +318,16 @@ print("activated parameters per token:", sorted(acts), "; ρ per E:", {E: round(
 # %%
 E_lo, E_hi = experts[0], experts[-1]
 diff_mean, diff_sd = mean_sd([a - b for a, b in zip(val[E_lo], val[E_hi], strict=True)])
-gain_shown = diff_mean > 2 * diff_sd
+gain = Evidence.paired(val[E_lo], val[E_hi], what=f"val(E={E_lo}) − val(E={E_hi})", suffix=" nats")
 nb.record_claim(
     "At fixed activated parameters, more total experts (higher sparsity) lower the loss",
     paper_value="loss keeps falling up to sparsity 48 (K2's 384 experts, top-8)",
     ours=("val loss " + ", ".join(f"E={E}: {stats[E][0]:.3f} ± {stats[E][1]:.3f}" for E in experts)
           + f"; E={E_lo} − E={E_hi}: {diff_mean:+.3f} ± {diff_sd:.3f} nats ({len(SEEDS)} seeds)"),
-    holds=gain_shown,
-    explanation=(f"rule fixed before measuring: holds if val(E={E_lo}) − val(E={E_hi}), mean over seeds, exceeds "
-                 f"2 sd of the paired differences; equal activated parameters, {SIZES['steps']} steps"
-                 + ("" if gain_shown else
+    evidence=gain,
+    precondition="none",
+    explanation=(f"equal activated parameters, {SIZES['steps']} steps"
+                 + ("" if gain.verdict == "yes" else
                     "; not shown at this scale: with many experts each sees few tokens in so short a run "
                     "(the gpu preset trains 12× longer)")),
     paper=K2,
@@ -397,10 +398,12 @@ for u in (0.0, 1e-3, 1e-2):
 # Moonlight's 1e-3.
 
 # %% [markdown]
-# **The balancing claim and its rule, fixed before the runs** (three seeds each, MaxVio = mean over the
-# last 10 steps, validation loss at the end): *balanced* if the bias runs' MaxVio, mean + sd, is below
-# half of the unbalanced runs' mean − sd; *no cost* if the paired per-seed difference
-# val(bias) − val(aux) has a mean at most max(0.01 nats, 2 sd). Both must hold.
+# **The balancing claim and its rule, fixed before the runs** (one run per seed each, MaxVio = mean over
+# the last 10 steps, validation loss at the end): *balanced* if the paired per-seed MaxVio(bias) −
+# ½·MaxVio(none) is below 0; *no cost* if the paired per-seed val(bias) − val(aux) is below 0.01 nats —
+# each with its whole 95 % interval. Both must hold. **Precondition:** without balancing the router is
+# imbalanced (MaxVio above 0.5, interval included: the busiest expert gets 1.5× the mean load), else the
+# bias has nothing to fix.
 
 # %%
 E_bal = SIZES["balance_experts"]
@@ -443,8 +446,13 @@ for name in balance:
 # %%
 (mv_none, sd_none), (mv_bias, sd_bias) = mean_sd(final_mv["no balancing"]), mean_sd(final_mv[BIAS])
 cost_mean, cost_sd = mean_sd([b - a for a, b in zip(final_val[AUX], final_val[BIAS], strict=True)])
-balanced = mv_bias + sd_bias < 0.5 * (mv_none - sd_none)
-no_cost = cost_mean <= max(0.01, 2 * cost_sd)
+balanced = Evidence.paired(final_mv[BIAS], [0.5 * v for v in final_mv["no balancing"]], direction="below",
+                           what="MaxVio(bias) − ½·MaxVio(none)", fmt="+.2f")
+no_cost = Evidence.paired(final_val[BIAS], final_val[AUX], threshold=0.01, direction="below",
+                          what="val(bias) − val(aux)", suffix=" nats")
+imbalanced = Precondition.from_evidence("without balancing the load is imbalanced (MaxVio > 0.5)",
+                                        Evidence.mean(final_mv["no balancing"], threshold=0.5, what="MaxVio(none)",
+                                                      fmt=".2f"))
 nb.record_claim(
     "Aux-loss-free bias balancing keeps expert load balanced at no loss cost compared with an aux loss",
     paper_value="DeepSeek-V3 / K2: balanced load (low MaxVio) without the quality cost of an auxiliary loss",
@@ -452,11 +460,9 @@ nb.record_claim(
                                                  for k, v in final_mv.items())
           + "; val loss " + ", ".join(f"{k} {mean_sd(v)[0]:.3f} ± {mean_sd(v)[1]:.3f}" for k, v in final_val.items())
           + f"; val(bias) − val(aux) {cost_mean:+.3f} ± {cost_sd:.3f} ({len(SEEDS)} seeds)"),
-    holds=balanced and no_cost,
-    explanation=("rule fixed before measuring: 'balanced' = bias MaxVio mean + sd below half of the "
-                 "unbalanced runs' mean − sd; 'no cost' = mean paired val(bias) − val(aux) ≤ max(0.01, 2 sd); "
-                 f"{E_bal} experts, {SIZES['steps']} steps"
-                 + ("" if balanced and no_cost else f"; here balanced={balanced}, no cost={no_cost}")),
+    evidence=[balanced, no_cost],
+    precondition=imbalanced,
+    explanation=(f"{E_bal} experts, {SIZES['steps']} steps; balanced: {balanced.verdict}, no cost: {no_cost.verdict}"),
     paper=K2,
 )
 
