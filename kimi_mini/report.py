@@ -159,20 +159,20 @@ class Evidence:
             return YES if lo > self.threshold else NO if hi < self.threshold else INCONCLUSIVE
         return YES if hi < self.threshold else NO if lo > self.threshold else INCONCLUSIVE
 
-    def units_to_resolve(self, limit: int = 100_000) -> int | None:
+    def units_to_resolve(self) -> int | None:
         """How many seeds (or examples) would put the interval clear of the threshold at the measured spread
         and estimate; None when the estimate sits on the threshold (no number of them would)."""
         gap = abs(self.estimate - self.threshold)
         sd = self.se * math.sqrt(self.n)
         if gap == 0:
             return None
-        n = self.n
-        while n <= limit:
-            c = 1.96 if self.unit == "examples" else t_quantile(n - 1)
-            if c * sd / math.sqrt(n) < gap:
-                return n
-            n = n + 1 if n < 100 else int(n * 1.1)
-        return None
+        if sd == 0:
+            return self.n
+        if self.unit != "examples":  # Student's t shrinks as n grows: walk n up to where the table ends
+            for n in range(max(self.n, 2), 31):
+                if t_quantile(n - 1) * sd / math.sqrt(n) < gap:
+                    return n
+        return max(self.n, math.floor((1.96 * sd / gap) ** 2) + 1)
 
     def describe(self) -> str:
         """``+2.4 ± 3.5 points (paired difference, 3 seeds, 95 % interval) vs > 0``."""
