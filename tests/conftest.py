@@ -36,3 +36,19 @@ def device() -> str:
     from kimi_mini.kernels import default_device
 
     return default_device()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line when the browser test could not run, and how to make it run."""
+    import importlib.util
+    import shutil
+
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not any("test_browser" in str(getattr(r, "nodeid", "")) for r in skipped):
+        return
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    missing = [what for what, ok in (("Debian's chromium", chromium),
+                                     ("playwright", importlib.util.find_spec("playwright"))) if not ok]
+    terminalreporter.write_line(
+        f"browser test skipped ({' and '.join(missing) or 'see the skip reasons'} missing): "
+        "`apt-get install chromium` and `make setup-dev` (or run .ci/run, which installs chromium) to enable it")
