@@ -1,22 +1,31 @@
 # kimi-mini: every target sets itself up (a .venv with the pinned requirements), then does its job.
 # A second run installs nothing: the venv is rebuilt only when requirements.txt or pyproject.toml change.
 
-PYTHON ?= python3.11
+# The CPU build of torch lies on disk on the course machines; use it when it is there.
+WHEELS := $(wildcard /opt/wheels)
+# The Python: the one a local torch wheel was built for (cp311 on the course machines — any other would make
+# pip fetch a multi-GB CUDA build from PyPI), else the first of python3.12 / python3.11 on PATH.
+# Override: make PYTHON=python3.13 ...
+LOCAL_TORCH_PY := $(firstword $(foreach v,12 11 13,$(if $(wildcard $(WHEELS)/torch-*-cp3$(v)-*.whl),python3.$(v))))
+FOUND_PY := $(firstword $(foreach p,python3.12 python3.11,$(shell $(p) -c "" >/dev/null 2>&1 && echo $(p))))
+PYTHON ?= $(or $(LOCAL_TORCH_PY),$(FOUND_PY),python3.12)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 PRESET ?= toy
-# The CPU build of torch lies on disk on the course machines; use it when it is there.
-WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 # pytest workers: the notebook cases dominate, two cores run two at a time — one thread each, since
 # two 2-thread torch processes on 2 cores spend their time spinning on each other.
 WORKERS ?= 2
 TEST_THREADS ?= 1
 
-.PHONY: setup reproduce test lab bench notebooks lint clean
+.PHONY: setup setup-dev reproduce stability test lab bench notebooks lint clean
+comma := ,
 
+# setup: the runtime (requirements.txt); setup-dev adds the test and lint tools (requirements-dev.txt).
 setup: $(STAMP)
+setup-dev: $(DEV_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
@@ -26,10 +35,22 @@ $(STAMP): requirements.txt pyproject.toml setup.py
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/pip install $(PIP_FLAGS) -q -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 reproduce: $(STAMP)
 	$(BIN)/kimi-mini reproduce --preset $(PRESET)
 
-test: $(STAMP)
+# A second seed set against the first (run `make reproduce` first): runs/<preset>-seeds-3-4-5/REPORT.md with a
+# "stable?" column, and runs/<preset>-stability.md; exit status 1 when a verdict flips yes <-> no.
+STABILITY_SEEDS ?= 3,4,5
+stability: $(STAMP)
+	$(BIN)/kimi-mini reproduce --preset $(PRESET) --seeds $(STABILITY_SEEDS) --compare runs/$(PRESET)
+	$(BIN)/kimi-mini report compare runs/$(PRESET) runs/$(PRESET)-seeds-$(subst $(comma),-,$(STABILITY_SEEDS)) \
+		--write runs/$(PRESET)-stability.md
+
+test: $(DEV_STAMP)
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(WORKERS) --durations=25 $(PYTEST_ARGS)
 
 lab: $(STAMP)
@@ -48,7 +69,7 @@ notebooks: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python -m kimi_mini.gpu_check
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check kimi_mini kernels tests
 
 clean:

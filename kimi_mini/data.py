@@ -84,9 +84,19 @@ def is_validation_file(path: str) -> bool:
 
 
 def cache_dir() -> Path:
-    """``$KIMI_MINI_CACHE`` or the repository's ``data/cache/`` (gitignored)."""
+    """Where built data sets, downloaded archives and trained checkpoints are kept: ``$KIMI_MINI_CACHE`` when
+    it is set; else, in a checkout (``make`` / ``pip install -e .``), the repository's ``data/cache/``
+    (gitignored); else — a wheel installed anywhere — the user's cache folder,
+    ``platformdirs.user_cache_dir("kimi-mini")`` (``~/.cache/kimi-mini`` on Linux)."""
     env = os.environ.get("KIMI_MINI_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "cache"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "kernels").is_dir():
+        return checkout / "data" / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("kimi-mini", appauthor=False))
 
 
 def _fingerprint(files: list[str]) -> str:

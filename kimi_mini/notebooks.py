@@ -24,7 +24,12 @@ __all__ = ["NotebookContext", "start_notebook", "check_seeds", "notebook_paramet
 
 
 def notebook_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "notebooks"
+    """The course's notebooks: the checkout's ``notebooks/`` (``make`` / ``pip install -e .``), else the copies a
+    wheel ships inside the package (``kimi_mini/course_notebooks/``, put there by setup.py)."""
+    checkout = Path(__file__).resolve().parents[1] / "notebooks"
+    if any(checkout.glob("[0-9][0-9]_*.ipynb")):
+        return checkout
+    return Path(__file__).resolve().parent / "course_notebooks"
 
 
 class NotebookContext:
