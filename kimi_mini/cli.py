@@ -218,6 +218,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="kimi-mini", description="kimi-mini: run the course, benchmark kernels.")
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("kimi-mini")
+    except PackageNotFoundError:  # a checkout that was never installed
+        ours = "(not installed)"
+    parser.add_argument("--version", action="version",
+                        version=f"kimi-mini {ours} (Python {platform.python_version()}, torch {version('torch')})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("reproduce", help="run the notebooks with papermill and write the reproduction report")

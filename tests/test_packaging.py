@@ -220,3 +220,13 @@ def test_wheel_runs_a_notebook_outside_the_checkout(wheel, tmp_path):
     # the kernel ran the wheel's kimi_mini (an editable one would have cached in the checkout's data/cache)
     assert any(cache.glob("stdlib-py*")), f"no corpus in the user cache {cache}"
     assert not (ROOT / "notebooks" / "runs").exists()
+
+
+def test_version_flag_prints_the_installed_version(capsys):
+    from kimi_mini.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"kimi-mini {importlib.metadata.version('kimi-mini')} (Python ") and "torch" in out
