@@ -27,6 +27,23 @@
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 120 s) or "gpu" (one H100/H200)
 RUN_DIR = None  # set by `kimi-mini reproduce`: where claims and figures go
+SEEDS = (0, 1, 2)  # seed set; kimi-mini reproduce --seeds 3,4,5 passes another
+
+# %%
+# Setup, only where kimi_mini is not installed (Colab, a fresh Jupyter): install it from the checkout this
+# notebook sits in (notebooks/setup_kimi_mini.py), or say how to get one. Elsewhere this cell does nothing.
+import importlib.util
+import runpy
+from pathlib import Path
+
+if importlib.util.find_spec("kimi_mini") is None:
+    _near = [Path.cwd(), *Path.cwd().parents, *Path.cwd().glob("*")]
+    _setup = [p for p in (d / "notebooks" / "setup_kimi_mini.py" for d in _near) if p.is_file()]
+    if _setup:
+        runpy.run_path(str(_setup[0]))["main"]()
+    else:
+        print("kimi_mini is not installed and no checkout is in sight: run `!git clone <the repository> kimi-mini`"
+              " in a cell (or upload a copy of the repository), then this cell again.")
 
 # %%
 import inspect
@@ -52,9 +69,10 @@ from kimi_mini.rationale.train import (
     train_rnp,
     train_teacher,
 )
+from kimi_mini.report import Evidence, Precondition
 from kimi_mini.testing import max_rel_error
 
-nb = start_notebook("09_dmr", PRESET, RUN_DIR)
+nb = start_notebook("09_dmr", PRESET, RUN_DIR, SEEDS)
 P = nb.preset
 if P.name == "toy":
     torch.set_num_threads(1)  # tiny GRUs: a second thread only waits
@@ -76,8 +94,9 @@ PAPER = "DMR (arXiv 2106.00320)"
 # with the teacher $t$ (the predictor's architecture trained on full text, then frozen), temperature
 # $T = 3$, $K = 5$, $\lambda_{cls}/\lambda_{om}/\lambda_{fm} = 0.1/0.9/0.01$, $\lambda_s = 5$,
 # $\lambda_c = 10$. **RNP** is the same game with $\mathcal L_p = \mathrm{CE}(y, p(z\odot x))$ only.
-# The selection is hard in the forward pass and differentiable through a straight-through estimator:
-# $z = \mathrm{onehot}(\arg\max \ell) - \mathrm{sg}(\mathrm{softmax}\,\ell) + \mathrm{softmax}\,\ell$.
+# The selection is hard in the forward pass (keep a token when its "keep" logit wins) yet the generator still
+# gets a gradient, through a *straight-through* estimator — exercise 2 asks you to build it, so it is not
+# spelled out here.
 #
 # **Central Moment Discrepancy** between samples $X$ and $Y$ (rows = examples):
 # $$\mathrm{CMD}_K(X, Y) = \lVert \mathbb E X - \mathbb E Y\rVert_2
@@ -99,7 +118,6 @@ for k in range(5):
 print(f"CMD_5 (true powers)        = {float(cmd(gauss, unif)):.3f}   ≈ |3 − 9/5| = 1.2 plus sampling noise")
 print(f"released code (x_c * k)    = {float(cmd_released(gauss, unif)):.3f}   — only the means' distance survives")
 print("why: mean(k · x_c) = k · mean(x_c) = 0 for every k, so every 'moment' term is ~0")
-print(inspect.getsource(central_moments_torch))
 
 # %% [markdown]
 # ### Reference, vectorised PyTorch, fused Triton kernel
@@ -164,25 +182,25 @@ def my_rnp_aspect_prediction() -> str:
 # Both use the paper's generator loss with $\alpha$ = the gold fraction (the paper sets α near the human
 # rationales' share too), the same architecture (frozen word2vec → BiGRU), the same batches. One teacher
 # is trained first on the full text and frozen; DMR uses it, and it is the reference for the **KL**
-# column ($\mathrm{KL}(t(x)\,\|\,p(z\odot x))$ on the test set, $T = 1$).
+# column ($\mathrm{KL}(\mathrm{softmax}(t(x)/T)\,\|\,p(z\odot x))$ on the test set, at DMR's $T = 3$).
 
 # %%
 CFG = RationaleConfig(**P.pick(
     toy=dict(hidden=16, steps=200, teacher_steps=250, batch_size=64, lr=1e-3),
     gpu=dict(hidden=100, steps=3000, teacher_steps=2000, batch_size=200, lr=1e-3),
 ), alpha=round(gold_frac, 3), cmd_impl=P.pick(toy="torch", gpu="triton"))
-SEEDS = P.pick(toy=(0, 1, 2), gpu=(0, 1, 2, 3, 4))
+RUN_SEEDS = P.pick(toy=nb.seeds, gpu=nb.seeds + (10, 11))
 emb = bench.embeddings.to(nb.device)
 teacher, _ = train_teacher(train_set, emb, CFG)
 print(f"teacher (full text) test accuracy: {teacher_accuracy(teacher, test_set):.1%}; config {CFG}")
 runs = {"RNP": [], "DMR": []}
-for seed in SEEDS:
+for seed in RUN_SEEDS:
     runs["RNP"].append(evaluate(*train_rnp(train_set, emb, CFG, seed=seed)[:2], test_set, teacher))
     runs["DMR"].append(evaluate(*train_dmr(train_set, emb, teacher, CFG, seed=seed)[:2], test_set, teacher))
-print(f"{len(SEEDS)} seeds × 2 methods trained in {nb.elapsed():.0f} s (notebook so far)")
+print(f"{len(RUN_SEEDS)} seeds × 2 methods trained in {nb.elapsed():.0f} s (notebook so far)")
 
 # %%
-COLS = ("precision", "recall", "f1", "sparsity", "acc", "kl")
+COLS = ("precision", "recall", "f1", "sparsity", "acc", "kl_T")
 
 
 def mean_sd(values):
@@ -191,8 +209,8 @@ def mean_sd(values):
 
 def summary(name, results):
     cells = {c: mean_sd([r[c] for r in results]) for c in COLS}
-    return f"{name:>14} " + "  ".join(f"{100 * m if c != 'kl' else m:6.1f} ± {100 * s if c != 'kl' else s:4.1f}"
-                                       if c != "kl" else f"{m:.3f} ± {s:.3f}" for c, (m, s) in cells.items())
+    return f"{name:>14} " + "  ".join(f"{100 * m:6.1f} ± {100 * s:4.1f}"
+                                       if c != "kl_T" else f"{m:.3f} ± {s:.3f}" for c, (m, s) in cells.items())
 
 
 print(f"{'':>14} " + "  ".join(f"{c:>13}" for c in COLS) + "   (P/R/F1/sparsity/acc in %, test set)")
@@ -229,35 +247,45 @@ plt.show()
 
 # %% [markdown]
 # ### Claims
-# Decided before running: **F1** holds if DMR's mean rationale F1 exceeds RNP's by more than the
-# larger of the two seed standard deviations; **KL** holds if DMR's mean KL to the teacher is below
-# RNP's by more than the larger standard deviation.
+# Decided before running, every comparison paired by seed (same initial weights, same batches) with a 95 %
+# interval over seeds. **Precondition of both claims:** RNP's generator learns — its precision is at least
+# 10 points above chance (the gold fraction) — otherwise RNP is not failing the way the paper describes
+# (picking a correlated aspect *because it learnt to*), and DMR has nothing to fix. **F1** holds if DMR's rationale
+# F1 exceeds RNP's (paired difference > 0); **KL** holds if DMR's predictor is closer to the teacher than RNP's,
+# measured at the temperature DMR's output matching trains toward ($T = 3$: KL(softmax(t(x)/3) ‖ p(z⊙x))).
 
 # %%
 f1 = {n: mean_sd([r["f1"] for r in res]) for n, res in runs.items()}
-kl = {n: mean_sd([r["kl"] for r in res]) for n, res in runs.items()}
-spread = max(f1["RNP"][1], f1["DMR"][1])
+klT = {n: mean_sd([r["kl_T"] for r in res]) for n, res in runs.items()}
+rnp_lift = [r["precision"] - gold_frac for r in runs["RNP"]]
+pre_rnp = Precondition.from_evidence(
+    "RNP's precision ≥ chance (the gold fraction) + 10 points",
+    Evidence.mean(rnp_lift, threshold=0.10, direction="above", what="RNP precision − gold fraction", scale=100,
+                  fmt="+.1f", suffix=" points"))
 nb.record_claim(
     "DMR's rationales match the human rationales better than RNP's (token F1)",
     paper_value="beer appearance: DMR P 83.6 / R 52.8 / F1 64.7 at 11.7% sparsity (quoted, unconfirmed); hotel "
                 "location F1 53.3 (released run); DMR above RNP by a wide margin in F1",
     ours=f"F1 DMR {100 * f1['DMR'][0]:.1f} ± {100 * f1['DMR'][1]:.1f} vs RNP {100 * f1['RNP'][0]:.1f} ± "
-         f"{100 * f1['RNP'][1]:.1f} ({len(SEEDS)} seeds, sparsity target α = {CFG.alpha:.2f})",
-    holds=f1["DMR"][0] - f1["RNP"][0] > spread,
-    explanation=f"holds iff the gap exceeds the larger seed sd ({100 * spread:.1f} points). Our reviews are 3 "
-                "real human-rated sentences (gold = the movie sentence, ~1/3 of the tokens) with correlated "
-                "distractor aspects, not BeerAdvocate (withdrawn); tiny frozen-embedding GRUs, a few hundred steps.",
+         f"{100 * f1['RNP'][1]:.1f} (mean ± sd, {len(RUN_SEEDS)} seeds, sparsity target α = {CFG.alpha:.2f})",
+    evidence=Evidence.paired([r["f1"] for r in runs["DMR"]], [r["f1"] for r in runs["RNP"]], threshold=0.0,
+                             direction="above", what="DMR − RNP F1", scale=100, fmt="+.1f", suffix=" points"),
+    precondition=pre_rnp,
+    explanation="Our reviews are 3 real human-rated sentences (gold = the movie sentence, ~1/3 of the tokens) with "
+                "correlated distractor aspects, not BeerAdvocate (withdrawn); tiny frozen-embedding GRUs, a few "
+                "hundred steps.",
     paper=PAPER,
 )
-kl_spread = max(kl["RNP"][1], kl["DMR"][1])
 nb.record_claim(
     "DMR's predictions on the rationale are closer to the full-text teacher than RNP's (lower KL)",
     paper_value="DMR's output-space matching aligns p(z⊙x) with t(x) (the paper's motivation; no KL number reported)",
-    ours=f"KL(t(x) ‖ p(z⊙x)) DMR {kl['DMR'][0]:.3f} ± {kl['DMR'][1]:.3f} vs RNP {kl['RNP'][0]:.3f} ± "
-         f"{kl['RNP'][1]:.3f}",
-    holds=kl["RNP"][0] - kl["DMR"][0] > kl_spread,
-    explanation=f"holds iff RNP's mean KL exceeds DMR's by more than the larger seed sd ({kl_spread:.3f}); KL at T = 1 "
-                "on the test set against the one teacher both are measured with.",
+    ours=f"KL(softmax(t(x)/{CFG.temperature:g}) ‖ p(z⊙x)) DMR {klT['DMR'][0]:.3f} ± {klT['DMR'][1]:.3f} vs RNP "
+         f"{klT['RNP'][0]:.3f} ± {klT['RNP'][1]:.3f} (mean ± sd)",
+    evidence=Evidence.paired([r["kl_T"] for r in runs["RNP"]], [r["kl_T"] for r in runs["DMR"]], threshold=0.0,
+                             direction="above", what="RNP − DMR KL at the matching temperature", fmt="+.3f"),
+    precondition=pre_rnp,
+    explanation=f"KL at the temperature DMR matches (T = {CFG.temperature:g}) on the test set, against the one "
+                "teacher both are measured with; at T = 1 the measure would be biased against DMR's softened target.",
     paper=PAPER,
 )
 
@@ -299,7 +327,7 @@ display(HTML("".join(html) + "</table>"))
 # read it as indicative, against the seed spread of the 3-seed rows.
 
 # %%
-ABL_SEEDS = P.pick(toy=(0,), gpu=(0, 1, 2))
+ABL_SEEDS = P.pick(toy=nb.seeds[:1], gpu=nb.seeds)
 ablation = {
     "feature only": [evaluate(*train_dmr(train_set, emb, teacher, replace(CFG, lambda_cls=1.0, lambda_om=0.0),
                                          seed=s)[:2], test_set, teacher) for s in ABL_SEEDS],
@@ -329,6 +357,7 @@ def my_cmd(x: torch.Tensor, y: torch.Tensor, K: int = 5) -> torch.Tensor:
 
 
 verdict = check("dmr_cmd", my_cmd)
+print(inspect.getsource(central_moments_torch))  # the library's moments, shown after the check
 
 # %% [markdown]
 # **2 · The straight-through selection.** `logits [..., 2]` (drop, keep) → `z [...]` whose *value* is the

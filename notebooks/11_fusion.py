@@ -25,6 +25,23 @@
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 90 s) or "gpu" (one H100/H200)
 RUN_DIR = None  # set by `kimi-mini reproduce`: where claims and figures go
+SEEDS = (0, 1, 2)  # seed set; kimi-mini reproduce --seeds 3,4,5 passes another
+
+# %%
+# Setup, only where kimi_mini is not installed (Colab, a fresh Jupyter): install it from the checkout this
+# notebook sits in (notebooks/setup_kimi_mini.py), or say how to get one. Elsewhere this cell does nothing.
+import importlib.util
+import runpy
+from pathlib import Path
+
+if importlib.util.find_spec("kimi_mini") is None:
+    _near = [Path.cwd(), *Path.cwd().parents, *Path.cwd().glob("*")]
+    _setup = [p for p in (d / "notebooks" / "setup_kimi_mini.py" for d in _near) if p.is_file()]
+    if _setup:
+        runpy.run_path(str(_setup[0]))["main"]()
+    else:
+        print("kimi_mini is not installed and no checkout is in sight: run `!git clone <the repository> kimi-mini`"
+              " in a cell (or upload a copy of the repository), then this cell again.")
 
 # %%
 import inspect
@@ -50,17 +67,19 @@ from kimi_mini.fusion import (
     watch_task,
     watch_windows,
 )
+from kimi_mini.fusion.experiment import cell_values
 from kimi_mini.notebooks import start_notebook
+from kimi_mini.report import Evidence, Precondition
 from kimi_mini.testing import max_rel_error
 
-nb = start_notebook("11_fusion", PRESET, RUN_DIR)
+nb = start_notebook("11_fusion", PRESET, RUN_DIR, SEEDS)
 P = nb.preset
 PAPER = "Multimodal Polynomial Fusion for Detecting Driver Distraction (arXiv 1810.10565)"
 
 # %%
 SIZES = P.pick(
-    toy=dict(seeds=[0, 1, 2], steps=150, n_train=1000, n_test=3000),
-    gpu=dict(seeds=[0, 1, 2, 3, 4], steps=300, n_train=4000, n_test=10000),
+    toy=dict(seeds=nb.seeds, steps=150, n_train=1000, n_test=3000),
+    gpu=dict(seeds=nb.seeds + (10, 11), steps=300, n_train=4000, n_test=10000),
 )
 MODEL = dict(hidden=8, fused=16, rank=4, order=3)  # per-modality encoder width, fused width, rank R, order P
 FUSIONS = ["early", "late", "tfn", "lmf", "polynomial"]
@@ -96,10 +115,10 @@ assert z.tolist()[0] == [10.0, 2.0, 15.0, 3.0, 5.0, 1.0]  # h1·h2 ... h1 ... 1
 
 # %%
 rows = []
-for M in range(1, 7):
+for M in range(1, 5):  # TFN at M = 5 would already hold 626M weights
     dims = [32] * M
-    rows.append((M, n_params(TensorFusion(dims, 16)) if M <= 4 else 16 * 33 ** M + 16,
-                 n_params(LowRankFusion(dims, 16, rank=4)), n_params(PolynomialFusion(dims, 16, rank=4, order=3))))
+    rows.append((M, n_params(TensorFusion(dims, 16)), n_params(LowRankFusion(dims, 16, rank=4)),
+                 n_params(PolynomialFusion(dims, 16, rank=4, order=3))))
 print(f"{'M':>2} {'TFN':>14} {'LMF':>8} {'poly':>8}")
 for M, t, lmf, poly in rows:
     print(f"{M:>2} {t:>14,} {lmf:>8,} {poly:>8,}")
@@ -107,7 +126,7 @@ fig, ax = plt.subplots()
 for i, name in enumerate(["TFN", "LMF (R=4)", "polynomial (P=3, R=4)"]):
     ax.semilogy([r[0] for r in rows], [r[i + 1] for r in rows], "o-", label=name)
 ax.set(xlabel="number of modalities M (width 32 each)", ylabel="fusion-layer parameters",
-       title="TFN grows as 33^M, the factorised forms linearly")
+       title="TFN grows exponentially in M, the factorised forms linearly")
 ax.legend()
 nb.savefig(fig, "params")
 plt.show()
@@ -157,18 +176,18 @@ print(f"{len(watch['y'])} windows · classes {[str(c) for c in watch['labels']]}
 # data set lets us *switch the interactions off*. The switch is what tests the mechanism: multiplicative
 # fusion should help exactly when the label lives in the products.
 #
-# **Claims, with thresholds fixed before the runs below** (3 seeds; a "gap" is the per-seed difference of
-# two accuracies on the same split — paired — reported as mean ± sd; it *exceeds the spread* when mean > sd):
-# 1. accuracy rises with the number of modalities — for polynomial fusion (the paper's model), every step
-#    1 → 2 → 3 on the simulator (both conditions) and best single sensor → both sensors on the watch;
+# **Claims, with thresholds fixed before the runs below.** Every comparison is a *paired* per-seed difference
+# of two accuracies on the same split; the verdict reads its 95 % interval over seeds (Student t):
+# 1. on the **real watch data**, both sensors beat the best single sensor (polynomial fusion), given that the
+#    single sensor is above chance; on the simulator the same rise holds by construction, so it is a *check*;
 # 2. on interaction data (3 modalities) polynomial fusion beats the best of early fusion, late fusion and
-#    the SVM by more than the spread;
-# 3. the mechanism: polynomial − late (the additive model) exceeds the spread on interaction data, and on
-#    the control the gap is *not* above its spread (a disadvantage counts as "gone" — and is reported).
+#    the SVM — precondition: early fusion beats late fusion there (the interactions exist and are learnable);
+# 3. the mechanism: polynomial − late (the additive model) is > 0 on interaction data and < +1 point on
+#    the control.
 #
 # (Said plainly: the simulator's label sharpness and sample sizes and the early-stopping recipe were set in
-# pilot runs, which already showed early fusion level with the multiplicative heads; the thresholds are the
-# issue's wording, and the reading of "gone" in claim 3 was fixed after a pilot showed a negative gap.)
+# pilot runs, which already showed early fusion level with the multiplicative heads; the reading of the
+# control in claim 3 was also fixed after a pilot — what that pilot showed is told after exercise 3.)
 #
 # **Exercise 3 — predict before you run.** On the control, will polynomial fusion beat late fusion, tie
 # (|gap| ≤ sd), or lose? Write your answer now; it is checked against this run at the end.
@@ -237,49 +256,82 @@ def fmt(g):
 
 
 ALL3, PAIR = "+".join(SIM_MODALITIES), "+".join(SIM_MODALITIES[:2])
+BOTH, SINGLES = "accelerometer+gyroscope", [("accelerometer", "polynomial"), ("gyroscope", "polynomial")]
+
+# Simulator: more modalities carry more of the label by construction, so this is a check, not a finding.
 steps = {f"{run} {a}→{b}": gap(run, (b, "polynomial"), (a, "polynomial"))
          for run in ("interactions", "control") for a, b in (("face", PAIR), (PAIR, ALL3))}
-steps["watch best single→both"] = gap("watch", ("accelerometer+gyroscope", "polynomial"),
-                                      [("accelerometer", "polynomial"), ("gyroscope", "polynomial")])
-nb.record_claim(
-    "Accuracy rises with the number of modalities (polynomial fusion; every step's paired gain > its seed sd)",
-    paper_value="'adding more modalities monotonically increases the predictive accuracy' (face, speech, car; the "
-                "per-combination table is not in our paper summary)",
+nb.record_check(
+    "Simulator (illustration): accuracy rises with the number of modalities (polynomial fusion)",
+    paper_value="'adding more modalities monotonically increases the predictive accuracy' (face, speech, car)",
     ours="; ".join(f"{k}: {fmt(v)}" for k, v in steps.items()),
-    holds=all(m > s for m, s in steps.values()),
-    explanation="simulator: 1000 train / 3000 test windows per seed; watch: 3 held-out subjects per seed (a new split "
-                "per seed, so the watch spread includes which subjects are held out).",
+    passed=all(m > 0 for m, _ in steps.values()),
+    explanation="the simulator's label is built from all three latents, so every added modality adds information "
+                "by construction; shown to illustrate, not as evidence for the paper's claim.",
     paper=PAPER,
 )
 
-vs = {b: gap("interactions", (ALL3, "polynomial"), (ALL3, b)) for b in ("early", "late", "svm")}
-best = gap("interactions", (ALL3, "polynomial"), [(ALL3, "early"), (ALL3, "late"), (ALL3, "svm")])
-others = {f: gap("interactions", (ALL3, f), [(ALL3, "early"), (ALL3, "late"), (ALL3, "svm")]) for f in ("tfn", "lmf")}
+# Real watch data: the finding.
+watch_single = cell_values(runs["watch"], SINGLES)
+chance = 1 / watch_task()(nb.seeds[0]).n_classes
+pre_watch = Precondition.from_evidence(
+    "the best single sensor is above chance (there is a signal to add to)",
+    Evidence.mean(watch_single, threshold=chance, direction="above", what="best single-sensor accuracy"))
+ev_watch = Evidence.paired(cell_values(runs["watch"], (BOTH, "polynomial")), watch_single, threshold=0.0,
+                           direction="above", what="both sensors − best single sensor (polynomial)",
+                           scale=100, fmt="+.1f", suffix=" points")
 nb.record_claim(
-    "On interaction data, polynomial fusion beats the best of early fusion, late fusion and the SVM by more than "
-    "the seed spread",
+    "Watch (real data): accuracy rises from the best single sensor to both sensors (polynomial fusion)",
+    paper_value="'adding more modalities monotonically increases the predictive accuracy' (driver data)",
+    ours=f"both − best single: {fmt(gap('watch', (BOTH, 'polynomial'), SINGLES))} (mean ± sd over seeds)",
+    evidence=ev_watch, precondition=pre_watch,
+    explanation="3 held-out subjects per seed (a new split per seed, so the spread includes which subjects are held "
+                "out); the best single sensor is chosen per seed with hindsight, which favours the single sensor.",
+    paper=PAPER,
+)
+
+BASELINES = [(ALL3, "early"), (ALL3, "late"), (ALL3, "svm")]
+vs = {b: gap("interactions", (ALL3, "polynomial"), (ALL3, b)) for b in ("early", "late", "svm")}
+best = gap("interactions", (ALL3, "polynomial"), BASELINES)
+others = {f: gap("interactions", (ALL3, f), BASELINES) for f in ("tfn", "lmf")}
+pre_inter = Precondition.from_evidence(
+    "the label has learnable cross-modal interactions: early fusion (an MLP) beats the additive late fusion",
+    Evidence.paired(cell_values(runs["interactions"], (ALL3, "early")),
+                    cell_values(runs["interactions"], (ALL3, "late")), threshold=0.0, direction="above",
+                    what="early − late", scale=100, fmt="+.1f", suffix=" points"))
+nb.record_claim(
+    "On interaction data, polynomial fusion beats the best of early fusion, late fusion and the SVM",
     paper_value="polynomial fusion 'shows superior distraction detection results compared to the baseline SVM and "
                 "neural network models' (driver data, 3 modalities)",
     ours=f"polynomial − best baseline {fmt(best)} (vs early {fmt(vs['early'])}, late {fmt(vs['late'])}, "
          f"SVM {fmt(vs['svm'])}); TFN − best {fmt(others['tfn'])}, LMF − best {fmt(others['lmf'])}",
-    holds=best[0] > best[1],
-    explanation="3 modalities, 3 seeds. Early fusion here is concatenation → a ReLU MLP, which can learn the products "
-                "itself; whether the explicit products win over it depends on data size and regularisation.",
+    evidence=Evidence.paired(cell_values(runs["interactions"], (ALL3, "polynomial")),
+                             cell_values(runs["interactions"], BASELINES), threshold=0.0, direction="above",
+                             what="polynomial − best baseline per seed", scale=100, fmt="+.1f", suffix=" points"),
+    precondition=pre_inter,
+    explanation="3 modalities. Early fusion here is concatenation → a ReLU MLP, which can learn the products itself; "
+                "the baselines are not matched in parameter count (see the issue's redesign, not done yet).",
     paper=PAPER,
 )
 
 inter = gap("interactions", (ALL3, "polynomial"), (ALL3, "late"))
 control = gap("control", (ALL3, "polynomial"), (ALL3, "late"))
 set_measured_gap(*control)
+ev_inter = Evidence.paired(cell_values(runs["interactions"], (ALL3, "polynomial")),
+                           cell_values(runs["interactions"], (ALL3, "late")), threshold=0.0, direction="above",
+                           what="polynomial − late, interactions", scale=100, fmt="+.1f", suffix=" points")
+ev_control = Evidence.paired(cell_values(runs["control"], (ALL3, "polynomial")),
+                             cell_values(runs["control"], (ALL3, "late")), threshold=0.01, direction="below",
+                             what="polynomial − late, control", scale=100, fmt="+.1f", suffix=" points")
 nb.record_claim(
-    "The mechanism: multiplicative fusion's advantage over additive (late) fusion needs cross-modal interactions — "
-    "> spread with them, not above the spread without",
+    "The mechanism: multiplicative fusion's advantage over additive (late) fusion needs cross-modal interactions",
     paper_value="the paper's finding transferred: polynomial fusion wins on driver data where face, speech and car "
                 "signals interact (no control experiment in the paper)",
-    ours=f"polynomial − late: interactions {fmt(inter)}, control {fmt(control)}",
-    holds=inter[0] > inter[1] and control[0] <= control[1],
-    explanation="same simulator, same models, only the label's products switched off; a negative control gap means "
-                "the extra monomials cost accuracy when they are not needed.",
+    ours=f"polynomial − late: interactions {fmt(inter)}, control {fmt(control)} (mean ± sd over seeds)",
+    evidence=[ev_inter, ev_control], precondition="none",
+    rule="with interactions the gap is > 0; without them it is < +1 point (a disadvantage counts as no advantage)",
+    explanation="same simulator, same models, only the label's products switched off; the control's threshold "
+                "(< +1 point, so a disadvantage passes) was fixed after a pilot run.",
     paper=PAPER,
 )
 
@@ -314,6 +366,10 @@ _ = check("fusion_lmf_forward", my_lmf_forward)
 _ = check("fusion_control_prediction", my_control_prediction)
 
 # %% [markdown]
+# (The pilot that fixed claim 3's reading of the control showed polynomial fusion *below* late fusion there:
+# the extra monomials cost accuracy when the label does not need them, so "< +1 point" was chosen to count a
+# disadvantage as no advantage.)
+#
 # The solutions, now that you have tried: `LowRankFusion.forward` in the library.
 
 # %%

@@ -18,7 +18,16 @@ from kimi_mini.fusion.data import (
     watch_dataset,
     watch_windows,
 )
-from kimi_mini.fusion.experiment import Split, paired_gap, run_grid, simulator_task, summarize, watch_task
+from kimi_mini.fusion.experiment import (
+    Split,
+    cell_values,
+    paired_gap,
+    paired_gaps,
+    run_grid,
+    simulator_task,
+    summarize,
+    watch_task,
+)
 from kimi_mini.fusion.ops import (
     FUSIONS,
     EarlyFusion,
@@ -39,5 +48,6 @@ __all__ = ["SIM_MODALITIES", "WATCH_MODALITIES", "driver_simulator", "standardiz
            "watch_dataset", "watch_windows", "FUSIONS", "EarlyFusion", "FusionClassifier", "LateFusion",
            "LowRankFusion",
            "PolynomialFusion", "TensorFusion", "accuracy", "fit_fusion", "n_params", "polynomial_fusion",
-           "svm_baseline", "tensor_fusion", "Split", "paired_gap", "run_grid", "simulator_task", "summarize",
+           "svm_baseline", "tensor_fusion", "Split", "cell_values", "paired_gap", "paired_gaps", "run_grid",
+           "simulator_task", "summarize",
            "watch_task"]

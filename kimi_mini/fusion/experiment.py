@@ -10,6 +10,7 @@ compares two cells seed by seed (both used the same split and the same initial s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 
 from kimi_mini.fusion.data import driver_simulator, standardize, subject_split, watch_windows
-from kimi_mini.fusion.ops import FusionClassifier, accuracy, fit_fusion, svm_baseline
+from kimi_mini.fusion.ops import FusionClassifier, accuracy, fit_fusion, n_params, svm_baseline
 
-__all__ = ["Split", "watch_task", "simulator_task", "run_grid", "summarize", "paired_gap"]
+__all__ = ["Split", "watch_task", "simulator_task", "run_grid", "summarize", "paired_gap", "paired_gaps", "cell_values",
+           "matched_width", "equal_parameter_grid"]
 
 
 @dataclass
@@ -117,14 +119,90 @@ def summarize(records: Sequence[dict]) -> dict[tuple[str, str], tuple[float, flo
     return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for k, v in cells.items()}
 
 
+def cell_values(records: Sequence[dict], cell: tuple[str, str] | Sequence[tuple[str, str]]) -> list[float]:
+    """Per-seed accuracies of ``cell`` (sorted by seed); several cells: the best of them in each seed."""
+    cells = [cell] if isinstance(cell, tuple) and isinstance(cell[0], str) else list(cell)
+    acc = {(r["modalities"], r["fusion"], r["seed"]): r["acc"] for r in records}
+    seeds = sorted({r["seed"] for r in records if (r["modalities"], r["fusion"]) == tuple(cells[0])})
+    if not seeds:
+        raise ValueError(f"cell: no records for cell {cells[0]!r}")
+    return [max(acc[(*c, s)] for c in cells) for s in seeds]
+
+
+def paired_gaps(records: Sequence[dict], a: tuple[str, str], b: tuple[str, str] | Sequence[tuple[str, str]]
+                ) -> list[float]:
+    """Per-seed acc(a) − acc(b), matched by seed (sorted by seed); ``b`` may be several cells, then the best
+    of them in each seed."""
+    va = cell_values(records, a)
+    vb = cell_values(records, b)
+    if len(va) != len(vb):
+        raise ValueError(f"b: expected the seeds of {a!r} ({len(va)}), got {len(vb)}")
+    return [x - y for x, y in zip(va, vb, strict=True)]
+
+
 def paired_gap(records: Sequence[dict], a: tuple[str, str], b: tuple[str, str] | Sequence[tuple[str, str]]
                ) -> tuple[float, float]:
     """Mean and sd (over seeds) of acc(a) − acc(b), matched by seed; ``b`` may be several cells, then the
     best of them in each seed."""
-    bs = [b] if isinstance(b, tuple) and isinstance(b[0], str) else list(b)
-    acc = {(r["modalities"], r["fusion"], r["seed"]): r["acc"] for r in records}
-    seeds = sorted({r["seed"] for r in records if (r["modalities"], r["fusion"]) == tuple(a)})
-    if not seeds:
-        raise ValueError(f"a: no records for cell {a!r}")
-    gaps = [acc[(*a, s)] - max(acc[(*c, s)] for c in bs) for s in seeds]
+    gaps = paired_gaps(records, a, b)
     return float(np.mean(gaps)), float(np.std(gaps, ddof=1)) if len(gaps) > 1 else 0.0
+
+
+def matched_width(in_dims: Sequence[int], n_classes: int, fusion: str, budget: int, **model_options) -> int:
+    """The ``fused`` width at which a :class:`FusionClassifier` with ``fusion`` has the parameter count closest
+    to ``budget`` (for early and late fusion the count grows linearly with it)."""
+    check = dict(model_options)
+    check.pop("fused", None)
+
+    def count(w: int) -> int:
+        return n_params(FusionClassifier(list(in_dims), n_classes, fusion=fusion, fused=w, **check))
+
+    a, b = count(1), count(2)
+    w = max(1, round(1 + (budget - a) / max(b - a, 1)))
+    return min((w - 1, w, w + 1), key=lambda v: abs(count(max(v, 1)) - budget)) or 1
+
+
+def equal_parameter_grid(task: Callable[[int], Split], modalities: Sequence[str], seeds: Sequence[int], *,
+                         reference: str = "polynomial", early_widths: Sequence[int] = (16, 64), steps: int = 150,
+                         lr: float = 1e-2, **model_options) -> list[dict]:
+    """The paper's claim against baselines of the **same parameter count**: per seed, ``reference`` at
+    ``model_options``; late fusion and TFN-free baselines widened (``fused``) to the reference's parameter
+    count; early fusion at that matched width *and* at each of ``early_widths``, keeping the width with the
+    best validation accuracy ("early, best width", chosen per seed on validation only). Records as in
+    :func:`run_grid`, plus ``n_params`` and ``val_acc``; fusion names ``reference``, ``"late (matched)"``,
+    ``"early (matched)"``, ``"early (best width)"``."""
+    mods = list(modalities)
+    records = []
+    for seed in seeds:
+        split = task(seed)
+        dims = [split.train[m].shape[1] for m in mods]
+        fit = functools.partial(_fit_one, split, mods, seed, steps=steps, lr=lr)
+
+        def add(name: str, result: tuple[float, float, int], seed: int = seed) -> None:
+            records.append({"modalities": "+".join(mods), "n_modalities": len(mods), "fusion": name, "seed": seed,
+                            "acc": result[0], "val_acc": result[1], "n_params": result[2]})
+
+        ref = fit(reference, **model_options)
+        add(reference, ref)
+        opts = {k: v for k, v in model_options.items() if k != "fused"}
+        w_late = matched_width(dims, split.n_classes, "late", ref[2], **opts)
+        add("late (matched)", fit("late", fused=w_late, **opts))
+        w_early = matched_width(dims, split.n_classes, "early", ref[2], **opts)
+        early = {w: fit("early", fused=w, **opts) for w in dict.fromkeys((*early_widths, w_early))}
+        add("early (matched)", early[w_early])
+        add("early (best width)", max(early.values(), key=lambda r: r[1]))
+    return records
+
+
+def _fit_one(split: Split, mods: list[str], seed: int, fusion: str, *, steps: int, lr: float, **opts
+             ) -> tuple[float, float, int]:
+    """Train one model with early stopping; (test accuracy, validation accuracy, parameter count)."""
+    def pick(part: dict) -> list[np.ndarray]:
+        return [part[m] for m in mods]
+
+    torch.manual_seed(seed)
+    model = FusionClassifier([split.train[m].shape[1] for m in mods], split.n_classes, fusion=fusion, **opts)
+    fit_fusion(model, pick(split.train), split.y_train, steps=steps, lr=lr, seed=seed,
+               val=(pick(split.val), split.y_val))
+    return (accuracy(model, pick(split.test), split.y_test), accuracy(model, pick(split.val), split.y_val),
+            n_params(model))

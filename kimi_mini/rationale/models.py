@@ -1,5 +1,7 @@
 """Selective rationalization models: generator, predictor, teacher (RNP, Lei et al. 2016; DMR, arXiv 2106.00320).
 
+``encoder="conv"`` swaps every BiGRU for a width-5 1-D convolution with tanh (same ``[B, T, 2H]`` output).
+
 - **Generator** g: frozen embeddings → BiGRU → per-token 2-way logits → hard selection z ∈ {0, 1}^T with
   a straight-through estimator: forward the argmax (one-hot), backward the softmax's gradient,
   z = onehot(argmax ℓ) − stopgrad(softmax ℓ) + softmax ℓ (channel 1 = keep).
@@ -15,12 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["straight_through_select", "Generator", "Predictor"]
+from kimi_mini.checks import check_int, describe
+
+__all__ = ["ENCODERS", "straight_through_select", "Generator", "Predictor"]
 
 
 def straight_through_select(logits: Tensor) -> Tensor:
     """``logits [..., 2]`` (drop, keep) → ``z [...]`` in {0., 1.}: argmax forward, ∂softmax backward."""
-    if not torch.is_tensor(logits) or logits.shape[-1] != 2:
+    if not torch.is_tensor(logits) or logits.dim() < 1 or logits.shape[-1] != 2 or not logits.is_floating_point():
         raise ValueError(f"logits: expected a tensor [..., 2] (drop, keep), got "
                          f"{tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__}")
     soft = logits.softmax(-1)
@@ -37,15 +41,40 @@ def _check_batch(ids: Tensor, mask: Tensor) -> None:
                          f"{(mask.dtype, tuple(mask.shape)) if torch.is_tensor(mask) else type(mask).__name__}")
 
 
-class _Encoder(nn.Module):
-    def __init__(self, embeddings: Tensor, hidden: int):
+def _check_ids(ids: Tensor, vocab: int) -> None:
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(f"ids: expected token ids in [0, {vocab}), got values in [{int(ids.min())}, {int(ids.max())}]")
+
+
+ENCODERS = ("gru", "conv")
+
+
+class _Conv(nn.Module):
+    """A drop-in for the BiGRU: ``[B, T, E] → ([B, T, 2H], None)``, tanh-bounded like the GRU's states, from a
+    width-``kernel`` 1-D convolution (each token sees ±kernel//2 neighbours). Cheap and parallel over T, so it
+    trains to convergence on a CPU where the recurrent encoder does not."""
+
+    def __init__(self, in_features: int, hidden: int, kernel: int = 5):
         super().__init__()
-        if not torch.is_tensor(embeddings) or embeddings.dim() != 2:
-            raise ValueError(f"embeddings: expected a [V, E] tensor, got {type(embeddings).__name__}")
-        if not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden: expected an integer >= 1, got {hidden!r}")
+        self.conv = nn.Conv1d(in_features, 2 * hidden, kernel, padding=kernel // 2)
+
+    def forward(self, e: Tensor):
+        return torch.tanh(self.conv(e.transpose(1, 2)).transpose(1, 2)), None
+
+
+class _Encoder(nn.Module):
+    def __init__(self, embeddings: Tensor, hidden: int, encoder: str = "gru"):
+        super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder: expected one of {ENCODERS}, got {encoder!r}")
+        if not torch.is_tensor(embeddings) or embeddings.dim() != 2 or not embeddings.is_floating_point() or \
+                min(embeddings.shape) < 1:
+            raise ValueError(f"embeddings: expected a non-empty floating-point [V, E] tensor, got "
+                             f"{describe(embeddings)}")
+        check_int("hidden", hidden, 1, 1 << 16)
         self.embed = nn.Embedding.from_pretrained(embeddings.float(), freeze=True)  # frozen word2vec
-        self.gru = nn.GRU(embeddings.shape[1], hidden, batch_first=True, bidirectional=True)
+        self.gru = (nn.GRU(embeddings.shape[1], hidden, batch_first=True, bidirectional=True) if encoder == "gru"
+                    else _Conv(embeddings.shape[1], hidden))
         self.hidden = hidden
 
 
@@ -54,12 +83,13 @@ class Generator(_Encoder):
     differentiable through the straight-through estimator; ``logits`` (``[B, T, 2]``) are kept on
     ``self.last_logits`` for inspection."""
 
-    def __init__(self, embeddings: Tensor, hidden: int = 16):
-        super().__init__(embeddings, hidden)
+    def __init__(self, embeddings: Tensor, hidden: int = 16, encoder: str = "gru"):
+        super().__init__(embeddings, hidden, encoder)
         self.head = nn.Linear(2 * hidden, 2)
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         _check_batch(ids, mask)
+        _check_ids(ids, self.embed.num_embeddings)
         h, _ = self.gru(self.embed(ids))  # [B, T, 2H]
         logits = self.head(h)  # [B, T, 2]
         self.last_logits = logits
@@ -70,12 +100,14 @@ class Predictor(_Encoder):
     """Classifies from a rationale: ``(ids, mask, z=None) → (logits [B, C], φ [B, 2H])``; ``z [B, T]``
     multiplies the embeddings (``None`` = the full text, as the teacher sees it)."""
 
-    def __init__(self, embeddings: Tensor, hidden: int = 16, n_classes: int = 2):
-        super().__init__(embeddings, hidden)
+    def __init__(self, embeddings: Tensor, hidden: int = 16, n_classes: int = 2, encoder: str = "gru"):
+        super().__init__(embeddings, hidden, encoder)
+        check_int("n_classes", n_classes, 2)
         self.out = nn.Linear(2 * hidden, n_classes)
 
     def features(self, ids: Tensor, mask: Tensor, z: Tensor | None = None) -> Tensor:
         _check_batch(ids, mask)
+        _check_ids(ids, self.embed.num_embeddings)
         e = self.embed(ids)  # [B, T, E]
         if z is not None:
             if z.shape != ids.shape:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kimi_mini.checks import check_int, check_number, check_tensor
 from kimi_mini.rationale.cmd import cmd
 from kimi_mini.rationale.data import ReviewTensors
 from kimi_mini.rationale.metrics import aspect_shares, rationale_metrics
@@ -49,30 +50,43 @@ class RationaleConfig:
     temperature: float = 3.0
     K: int = 5
     cmd_impl: str = "torch"
+    encoder: str = "gru"  # "gru" (the paper's BiGRU) or "conv" (a width-5 convolution: CPU-cheap)
 
     def __post_init__(self):
-        for name in ("hidden", "steps", "teacher_steps", "batch_size", "K"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        for name, hi in (("hidden", 1 << 16), ("steps", 10**7), ("teacher_steps", 10**7), ("batch_size", 1 << 20),
+                         ("K", 64)):
+            check_int(name, getattr(self, name), 1, hi)
         for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)!r}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha: expected 0 < alpha < 1, got {self.alpha!r}")
+            check_number(name, getattr(self, name), 0, lo_open=True)
+        check_number("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True)
         for name in ("lambda_s", "lambda_c", "lambda_cls", "lambda_om", "lambda_fm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
+            check_number(name, getattr(self, name), 0)
+        if self.cmd_impl not in ("reference", "torch", "triton"):
+            raise ValueError(f"cmd_impl: expected 'reference', 'torch' or 'triton', got {self.cmd_impl!r}")
+        if self.encoder not in ("gru", "conv"):
+            raise ValueError(f"encoder: expected 'gru' or 'conv', got {self.encoder!r}")
 
 
 def sparsity_loss(z: Tensor, mask: Tensor, alpha: float) -> Tensor:
     """| (selected real tokens) / (real tokens) − α | over the batch. ``z [B, T]``, ``mask [B, T]`` bool."""
+    check_tensor("z", z, kind="float")
+    check_tensor("mask", mask)
+    if mask.shape != z.shape:  # a [T] mask would broadcast against [B, T] and give a wrong ratio
+        raise ValueError(f"mask: expected z's shape {tuple(z.shape)}, got {tuple(mask.shape)}")
+    check_number("alpha", alpha, 0, 1)
     m = mask.float()
+    if not m.sum() > 0:
+        raise ValueError("mask: expected at least one real token, got an all-False mask")
     return ((z * m).sum() / m.sum() - alpha).abs()
 
 
 def continuity_loss(z: Tensor, mask: Tensor) -> Tensor:
     """Mean |z_t − z_{t−1}| over adjacent pairs of real tokens: penalises fragmented rationales."""
+    check_tensor("z", z, dims=2, kind="float")
+    check_tensor("mask", mask)
+    if mask.shape != z.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask: expected a bool tensor of z's shape {tuple(z.shape)}, got {mask.dtype} "
+                         f"{tuple(mask.shape)}")
     pair = (mask[:, 1:] & mask[:, :-1]).float()
     return ((z[:, 1:] - z[:, :-1]).abs() * pair).sum() / pair.sum().clamp_min(1.0)
 
@@ -93,7 +107,7 @@ def train_teacher(data: ReviewTensors, embeddings: Tensor, config: RationaleConf
     ``requires_grad=False``). Returns ``(teacher, history)``."""
     _check_data(data)
     torch.manual_seed(seed)
-    teacher = Predictor(embeddings, config.hidden).to(data.ids.device)
+    teacher = Predictor(embeddings, config.hidden, encoder=config.encoder).to(data.ids.device)
     opt = torch.optim.Adam([p for p in teacher.parameters() if p.requires_grad], lr=config.lr)
 
     def step_fn(step: int, gen: torch.Generator) -> dict:
@@ -114,8 +128,8 @@ def _train(data: ReviewTensors, embeddings: Tensor, config: RationaleConfig, see
            progress: bool, desc: str) -> tuple[Generator, Predictor, list[dict]]:
     _check_data(data)
     torch.manual_seed(seed)
-    generator = Generator(embeddings, config.hidden).to(data.ids.device)
-    predictor = Predictor(embeddings, config.hidden).to(data.ids.device)
+    generator = Generator(embeddings, config.hidden, encoder=config.encoder).to(data.ids.device)
+    predictor = Predictor(embeddings, config.hidden, encoder=config.encoder).to(data.ids.device)
     g_params = [p for p in generator.parameters() if p.requires_grad]
     p_params = [p for p in predictor.parameters() if p.requires_grad]
     opt_g, opt_p = torch.optim.Adam(g_params, lr=config.lr), torch.optim.Adam(p_params, lr=config.lr)
@@ -184,12 +198,16 @@ def train_dmr(data: ReviewTensors, embeddings: Tensor, teacher: Predictor, confi
 
 @torch.no_grad()
 def evaluate(generator: Generator, predictor: Predictor, data: ReviewTensors, teacher: Predictor | None = None,
-             n_aspects: int = 3) -> dict:
+             n_aspects: int = 3, temperature: float = 3.0) -> dict:
     """Test metrics of a trained rationalizer: token ``precision``/``recall``/``f1``/``sparsity`` against the
     gold rationale, ``acc`` of the predictor on its rationale, ``kl`` = mean KL(teacher(x) ‖ p(z⊙x)) at
-    T = 1 (when a teacher is given), ``aspects`` (share of selected tokens per aspect, target first) and
-    the selections ``z`` (bool ``[N, T]``)."""
+    T = 1 and ``kl_T`` = mean KL(softmax(t(x)/T) ‖ p(z⊙x)) — the target DMR's output matching trains
+    toward (``temperature`` = T, the config's 3 by default) — when a teacher is given, ``aspects`` (share of
+    selected tokens per aspect, target first) and the selections ``z`` (bool ``[N, T]``)."""
     _check_data(data)
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected > 0, got {temperature!r}")
+    check_int("n_aspects", n_aspects, 1)
     z = generator(data.ids, data.mask)
     logits, _ = predictor(data.ids, data.mask, z)
     out = rationale_metrics(z.bool(), data.gold, data.mask)
@@ -197,6 +215,8 @@ def evaluate(generator: Generator, predictor: Predictor, data: ReviewTensors, te
     if teacher is not None:
         t_logp = teacher(data.ids, data.mask)[0].log_softmax(-1)
         out["kl"] = float(F.kl_div(logits.log_softmax(-1), t_logp, log_target=True, reduction="batchmean"))
+        t_logp_T = (teacher(data.ids, data.mask)[0] / temperature).log_softmax(-1)
+        out["kl_T"] = float(F.kl_div(logits.log_softmax(-1), t_logp_T, log_target=True, reduction="batchmean"))
     out["aspects"] = aspect_shares(z.bool(), data.aspect, n_aspects)
     out["z"] = z.bool()
     return out
