@@ -252,7 +252,7 @@ def sync(directory: Path | None = None) -> list[Path]:
 
 def check_notebook(ipynb: Path) -> list[str]:
     """Problems with a committed notebook (empty list: fine): outputs left in, the py:percent twin out of
-    sync, or no ``parameters`` cell first among the code cells."""
+    sync, no ``parameters`` cell first among the code cells, or no setup cell right after it."""
     import nbformat
 
     problems = []
@@ -265,6 +265,9 @@ def check_notebook(ipynb: Path) -> list[str]:
         problems.append("the first code cell must be tagged 'parameters'")
     elif "PRESET" not in code[0].source:
         problems.append("the parameters cell must define PRESET")
+    if len(code) < 2 or "setup_kimi_mini.py" not in code[1].source:
+        problems.append("the second code cell must be the setup cell (runs notebooks/setup_kimi_mini.py where "
+                        "kimi_mini is not installed: Colab, a fresh Jupyter)")
     py = ipynb.with_suffix(".py")
     if not py.exists():
         problems.append(f"no py:percent twin {py.name}")

@@ -32,6 +32,22 @@ RUN_DIR = None  # set by `kimi-mini reproduce`: where claims and figures go
 SEEDS = (0, 1, 2)  # the seed set of every repeated run; `kimi-mini reproduce --seeds 3,4,5` passes another
 
 # %%
+# Setup, only where kimi_mini is not installed (Colab, a fresh Jupyter): install it from the checkout this
+# notebook sits in (notebooks/setup_kimi_mini.py), or say how to get one. Elsewhere this cell does nothing.
+import importlib.util
+import runpy
+from pathlib import Path
+
+if importlib.util.find_spec("kimi_mini") is None:
+    _near = [Path.cwd(), *Path.cwd().parents, *Path.cwd().glob("*")]
+    _setup = [p for p in (d / "notebooks" / "setup_kimi_mini.py" for d in _near) if p.is_file()]
+    if _setup:
+        runpy.run_path(str(_setup[0]))["main"]()
+    else:
+        print("kimi_mini is not installed and no checkout is in sight: run `!git clone <the repository> kimi-mini`"
+              " in a cell (or upload a copy of the repository), then this cell again.")
+
+# %%
 import inspect
 
 import matplotlib.pyplot as plt

@@ -230,3 +230,62 @@ def test_version_flag_prints_the_installed_version(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"kimi-mini {importlib.metadata.version('kimi-mini')} (Python ") and "torch" in out
+
+
+# --- Colab / a fresh Jupyter: the setup cell -------------------------------------------------------------------
+
+def _bare_python(cwd: Path, code: str) -> subprocess.CompletedProcess:
+    """``code`` run by the interpreter under this venv, isolated (-I): kimi_mini is not importable there."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    return subprocess.run([base, "-I", "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _setup_cell() -> str:
+    import nbformat
+
+    code = [c for c in nbformat.read(ROOT / "notebooks" / "00_tour.ipynb", as_version=4).cells if c.cell_type == "code"]
+    return code[1].source
+
+
+def test_setup_cell_says_how_to_get_a_checkout_when_there_is_none(tmp_path):
+    proc = _bare_python(tmp_path, _setup_cell())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "kimi_mini is not installed and no checkout is in sight" in proc.stdout and "git clone" in proc.stdout
+
+
+def test_setup_cell_finds_a_clone_below_the_working_folder(tmp_path):
+    """Colab: the kernel runs in /content and the clone is /content/<name>/."""
+    fake = tmp_path / "kimi-mini" / "notebooks" / "setup_kimi_mini.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("def main():\n    print('setup ran from', __file__)\n")
+    proc = _bare_python(tmp_path, _setup_cell())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"setup ran from {fake}" in proc.stdout
+
+
+def test_setup_helper_installs_this_checkout_editable(tmp_path):
+    helper = ROOT / "notebooks" / "setup_kimi_mini.py"
+    proc = _bare_python(tmp_path, f"import runpy; runpy.run_path({str(helper)!r})['main'](dry_run=True)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"-m pip install -q -e {ROOT}" in proc.stdout
+
+
+@pytest.mark.parametrize("gpu, ok", [(("Tesla T4", 7, 5, 15), False), (("NVIDIA A10G", 8, 6, 22), False),
+                                     (("NVIDIA H100 80GB HBM3", 9, 0, 79), True)], ids=["t4", "a10g", "h100"])
+def test_gpu_preset_refuses_a_gpu_it_was_not_sized_for(monkeypatch, gpu, ok):
+    import types
+
+    import torch
+
+    from kimi_mini.presets import get_preset
+
+    name, major, minor, gib = gpu
+    props = types.SimpleNamespace(name=name, major=major, minor=minor, total_memory=gib * 2**30)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: props)
+    if ok:
+        get_preset("gpu").check_device()
+    else:
+        with pytest.raises(RuntimeError, match=rf"{name} \(sm_{major}{minor}, {gib} GiB\); use PRESET = 'toy'"):
+            get_preset("gpu").check_device()
+    get_preset("toy").check_device()  # the CPU preset never looks at the GPU
