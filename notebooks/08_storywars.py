@@ -27,6 +27,7 @@
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU) or "gpu" (one H100/H200)
 RUN_DIR = None  # set by `kimi-mini reproduce`: where claims and figures go
+SEEDS = (0, 1, 2)  # seed set; kimi-mini reproduce --seeds 3,4,5 passes another
 
 # %%
 # Setup, only where kimi_mini is not installed (Colab, a fresh Jupyter): install it from the checkout this
@@ -55,6 +56,7 @@ import torch
 from kimi_mini.exercises import check
 from kimi_mini.exercises.storywars import set_measured_gains
 from kimi_mini.notebooks import start_notebook
+from kimi_mini.report import Evidence, Precondition
 from kimi_mini.storywars.corpus import CorpusConfig, author_style_stats, generate_corpus, load_corpus
 from kimi_mini.storywars.evaluate import generate_answer, predict, score_type
 from kimi_mini.storywars.experiment import REGIMES, ExperimentConfig, run_experiment, summarise
@@ -71,7 +73,7 @@ from kimi_mini.storywars.tasks import (
 )
 from kimi_mini.storywars.train import TrainSpec, collate, encode_example, pretrained_lm
 
-nb = start_notebook("08_storywars", PRESET, RUN_DIR)
+nb = start_notebook("08_storywars", PRESET, RUN_DIR, SEEDS)
 P = nb.preset
 if P.name == "toy":
     torch.set_num_threads(1)  # tiny matrices: a second thread only waits
@@ -194,11 +196,11 @@ SIZES = P.pick(
     toy=dict(corpus=TOY_CORPUS, types=("temporal_inference", "connectivity_inference", "genre_classification"),
              spec=TrainSpec(d_model=48, n_layers=2, n_heads=2, d_ff=128, max_seq_len=192, steps=200,
                             batch_size=12, lr=4e-3, optimizer="muon"),
-             lm_steps=200, pool=256, n_eval=48, k_shot=12, few_shot_steps=12, seeds=(0, 1, 2)),
+             lm_steps=200, pool=256, n_eval=48, k_shot=12, few_shot_steps=12, seeds=nb.seeds),
     gpu=dict(corpus=FULL, types=UNDERSTANDING + GENERATION,
              spec=TrainSpec(d_model=256, n_layers=6, n_heads=8, d_ff=704, max_seq_len=768, steps=3000,
                             batch_size=64, lr=2e-3, warmup=100, device="cuda", optimizer="muon"),
-             lm_steps=1500, pool=2000, n_eval=200, k_shot=32, few_shot_steps=60, seeds=(0, 1, 2)),
+             lm_steps=1500, pool=2000, n_eval=200, k_shot=32, few_shot_steps=60, seeds=nb.seeds),
 )
 cfg = ExperimentConfig(**SIZES)
 print(cfg.spec, f"\n{len(cfg.types)} task types × {len(cfg.corpus.genres)} genres, seeds {cfg.seeds}")
@@ -228,7 +230,7 @@ def fmt(ms):
 
 PAPER_AVG = {"supervised": {"InstructStory": "+1.53 over single-task T5"},
              "few_shot": {"InstructStory": "61.44", "no-instruction": "59.45 (FLAN-T5)"},
-             "zero_shot": {"InstructStory": "60.00", "no-instruction": "32.09 (T5), 47.79 (FLAN-T5)"}}
+             "zero_shot": {"InstructStory": "60.00", "no-instruction": "47.79 (FLAN-T5)", "story LM": "32.09 (T5)"}}
 print(f"{'regime':11s} {'model':15s} {'average (0–100)':>16s}   paper")
 for regime in REGIMES:
     for model, (mean, sd, _) in summary["average"][regime].items():
@@ -241,24 +243,45 @@ for regime in REGIMES:
 
 # %%
 types = sorted(summary["per_type"]["supervised"]["InstructStory"])
+zs_types = sorted(summary["per_type"]["zero_shot"]["InstructStory"])
 print(f"{'regime':11s} {'model':15s}" + "".join(f"{t[:22]:>24s}" for t in types))
 for regime in REGIMES:
     for model, per in summary["per_type"][regime].items():
-        print(f"{regime:11s} {model:15s}" + "".join(f"{fmt(per[t]):>24s}" for t in types))
-    print(f"{regime:11s} {'chance':15s}" + "".join(f"{summary['chance'][regime][t]:24.1f}" for t in types))
+        print(f"{regime:11s} {model:15s}" + "".join(f"{fmt(per[t]) if t in per else '—':>24s}" for t in types))
+    print(f"{regime:11s} {'chance':15s}" + "".join(
+        f"{summary['chance'][regime][t]:24.1f}" if t in summary["chance"][regime] else f"{'—':>24s}" for t in types))
+print(f"(— : not evaluated zero-shot — {', '.join(cfg.zero_shot_exclude)}: the unseen genre's stories were the "
+      "negatives of every trained genre's task, so training priors invert its labels)")
+
+# %% [markdown]
+# Each model against chance, per task type and regime: the mean paired difference over seeds and its 95 % interval
+# (Student t) — "above" / "below" when the interval clears 0, "≈" when it straddles it.
+
+# %%
+for regime in REGIMES:
+    for model in summary["per_type"][regime]:
+        row = []
+        for t in sorted(summary["per_type"][regime][model]):
+            ev = Evidence.paired([r["scores"][regime][model][t] for r in results],
+                                 [r["chance"][regime][t] for r in results], fmt="+.1f")
+            word = {"yes": "above", "no": "below"}.get(ev.verdict, "≈")
+            row.append(f"{t.split('_')[0]} {ev.estimate:+.1f} ± {ev.margin:.1f} ({word})")
+        print(f"{regime:11s} {model:15s} " + "; ".join(row))
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
-palette = {"InstructStory": "tab:blue", "single-task": "tab:green", "no-instruction": "tab:orange"}
+palette = {"InstructStory": "tab:blue", "single-task": "tab:green", "no-instruction": "tab:orange",
+           "story LM": "tab:grey"}
 for ax, regime in zip(axes, REGIMES, strict=True):
     models = list(summary["per_type"][regime])
     width = 0.8 / len(models)
     for m_i, model in enumerate(models):
         per = summary["per_type"][regime][model]
-        ax.bar([i + m_i * width for i in range(len(types))], [per[t][0] for t in types], width,
-               yerr=[per[t][1] for t in types], label=model, color=palette[model], capsize=2)
+        ax.bar([i + m_i * width for i in range(len(types))], [per[t][0] if t in per else 0 for t in types], width,
+               yerr=[per[t][1] if t in per else 0 for t in types], label=model, color=palette[model], capsize=2)
     for i, t in enumerate(types):
-        ax.hlines(summary["chance"][regime][t], i - width / 2, i + 0.8 - width / 2, colors="k", linestyles=":")
+        if t in summary["chance"][regime]:
+            ax.hlines(summary["chance"][regime][t], i - width / 2, i + 0.8 - width / 2, colors="k", linestyles=":")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(types))], [t.split("_")[0] for t in types], fontsize=8)
     ax.set_title(regime.replace("_", "-"))
 axes[0].set_ylabel("F1 × 100 (dotted: chance)")
@@ -272,62 +295,85 @@ plt.show()
 # (the story LM and the corpus are shared); each claim compares the per-seed *paired* differences.
 
 # %%
-def paired(regime, a, b):
-    da = summary["average"][regime][a][2]
-    db = summary["average"][regime][b][2]
-    d = [x - y for x, y in zip(da, db, strict=True)]
-    return statistics.fmean(d), statistics.stdev(d) if len(d) > 1 else float("nan")
-
-
 avg = summary["average"]
-d1 = paired("supervised", "InstructStory", "single-task")
+
+
+def per_seed(regime, model):
+    return avg[regime][model][2]
+
+
+def chance_per_seed(regime):
+    return [statistics.fmean(v for k, v in r["chance"][regime].items()) for r in results]
+
+
+def gain(regime, a, b):
+    return Evidence.paired(per_seed(regime, a), per_seed(regime, b), what=f"{a} − {b}", fmt="+.1f",
+                           suffix=" points")
+
+
+def above_chance(regime, model):
+    return Evidence.paired(per_seed(regime, model), chance_per_seed(regime), what=f"{model} − chance ({regime})",
+                           fmt="+.1f", suffix=" points")
+
+
+ev1 = gain("supervised", "InstructStory", "single-task")
 nb.record_claim(
     "Fully supervised: InstructStory's average over task types is at least the single-task models' average",
     paper_value="+1.53 over single-task T5 (average over the supervised tasks)",
     ours=(f"InstructStory {fmt(avg['supervised']['InstructStory'][:2])} vs single-task "
-          f"{fmt(avg['supervised']['single-task'][:2])}; paired difference {d1[0]:+.1f} ± {d1[1]:.1f} "
-          f"({len(cfg.seeds)} seeds)"),
-    holds=bool(d1[0] >= 0),
-    explanation=(f"holds if the mean paired difference is ≥ 0; {len(cfg.types)} task types × "
-                 f"{len(cfg.corpus.genres) - 2} supervised genres each, single-task models get steps/K steps "
-                 "(the same tokens per task)"),
+          f"{fmt(avg['supervised']['single-task'][:2])}; {ev1.describe()}"),
+    evidence=ev1,
+    precondition=Precondition.from_evidence("the single-task baseline is above chance on its own tasks",
+                                            above_chance("supervised", "single-task")),
+    explanation=(f"{len(cfg.types)} task types × {len(cfg.corpus.genres) - 2} supervised genres each; each "
+                 f"single-task model gets InstructStory's own step count ({cfg.single_task_steps or cfg.spec.steps}), "
+                 "as the paper trains each single-task T5 fully"),
     paper=PAPER,
 )
-d2 = paired("few_shot", "InstructStory", "no-instruction")
+ev2 = gain("few_shot", "InstructStory", "no-instruction")
 nb.record_claim(
     "Few-shot: InstructStory fine-tuned on k examples of an unseen task beats the no-instruction model",
     paper_value="61.44 (InstructStory) vs 59.45 (FLAN-T5)",
     ours=(f"InstructStory {fmt(avg['few_shot']['InstructStory'][:2])} vs no-instruction "
-          f"{fmt(avg['few_shot']['no-instruction'][:2])}; paired {d2[0]:+.1f} ± {d2[1]:.1f} (k = {cfg.k_shot})"),
-    holds=bool(d2[0] - d2[1] > 0),
-    explanation=("holds if the mean paired difference exceeds its seed sd; our baseline is the issue's "
-                 "no-instruction multitask model (a task-id token), not FLAN-T5"),
+          f"{fmt(avg['few_shot']['no-instruction'][:2])}; {ev2.describe()} (k = {cfg.k_shot})"),
+    evidence=ev2,
+    precondition=Precondition.from_evidence("InstructStory is above chance on the tasks it was trained on",
+                                            above_chance("supervised", "InstructStory")),
+    explanation="our baseline is a no-instruction multitask model (a task-id token), not FLAN-T5",
     paper=PAPER,
 )
-d3 = paired("zero_shot", "InstructStory", "no-instruction")
+ev3 = gain("zero_shot", "InstructStory", "no-instruction")
+ev3b = above_chance("zero_shot", "InstructStory")
 chance0 = summary["chance"]["zero_shot"]["average"]
 nb.record_claim(
     "Zero-shot: InstructStory is well above the no-instruction model and above chance on unseen tasks",
     paper_value="60.00 (InstructStory) vs 32.09 (T5), 47.79 (FLAN-T5)",
     ours=(f"InstructStory {fmt(avg['zero_shot']['InstructStory'][:2])} vs no-instruction "
-          f"{fmt(avg['zero_shot']['no-instruction'][:2])} (paired {d3[0]:+.1f} ± {d3[1]:.1f}); chance {chance0:.1f}"),
-    holds=bool(d3[0] >= 5 and d3[0] - d3[1] > 0 and avg["zero_shot"]["InstructStory"][0] - chance0 >= 5),
-    explanation=("holds if the paired gain over the no-instruction model is ≥ 5 points and above its seed sd, "
-                 "and InstructStory is ≥ 5 points above chance; the baseline's id tokens for these tasks were "
-                 "never trained, and the pair tasks share one input format"),
+          f"{fmt(avg['zero_shot']['no-instruction'][:2])}; chance {chance0:.1f}; {ev3.describe()}; "
+          f"{ev3b.describe()}"),
+    evidence=[ev3, ev3b],
+    precondition=Precondition.from_evidence("InstructStory is above chance on the tasks it was trained on",
+                                            above_chance("supervised", "InstructStory")),
+    explanation=("both parts must hold: a gain over the no-instruction model (whose id tokens for these tasks "
+                 "were never trained) and a score above chance"),
     paper=PAPER,
 )
 
 # %% [markdown]
-# **Reading the verdicts at the toy preset.** When this notebook was written the toy run measured: fully
-# supervised InstructStory 74.0 ± 0.5 vs single-task 64.2 ± 3.3 (holds; the paper's gap is +1.53); few-shot
-# 63.2 ± 3.7 vs 69.0 ± 4.0 (does not hold); zero-shot 49.6 ± 3.9 vs 55.8 ± 3.8 with chance at 48.9 (does not
-# hold). Why the last two fail here: with 3 task types × 2 genres the model sees only six instructions — too few
-# to learn to *read* a new one (the paper trains on about 60 supervised tasks). The no-instruction model, given
-# an id it never saw, falls back on the pair-task behaviour it learned best, temporal order, which is right more
-# often than chance on these tasks too (a chapter that comes right after another also happens after it). Genre
-# classification in an unseen genre is below chance for both: that genre's name was never tied to its
-# vocabulary for this task. The gpu preset (12 types × 4 supervised genres) is the real test of the mechanism.
+# **Reading the verdicts.** The numbers of this run, against the paper's:
+
+# %%
+for regime, a_, b_ in (("supervised", "InstructStory", "single-task"),
+                       ("supervised", "no-instruction", "InstructStory"),
+                       ("few_shot", "InstructStory", "no-instruction"),
+                       ("zero_shot", "InstructStory", "no-instruction")):
+    ev = gain(regime, a_, b_)
+    print(f"{regime:10s} {a_} − {b_}: {ev.describe()} → {ev.verdict}")
+print(f"zero-shot chance {chance0:.1f} over {', '.join(zs_types)}; "
+      "paper: supervised +1.53, few-shot 61.44 vs 59.45, zero-shot 60.00 vs 47.79 (FLAN-T5) / 32.09 (T5)")
+print(f"At this scale the model is trained on {len(cfg.types)} task types × {len(cfg.corpus.genres) - 2} genres "
+      f"= {len(cfg.types) * (len(cfg.corpus.genres) - 2)} instructions (the paper: about 60 supervised tasks); "
+      "a model that has seen so few instructions has little reason to learn to read a new one.")
 
 # %% [markdown]
 # ### Do the substitutes for BERTScore rank systems?
@@ -393,7 +439,7 @@ _ = check("same_story_instruction", my_same_story_instruction)
 
 # %%
 set_measured_gains({t: summary["per_type"]["zero_shot"]["InstructStory"][t][0]
-                    - summary["per_type"]["zero_shot"]["no-instruction"][t][0] for t in types})
+                    - summary["per_type"]["zero_shot"]["no-instruction"][t][0] for t in zs_types})
 _ = check("storywars_zero_shot_gain", my_prediction)
 
 # %% [markdown]
@@ -408,11 +454,12 @@ _ = check("storywars_zero_shot_gain", my_prediction)
 #   creativity or why readers like a story); a byte-level model of ~80k parameters started from a small story
 #   LM instead of T5; at the toy preset 3 of the 12 types and 6 supervised tasks (the paper: 101 tasks); BERTScore
 #   replaced by ROUGE-L and candidate ranking.
-# - **At scale.** More task types and genres give the model many instructions to generalise over; that, not a
-#   bigger model, is what the paper's zero-shot result rests on — and what the toy preset lacks.
+# - **At scale.** More task types and genres give the model many instructions to generalise over; the paper's
+#   zero-shot result rests on that, and the toy preset has few.
 # - **What the mechanism is.** Tasks that share an input format (two chapters → yes/no) are told apart only by
-#   their instruction: a model trained with instructions can run a known task type in an unseen genre, while a
-#   model that only saw task ids has no way to know what a new id asks.
+#   their instruction: the paper's claim is that a model trained with instructions can run a new task from its
+#   instruction, while a model that only saw task ids cannot know what a new id asks. Whether the toy run shows
+#   it is in the claims and the per-type table above, not in this sentence.
 
 # %%
 print(f"notebook time: {nb.elapsed():.0f} s")

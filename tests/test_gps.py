@@ -23,7 +23,14 @@ from kimi_mini.prompts.operators import (
     filter_reason,
     literal_spans,
 )
-from kimi_mini.prompts.prompt_tuning import forward_embeds, soft_prompt_accuracy, tune_soft_prompt
+from kimi_mini.prompts.prompt_tuning import (
+    _option_sums,
+    forward_embeds,
+    options_loss,
+    select_soft_prompt,
+    soft_prompt_accuracy,
+    tune_soft_prompt,
+)
 from kimi_mini.prompts.tasks import Example, Task
 
 MANUAL = ["Nice? {text}", "Is {text} nice?", "{text} nice? {options}"]
@@ -201,3 +208,39 @@ def test_icl_with_zero_shots_is_zero_shot_accuracy():
     assert icl_accuracy(model, task, task.examples[:10], test, MANUAL[1], k=0) == accuracy(model, task, test, MANUAL[1])
     assert 0.0 <= icl_accuracy(model, task, task.examples[:10], test, MANUAL[1], k=2) <= 1.0
     assert task_label_words(task) == ["no", "yes"]
+
+
+def test_random_search_reports_the_budget_it_could_not_spend():
+    def dry(template, rng):  # an operator that never makes a new prompt
+        return template
+
+    rs = random_search(None, _task(), None, MANUAL, budget=10, keep=2, operators=[dry], seed=0, scorer=_score,
+                       max_tries=2)
+    assert rs.n_evaluations == len(MANUAL) and rs.shortfall == 10 - len(MANUAL)
+    ok = random_search(None, _task(), None, MANUAL, budget=8, keep=2, operators=[_append_op("a")], scorer=_score)
+    assert ok.n_evaluations == 8 and ok.shortfall == 0
+
+
+def test_options_loss_is_cross_entropy_over_the_options_sums():
+    model, task = _tiny_lm(3), _task(6)
+    from kimi_mini.prompts.tasks import render
+    rendered = [render(task, ex, MANUAL[0]) for ex in task.examples]
+    prompts, options = [p for p, _ in rendered], [o for _, o in rendered]
+    labels = [ex.label for ex in task.examples]
+    sums = _option_sums(model, None, prompts, options).view(len(prompts), 2)
+    want = -torch.log_softmax(sums, -1)[torch.arange(len(labels)), torch.tensor(labels)].mean()
+    torch.testing.assert_close(options_loss(model, None, prompts, options, labels), want)
+
+
+def test_select_soft_prompt_chooses_lr_and_step_on_the_held_out_half_only():
+    model, task = _tiny_lm(4), _task(16)
+    dev = list(task.examples[:12])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    soft, info = select_soft_prompt(model, task, dev, MANUAL[0], lrs=(1e-2, 1e-1), steps=10, eval_every=5,
+                                    n_tokens=4, seed=0)
+    assert soft.shape == (4, 32) and info["lr"] in (1e-2, 1e-1) and info["step"] in (0, 5, 10)
+    best = max(acc for curve in info["curves"].values() for _, acc, _ in curve)
+    assert info["val_acc"] == best  # the winner has the best validation accuracy of every (lr, step)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the model stays frozen"
+    with pytest.raises(ValueError, match="lrs"):
+        select_soft_prompt(model, task, dev, MANUAL[0], lrs=(0.0,))

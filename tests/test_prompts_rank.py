@@ -123,7 +123,7 @@ def test_pretrain_trains_caches_and_reloads(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module, "cache_dir", lambda: tmp_path)
     zoo = {"toy:q": TASK, **{f"toy:{i}": Task(f"toy:{i}", "toy", TASK.templates, TASK.verbalizer, TASK.examples)
                              for i in range(3)}}
-    cfg = PretrainConfig(n_tasks=2, d_model=16, n_layers=1, n_heads=2, steps=3, batch_size=4, max_seq_len=32)
+    cfg = PretrainConfig(n_tasks=2, d_model=16, n_layers=1, n_heads=2, steps=3, warmup=1, batch_size=4, max_seq_len=32)
     first = pretrain(cfg, zoo=zoo)
     assert not first.cached and len(first.history) == 3 and len(first.tasks) == 2
     assert first.flops == 6.0 * first.params * first.tokens and first.tokens > 0

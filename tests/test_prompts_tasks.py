@@ -170,3 +170,14 @@ def test_real_task_dataset_matches_the_zoo(zoo, tmp_path, monkeypatch):
     assert ds[0]["text"] == first.slots["text"] and ds[0]["label"] == first.label
     assert len(real_task_dataset()) == len(ds)  # loaded from the cache the second time
     assert any(p.name.startswith("zeroprompt-real") for p in tmp_path.iterdir())
+
+
+def test_real_texts_are_whole_never_cut(zoo):
+    from kimi_mini.prompts.real import MAX_CHARS, fitting_texts
+    long = "This film is partly an homage to the old monster movies, and it is a delight."
+    assert fitting_texts(long) == []  # too long: dropped, not cut (its label belongs to the whole text)
+    assert fitting_texts("First one here. " + long, sentences=True) == ["First one here."]
+    for task in (t for t in zoo.values() if t.real):
+        texts = [ex.slots["text"] for ex in task.examples]
+        assert all(12 <= len(x) <= MAX_CHARS for x in texts), task.name
+        assert len(set(texts)) == len(texts), f"{task.name}: a text twice (or under both labels)"

@@ -1,9 +1,13 @@
-"""Exercises of notebook 07 (GPS, arXiv 2210.17041): the slot-once filter, one generation's selection, and a
-"predict, then run" question on the dev–test gap of the prompts GPS returns."""
+"""Exercises of notebook 07 (GPS, arXiv 2210.17041): the slot-once filter, one generation's selection, a
+"predict, then run" question on the dev–test gap of the prompts GPS returns, and a Triton kernel: the online
+log-sum-exp at the heart of the fused log-prob kernel (``kernels/logprob.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import torch
+from torch import Tensor
 
 from kimi_mini.exercises import register_exercise, register_prediction
 from kimi_mini.prompts.operators import filter_reason
@@ -105,3 +109,87 @@ register_prediction("gps_dev_test_gap", choices=GAP_CHOICES, measured=dev_test_g
                     evidence=lambda: f"dev − test = {MEASURED['gap']:+.3f}",
                     question="Which prompts does a selection by dev score favour, and how noisy is a 32-example score?",
                     description="predict, then run: is GPS's returned prompt better on dev than on test?")
+
+
+# --- 4. Triton: the online log-sum-exp of the fused log-prob kernel ------------------------------------------
+LSE_BLOCK_V = 64
+
+
+def launch_row_lse(kernel, X: Tensor) -> Tensor:
+    """Run a learner's row kernel over ``X [N, V]`` (grid ``(N,)``): program ``row`` streams its row in
+    ``BLOCK_V``-wide chunks and stores ``log Σ_v exp(X[row, v])`` at ``LSE[row]``.
+
+    ``kernel(X, LSE, V, stride_x, BLOCK_V: tl.constexpr)``. LSE starts as NaN; a kernel that stores nothing
+    raises ``NotImplementedError`` (the checker reports "not attempted")."""
+    X = X.contiguous()
+    N, V = X.shape
+    lse = torch.full((N,), float("nan"), dtype=torch.float32, device=X.device)
+    kernel[(N,)](X, lse, V, X.stride(0), BLOCK_V=LSE_BLOCK_V)
+    if bool(lse.isnan().all()):
+        raise NotImplementedError("the kernel stored nothing")
+    return lse
+
+
+def _lse_solution_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def row_lse_kernel(X, LSE, V, stride_x, BLOCK_V: tl.constexpr):
+        row = tl.program_id(0)
+        x_row = X + row.to(tl.int64) * stride_x
+        cols = tl.arange(0, BLOCK_V)
+        m = tl.max(tl.full([BLOCK_V], float("-inf"), tl.float32), axis=0)  # running max (a scalar)
+        s = tl.sum(tl.zeros([BLOCK_V], tl.float32), axis=0)  # running Σ exp(x − m)
+        for start in range(0, V, BLOCK_V):
+            x = tl.load(x_row + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, tl.max(x, axis=0))
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)  # rescale the old sum to the new max
+            m = m_new
+        tl.store(LSE + row, m + tl.log(s))
+
+    return row_lse_kernel
+
+
+def _lse_wrong_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def row_lse_no_max(X, LSE, V, stride_x, BLOCK_V: tl.constexpr):
+        row = tl.program_id(0)
+        x_row = X + row.to(tl.int64) * stride_x
+        cols = tl.arange(0, BLOCK_V)
+        s = tl.sum(tl.zeros([BLOCK_V], tl.float32), axis=0)
+        for start in range(0, V, BLOCK_V):  # exp without the running max: overflows for large logits
+            x = tl.load(x_row + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
+            s += tl.sum(tl.exp(x), axis=0)
+        tl.store(LSE + row, tl.log(s))
+
+    return row_lse_no_max
+
+
+def row_lse_solution(X: Tensor) -> Tensor:
+    """Exercise solution: ``torch.logsumexp(X, -1)`` from the streaming kernel above."""
+    return launch_row_lse(_lse_solution_kernel(), X)
+
+
+def _check_row_lse(candidate) -> None:
+    g = torch.Generator().manual_seed(7)
+    for N, V, scale in ((3, 64, 1.0), (5, 300, 3.0), (2, 1000, 60.0)):  # one chunk; ragged last chunk; big logits
+        X = torch.randn(N, V, generator=g) * scale
+        got = candidate(X)
+        want = torch.logsumexp(X.double(), -1)
+        assert torch.is_tensor(got) and tuple(got.shape) == (N,), f"expected [{N}] log-sum-exps"
+        assert bool(torch.isfinite(got).all()), (
+            f"X [{N}, {V}] × {scale}: non-finite log-sum-exp — exp(x) overflows float32 above x ≈ 88: subtract the "
+            "running max before exp, and rescale the running sum when the max grows")
+        err = float((got.double() - want).abs().max())
+        assert err < 1e-4 * (1 + float(want.abs().max())), (
+            f"X [{N}, {V}]: max error {err:.3g} vs torch.logsumexp — every chunk must count (loop over V in "
+            "BLOCK_V steps, masked loads reading -inf past V)")
+
+
+register_exercise("triton_online_lse", solution=row_lse_solution,
+                  wrong=lambda X: launch_row_lse(_lse_wrong_kernel(), X), checker=_check_row_lse,
+                  description="Triton: a row's log-sum-exp streamed over vocabulary chunks (online max and sum)")

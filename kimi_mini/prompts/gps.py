@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kimi_mini.checks import check_int
 from kimi_mini.prompts.operators import filter_reason
 from kimi_mini.prompts.rank import rank_classify
 from kimi_mini.prompts.tasks import Example, Task, render
@@ -58,12 +59,15 @@ class Candidate:
 class GPSResult:
     """``top``: the final K candidates (best first); ``history[t]``: every candidate of generation t;
     ``rejected``: ``(child, parent, operator, reason)`` for every child a filter removed;
-    ``n_evaluations``: dev-set evaluations spent (one per distinct prompt scored)."""
+    ``n_evaluations``: dev-set evaluations spent (one per distinct prompt scored); ``shortfall``: how many
+    evaluations of a fixed budget were left unspent because the operators stopped producing new legal prompts
+    (0 when the budget was spent exactly)."""
 
     top: list[Candidate]
     history: list[list[Candidate]]
     rejected: list[tuple[str, str, str, str]] = field(default_factory=list)
     n_evaluations: int = 0
+    shortfall: int = 0
 
     @property
     def archive(self) -> list[Candidate]:
@@ -85,6 +89,10 @@ def task_label_words(task: Task) -> list[str]:
 def dev_split(task: Task, n_dev: int = 32, seed: int = 0) -> tuple[list[Example], list[Example]]:
     """``(dev, test)``: ``n_dev`` examples stratified by label (as equal per label as ``n_dev`` allows), drawn
     with ``seed``; every other example is the test set (disjoint)."""
+    if not isinstance(task, Task):
+        raise ValueError(f"task: expected a Task, got {type(task).__name__}")
+    if isinstance(n_dev, bool):
+        raise ValueError(f"n_dev: expected an int, got {n_dev!r}")
     by_label: dict[int, list[Example]] = {}
     for ex in task.examples:
         by_label.setdefault(ex.label, []).append(ex)
@@ -107,6 +115,8 @@ def dev_split(task: Task, n_dev: int = 32, seed: int = 0) -> tuple[list[Example]
 
 def accuracy(model, task: Task, examples: Sequence[Example], template: str, impl: str = "torch") -> float:
     """Rank-classification accuracy of ``model`` on ``examples`` rendered with ``template``."""
+    if isinstance(examples, str) or not examples:
+        raise ValueError(f"examples: expected at least one example, got {examples!r}")
     rendered = [render(task, ex, template) for ex in examples]
     preds, _ = rank_classify(model, [p for p, _ in rendered], [o for _, o in rendered], impl=impl)
     return float((preds == torch.tensor([ex.label for ex in examples])).float().mean())
@@ -117,17 +127,22 @@ def dev_scorer(model, task: Task, dev: Sequence[Example], impl: str = "torch") -
     return lambda template: accuracy(model, task, dev, template, impl)
 
 
-def _check(manual_prompts, keep, generations, children_per_parent, operators):
-    if isinstance(manual_prompts, str) or not manual_prompts:
-        raise ValueError(f"manual_prompts: expected a non-empty list of templates, got {manual_prompts!r}")
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        raise ValueError(f"keep: expected an int K >= 1, got {keep!r}")
-    if not isinstance(generations, int) or generations < 0:
-        raise ValueError(f"generations: expected an int >= 0, got {generations!r}")
-    if not isinstance(children_per_parent, int) or children_per_parent < 1:
-        raise ValueError(f"children_per_parent: expected an int >= 1, got {children_per_parent!r}")
-    if not operators:
-        raise ValueError("operators: expected at least one reproduction operator")
+MAX_SEARCH = 10_000  # bounded by design (README): generations, children, tries, keep, budget
+
+
+def _check(manual_prompts, keep, generations, children_per_parent, operators, max_tries=1, scorer=None,
+           generations_name="generations"):
+    if isinstance(manual_prompts, str) or not manual_prompts or \
+            any(not isinstance(p, str) or not p for p in manual_prompts):
+        raise ValueError(f"manual_prompts: expected a non-empty list of template strings, got {manual_prompts!r}")
+    check_int("keep", keep, 1, MAX_SEARCH)
+    check_int(generations_name, generations, 0, MAX_SEARCH)
+    check_int("children_per_parent", children_per_parent, 1, MAX_SEARCH)
+    check_int("max_tries", max_tries, 1, MAX_SEARCH)
+    if isinstance(operators, (str, bytes)) or not operators or any(not callable(op) for op in operators):
+        raise ValueError(f"operators: expected at least one callable reproduction operator, got {operators!r}")
+    if scorer is not None and not callable(scorer):
+        raise ValueError(f"scorer: expected a callable template -> score or None, got {scorer!r}")
 
 
 def _scorer(model, task: Task, dev, scorer):
@@ -164,7 +179,7 @@ def genetic_prompt_search(model, task: Task, dev: Sequence[Example] | None, manu
     of ``model`` on ``dev``; ``task`` gives the input slots and label words the filters check. Each kept parent
     gets ``children_per_parent`` operator calls (round-robin over ``operators``), each retried up to
     ``max_tries`` times while it yields nothing or a rejected child. Stops early if a generation is empty."""
-    _check(manual_prompts, keep, generations, children_per_parent, operators)
+    _check(manual_prompts, keep, generations, children_per_parent, operators, max_tries, scorer)
     scorer = _scorer(model, task, dev, scorer)
     slots, label_words = task_slots(task), task_label_words(task)
     rng = random.Random(seed)
@@ -208,9 +223,8 @@ def random_search(model, task: Task, dev: Sequence[Example] | None, manual_promp
     """Equal-budget control: the manual prompts plus random walks (1 … ``max_steps`` operator steps from a random
     manual prompt, each step filtered like GPS's), ``budget`` dev evaluations in all (pass GPS's
     ``n_evaluations``), then the top ``keep`` by dev score. ``history`` holds one list of every candidate."""
-    _check(manual_prompts, keep, max_steps, 1, operators)
-    if not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget: expected an int >= 1 (GPS's n_evaluations), got {budget!r}")
+    _check(manual_prompts, keep, max_steps, 1, operators, max_tries, scorer, "max_steps")
+    check_int("budget", budget, 1, 10**6)
     scorer = _scorer(model, task, dev, scorer)
     slots, label_words = task_slots(task), task_label_words(task)
     rng = random.Random(seed)
@@ -236,6 +250,7 @@ def random_search(model, task: Task, dev: Sequence[Example] | None, manual_promp
     for c in cands:
         c.score = float(scorer(c.template))
     result.n_evaluations = len(cands)
+    result.shortfall = budget - len(cands)  # > 0 only when max_tries · budget walks found nothing new
     order = sorted(range(len(cands)), key=lambda i: (-cands[i].score, i))
     for i in order[:keep]:
         cands[i].kept = True
@@ -248,8 +263,9 @@ def icl_accuracy(model, task: Task, demos: Sequence[Example], test: Sequence[Exa
     """In-context learning: ``k`` demonstrations (drawn from ``demos`` with ``seed``, balanced by label when
     possible, each rendered with its answer and a newline) before every test prompt; rank classification.
     Demonstrations that would overflow the model's context are dropped from the left."""
-    if not isinstance(k, int) or k < 0:
-        raise ValueError(f"k: expected an int >= 0, got {k!r}")
+    check_int("k", k, 0, MAX_SEARCH)
+    if isinstance(test, str) or not test:
+        raise ValueError(f"test: expected at least one example, got {test!r}")
     rng = random.Random(seed)
     max_len = model.config.max_seq_len
     prompts, options = [], []

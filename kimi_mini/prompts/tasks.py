@@ -31,7 +31,7 @@ __all__ = ["Example", "Task", "FamilySpec", "FAMILIES", "register_family", "rend
            "template_slots", "ANSWER_SEP", "ZOO_VERSION"]
 
 ANSWER_SEP = " =>"
-ZOO_VERSION = "2"  # bump when a family changes: it is part of the pretraining cache key
+ZOO_VERSION = "3"  # bump when a family changes: it is part of the pretraining cache key
 
 
 @dataclass(frozen=True)
