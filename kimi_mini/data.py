@@ -12,7 +12,10 @@ Build: the sorted list of ``.py`` files under ``sysconfig.get_paths()["stdlib"]`
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import inspect
 import os
 import shutil
 import sys
@@ -28,7 +31,7 @@ from torch import Tensor
 from kimi_mini.checks import check_int, describe
 
 __all__ = ["ByteTokenizer", "TokenData", "stdlib_files", "load_stdlib_dataset", "load_corpus",
-           "unigram_entropy", "cache_dir", "save_atomically"]
+           "unigram_entropy", "cache_dir", "save_atomically", "atomic_path", "cache_lock", "code_key"]
 
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 
@@ -138,20 +141,66 @@ def load_stdlib_dataset(cache: Path | None = None):
     return datasets.load_from_disk(str(target))
 
 
-def save_atomically(dataset, target: Path, files: dict[str, str] | None = None) -> None:
-    """``dataset.save_to_disk`` into a temporary sibling folder (plus the text ``files`` beside it), then one
-    atomic rename to ``target``: parallel builders (pytest workers, two notebooks) can never leave a
-    half-written cache, and when another process wins the race its identical copy is kept."""
+@contextlib.contextmanager
+def cache_lock(target: Path):
+    """An exclusive lock (``flock`` on ``<target>.lock`` beside it) held while one process builds or writes
+    ``target``: a second builder waits, then finds the entry written."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-    dataset.save_to_disk(str(tmp))
-    for name, text in (files or {}).items():
-        (tmp / name).write_text(text)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with open(target.with_name(target.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path, *, folder: bool = False):
+    """The one writer of every cache entry: yields a fresh temporary path beside ``target`` (a file, or with
+    ``folder=True`` an empty folder) under :func:`cache_lock`; when the block ends without an error it is
+    renamed onto ``target`` in one atomic step. Temporary names are unique (two workers never share one) and a
+    failed build leaves nothing behind."""
+    target = Path(target)
+    with cache_lock(target):
+        if folder:
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
+        else:
+            fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+            os.close(fd)
+            tmp = Path(name)
+        try:
+            yield tmp
+            if folder and target.exists():  # another process built it first: its copy is kept
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            raise
+
+
+def code_key(*objects) -> str:
+    """A short hash of the source code of ``objects`` (functions, classes or modules): put it in a cache key
+    so that an entry built by older code is never served after that code changes."""
+    h = hashlib.sha256()
+    for obj in objects:
+        try:
+            h.update(inspect.getsource(obj).encode())
+        except (OSError, TypeError):  # no source (a builtin, a frozen module): its qualified name stands in
+            h.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}".encode())
+    return h.hexdigest()[:10]
+
+
+def save_atomically(dataset, target: Path, files: dict[str, str] | None = None) -> None:
+    """``dataset.save_to_disk`` into a temporary sibling folder (plus the text ``files`` beside it), then one
+    atomic rename to ``target`` (:func:`atomic_path`): parallel builders (pytest workers, two notebooks) can
+    never leave a half-written cache, and when another process wins the race its identical copy is kept."""
+    target = Path(target)
+    with atomic_path(target, folder=True) as tmp:
+        dataset.save_to_disk(str(tmp))
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
 
 
 @dataclass

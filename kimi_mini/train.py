@@ -101,10 +101,11 @@ def _atomic_save(state: dict, path: str | Path) -> None:
     if path.exists() and path.is_dir():
         raise ValueError(f"checkpoint: {path} is a directory; expected a file path")
     try:
+        from kimi_mini.data import atomic_path  # the one cache writer: unique temp name, locked, atomic
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
     except OSError as exc:
         raise ValueError(f"checkpoint: cannot write {path} ({exc.strerror or exc})") from None
 

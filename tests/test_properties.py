@@ -7,6 +7,7 @@ Profiles: ``ci`` (default: few examples, part of ``make test``) and ``thorough``
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -121,3 +122,106 @@ def test_nan_query_rows_propagate_identically_in_every_impl():
     for impl, o in outs.items():
         nan_rows = o.isnan().any(-1)
         assert nan_rows[0, 1, 21] and nan_rows.sum() == 1, impl
+
+
+# ------------------------------------------------------------------ topic kernels and metrics (issue 29)
+@settings(max_examples=4)
+@given(st.integers(0, 9), st.integers(1, 40), st.integers(0, 2**16))
+def test_token_logprobs_triton_equals_torch_and_is_a_log_probability(N, V, seed):
+    from kimi_mini.prompts.rank import token_logprobs
+
+    logits = _randn((N, V), seed)
+    targets = torch.randint(0, V, (N,), generator=torch.Generator().manual_seed(seed))
+    ref = token_logprobs(logits, targets, impl="torch")
+    assert ref.shape == (N,) and bool((ref <= 1e-6).all())
+    assert_close(token_logprobs(logits, targets, impl="triton"), ref, rtol=1e-4, atol=1e-5)
+
+
+@given(st.integers(1, 9), st.integers(1, 20), st.data())
+def test_token_logprobs_rejects_any_out_of_range_target(N, V, data):
+    from kimi_mini.prompts.rank import token_logprobs
+
+    bad = data.draw(st.one_of(st.integers(-1000, -1), st.integers(V, V + 1000)))
+    targets = torch.zeros(N, dtype=torch.long)
+    targets[data.draw(st.integers(0, N - 1))] = bad
+    for impl in ("torch", "triton"):
+        with pytest.raises(ValueError, match="targets"):
+            token_logprobs(torch.randn(N, V), targets, impl=impl)
+
+
+@settings(max_examples=4)
+@given(st.integers(1, 30), st.integers(1, 9), st.integers(1, 5), st.integers(0, 2**16))
+def test_central_moments_triton_equals_torch_equals_reference(N, D, K, seed):
+    from kimi_mini.rationale.cmd import central_moments_reference, central_moments_torch
+    from kimi_mini.kernels.moments import central_moments
+
+    x = _randn((N, D), seed)
+    ref = central_moments_reference(x, K)
+    assert_close(central_moments_torch(x, K), ref, rtol=1e-4, atol=1e-5)
+    assert_close(central_moments(x, K), ref, rtol=1e-4, atol=1e-4)
+
+
+@given(st.integers(1, 20), st.integers(1, 6), st.integers(0, 2**16))
+def test_cmd_is_zero_on_itself_symmetric_and_non_negative(N, D, seed):
+    from kimi_mini.rationale.cmd import cmd
+
+    x, y = _randn((N, D), seed), _randn((N + 1, D), seed + 1)
+    assert float(cmd(x, x)) == 0.0
+    assert float(cmd(x, y)) >= 0.0 and abs(float(cmd(x, y)) - float(cmd(y, x))) < 1e-5
+
+
+@settings(max_examples=4)
+@given(st.integers(0, 12), st.integers(1, 9), st.integers(1, 3), st.integers(1, 3), st.integers(1, 5),
+       st.booleans(), st.integers(0, 2**16))
+def test_polynomial_fusion_triton_equals_torch_equals_naive(N, D, P, R, K, transposed, seed):
+    from kimi_mini.fusion.ops import polynomial_fusion
+
+    z = _randn((D, N), seed).t() if transposed else _randn((N, D), seed)  # a non-contiguous z is valid too
+    factors = _randn((P, R, D, K), seed + 1) / D ** 0.5
+    ref = polynomial_fusion(z, factors, "naive")
+    assert ref.shape == (N, K)
+    assert_close(polynomial_fusion(z, factors, "torch"), ref, rtol=1e-4, atol=1e-5)
+    assert_close(polynomial_fusion(z, factors, "triton"), ref, rtol=1e-4, atol=1e-4)
+
+
+positions = st.lists(st.integers(1, 60), max_size=12, unique=True).map(sorted)
+
+
+@given(positions, positions, st.integers(2, 5))
+def test_boundary_similarity_is_in_0_1_symmetric_and_1_on_itself(ref, hyp, n_t):
+    from kimi_mini.storywars.metrics import boundary_similarity
+
+    b = boundary_similarity(ref, hyp, n_t)
+    assert 0.0 <= b <= 1.0 and b == boundary_similarity(hyp, ref, n_t)
+    assert boundary_similarity(ref, ref, n_t) == 1.0
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=20), st.integers(0, 2**16))
+def test_spearman_is_in_minus1_1_and_1_on_a_monotone_map(x, seed):
+    from kimi_mini.storywars.metrics import spearman
+
+    y = [2 * v for v in x]  # doubling is exact in floating point: order and ties kept
+    rho = spearman(x, list(reversed(x)))
+    assert -1.0 - 1e-9 <= rho <= 1.0 + 1e-9
+    assert spearman(x, y) == (0.0 if len(set(x)) == 1 else pytest.approx(1.0))
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=2, max_size=6).filter(
+    lambda v: any(not math.isfinite(e) for e in v)))
+def test_spearman_rejects_non_finite_scores(x):
+    from kimi_mini.storywars.metrics import spearman
+
+    with pytest.raises(ValueError, match="x"):
+        spearman(x, list(range(len(x))))
+
+
+@given(st.integers(1, 4), st.integers(1, 8), st.integers(0, 2**16))
+def test_rationale_metrics_are_fractions_and_perfect_on_gold(B, T, seed):
+    from kimi_mini.rationale.metrics import rationale_metrics
+
+    g = torch.Generator().manual_seed(seed)
+    sel, gold = torch.rand(B, T, generator=g) < 0.5, torch.rand(B, T, generator=g) < 0.5
+    m = rationale_metrics(sel, gold)
+    assert all(0.0 <= v <= 1.0 for v in m.values())
+    if gold.any():
+        assert rationale_metrics(gold, gold)["f1"] == 1.0

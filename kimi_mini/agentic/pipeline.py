@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import random
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -26,8 +28,9 @@ from kimi_mini.agentic.rl import (
     sft_loss,
     temperature_schedule,
 )
+from kimi_mini.agentic import rl, synthesis
 from kimi_mini.agentic.synthesis import Task, make_agents, make_tasks, optimal_agent_bytes, synthesize
-from kimi_mini.data import TokenData, cache_dir, load_corpus
+from kimi_mini.data import TokenData, atomic_path, cache_dir, code_key, load_corpus
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.optim import build_optimizer
 from kimi_mini.train import evaluate, run_steps, train
@@ -123,15 +126,20 @@ def sft_dataset(tasks: list[Task], setup: AgenticSetup, *, filtered: bool, seed:
 
 
 def _cached(path, build) -> nn.Module:
+    # the key also hashes the code that builds the entry: an edit of the training code never serves stale models
+    path = path.with_name(f"{path.stem}-{code_key(sys.modules[__name__], rl, synthesis)}{path.suffix}")
     if path.exists():
         model = build(None)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as exc:
+            raise ValueError(f"cache: {path} is damaged or another model's ({type(exc).__name__}); delete it "
+                             f"and it will be trained again") from None
         return model
     model = build(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
     return model
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from kimi_mini.agentic.synthesis import MAX_LINE, Episode, Task, judge
+from kimi_mini.checks import check_int, check_number, check_tensor, describe
 
 __all__ = ["encode_episode", "collate", "sequence_logprob", "sft_loss", "k15_policy_loss", "budget_penalty",
            "temperature_schedule", "Rollout", "rollout", "sample_next"]
@@ -49,6 +50,12 @@ def collate(seqs: list[tuple[list[int], list[int]]], max_len: int | None = None)
     """Right-pad ``(tokens, mask)`` pairs into ``tokens [B, T]`` int64 and ``mask [B, T]`` float (pads masked)."""
     if not seqs:
         raise ValueError("seqs: expected at least one sequence")
+    if max_len is not None:
+        check_int("max_len", max_len, 1)
+    for t, m in seqs:
+        if len(t) != len(m) or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 256 for v in t):
+            raise ValueError(f"seqs: expected (tokens, mask) pairs of one length with byte tokens in [0, 256), got "
+                             f"lengths {len(t)} and {len(m)}")
     T = max(len(t) for t, _ in seqs) if max_len is None else max_len
     tokens = torch.full((len(seqs), T), PAD, dtype=torch.int64)
     mask = torch.zeros(len(seqs), T)
@@ -105,18 +112,19 @@ def budget_penalty(n_tokens: Tensor, budget: Tensor, weight: float = 0.5) -> Ten
     """The token-budget penalty (≤ 0) added to the reward: −weight · min(1, max(0, n − budget) / budget).
 
     Zero within the budget, then linear in the overshoot, capped at −weight (a response twice its budget)."""
-    if not weight >= 0:
-        raise ValueError(f"weight: expected >= 0, got {weight!r}")
+    check_number("weight", weight, 0)
     n, b = torch.as_tensor(n_tokens, dtype=torch.float32), torch.as_tensor(budget, dtype=torch.float32)
     if n.shape != b.shape:
         raise ValueError(f"budget: expected shape {tuple(n.shape)} like n_tokens, got {tuple(b.shape)}")
-    if (b <= 0).any():
-        raise ValueError("budget: expected positive budgets")
+    if not bool(torch.isfinite(b).all()) or bool((b <= 0).any()):
+        raise ValueError(f"budget: expected positive finite budgets, got {b.flatten()[:4].tolist()}")
     return -weight * ((n - b).clamp_min(0) / b).clamp_max(1.0)
 
 
 def temperature_schedule(step: int, steps: int, t_start: float = 1.0, t_end: float = 0.5) -> float:
     """Temperature decay: geometric from ``t_start`` (step 0) to ``t_end`` (step ``steps − 1``)."""
+    check_number("t_start", t_start, 0, lo_open=True)
+    check_number("t_end", t_end, 0, lo_open=True)
     if not 0 < t_end <= t_start:
         raise ValueError(f"t_start, t_end: expected 0 < t_end <= t_start, got {t_start!r}, {t_end!r}")
     if not (isinstance(steps, int) and steps >= 1 and 0 <= step < steps):
@@ -126,6 +134,10 @@ def temperature_schedule(step: int, steps: int, t_start: float = 1.0, t_end: flo
 
 def sample_next(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
     """One token per row of ``logits [B, V]``, exactly as :meth:`KimiMini.generate` draws it (``0`` = greedy)."""
+    check_number("temperature", temperature, 0)
+    check_tensor("logits", logits, dims=2, kind="float")
+    if logits.shape[1] < 1:
+        raise ValueError(f"logits: expected [B, V] with V >= 1, got {describe(logits)}")
     if temperature == 0:
         return logits.argmax(-1)
     return torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[:, 0]
@@ -154,11 +166,13 @@ def rollout(model: nn.Module, tasks: list[Task], *, seeds: list[int], temperatur
     agent line ends at ``\\n`` (or is cut at ``MAX_LINE`` bytes and counts as malformed); an episode still
     running at ``max_len`` tokens (default: the model's ``max_seq_len``) fails.
     """
-    if len(tasks) != len(seeds) or not tasks:
-        raise ValueError(f"seeds: expected one seed per task ({len(tasks)}), got {len(seeds)}")
-    if temperature < 0:
-        raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
-    max_len = max_len or model.config.max_seq_len
+    if not isinstance(seeds, (list, tuple)) or len(tasks) != len(seeds) or not tasks or \
+            any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds: expected one int seed per task ({len(tasks)}), got {describe(seeds)}")
+    check_number("temperature", temperature, 0)
+    if max_len is None:  # None means the model's context; 0 is an error, not "the maximum"
+        max_len = model.config.max_seq_len
+    check_int("max_len", max_len, 1, model.config.max_seq_len)
     B = len(tasks)
     eps = [Episode(t, seed=s) for t, s in zip(tasks, seeds, strict=True)]
     queues = [deque(ep.text.encode()) for ep in eps]

@@ -24,6 +24,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from kimi_mini.agentic.tools import Tool, ToolWorld, evolve_tool, parse_call, real_tools
+from kimi_mini.checks import check_int, check_number, describe
 
 __all__ = ["Agent", "Task", "Rubric", "make_agents", "make_tasks", "SimulatedUser", "Episode", "Teacher", "judge",
            "synthesize", "optimal_agent_bytes", "PERSONAS", "FLAKY", "MAX_AGENT_LINES", "MAX_LINE"]
@@ -176,10 +177,16 @@ def make_tasks(agent: Agent, n: int, rng: random.Random, levels=(1, 2), personas
                max_operand: int = 30) -> list[Task]:
     """``n`` tasks for ``agent`` (level and persona drawn uniformly; a changer's tasks are level 1; calc operands
     in 1..``max_operand``)."""
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n: expected an int >= 0, got {n!r}")
-    if not isinstance(max_operand, int) or max_operand < 2:
-        raise ValueError(f"max_operand: expected an int >= 2, got {max_operand!r}")
+    if not isinstance(agent, Agent):
+        raise ValueError(f"agent: expected an Agent (make_agents()), got {type(agent).__name__}")
+    check_int("n", n, 0, 10**6)
+    check_int("max_operand", max_operand, 2, 10**6)
+    if not isinstance(rng, random.Random):
+        raise ValueError(f"rng: expected a random.Random, got {type(rng).__name__}")
+    if isinstance(levels, (str, bytes)) or not levels or any(lv not in (1, 2) for lv in levels):
+        raise ValueError(f"levels: expected a non-empty tuple of levels from (1, 2), got {levels!r}")
+    if isinstance(personas, (str, bytes)) or not personas or any(p not in PERSONAS for p in personas):
+        raise ValueError(f"personas: expected a non-empty tuple from {PERSONAS}, got {personas!r}")
     out = []
     for _ in range(n):
         persona = rng.choice(personas)
@@ -301,6 +308,12 @@ class Teacher:
 def synthesize(tasks: list[Task], seed: int = 0, p_error: float = 0.3, p_long: float = 0.3
                ) -> list[tuple[Episode, bool]]:
     """Play every task once with the noisy teacher; returns ``(episode, judge_passed)`` pairs."""
+    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, (list, tuple)) or \
+            any(not isinstance(t, Task) for t in tasks):
+        raise ValueError(f"tasks: expected a list of Task, got {describe(tasks)}")
+    check_int("seed", seed)
+    check_number("p_error", p_error, 0, 1)  # a rate: 1.5 must not quietly act as 1.0
+    check_number("p_long", p_long, 0, 1)
     rng = random.Random(seed)
     out = []
     for k, task in enumerate(tasks):

@@ -17,6 +17,7 @@ import functools
 
 import numpy as np
 
+from kimi_mini.checks import check_int, check_number, describe
 from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.sources import package_file
 
@@ -59,7 +60,8 @@ def watch_dataset(window: int = 100, hop: int = 100):
     Each recording ``[T, 6]`` is cut into windows of ``window`` samples every ``hop`` samples (100 = 2 s
     at 50 Hz); a window becomes one 17-number summary per sensor (:data:`WINDOW_FEATURES` per axis, then
     the magnitude's mean and std)."""
-    if not (isinstance(window, int) and isinstance(hop, int) and window >= 4 and hop >= 1):
+    if not (isinstance(window, int) and isinstance(hop, int) and window >= 4 and hop >= 1) or \
+            isinstance(window, bool) or isinstance(hop, bool):
         raise ValueError(f"window, hop: expected integers window >= 4 and hop >= 1, got {window!r}, {hop!r}")
     import datasets
 
@@ -92,8 +94,10 @@ def watch_windows(window: int = 100, hop: int = 100) -> dict[str, np.ndarray]:
 def subject_split(subjects: np.ndarray, n_test: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Boolean ``(train, test)`` masks over ``subjects [W]``: ``n_test`` subjects drawn with ``seed`` go to
     test, every other subject to train — no subject on both sides."""
+    if subjects is None or np.asarray(subjects).ndim != 1 or np.asarray(subjects).size == 0:
+        raise ValueError(f"subjects: expected a non-empty 1-D array of subject ids, got {describe(subjects)}")
     ids = np.unique(subjects)
-    if not isinstance(n_test, int) or not 1 <= n_test < len(ids):
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or not 1 <= n_test < len(ids):
         raise ValueError(f"n_test: expected an integer in [1, {len(ids) - 1}], got {n_test!r}")
     held = np.random.default_rng(seed).choice(ids, size=n_test, replace=False)
     test = np.isin(subjects, held)
@@ -102,6 +106,11 @@ def subject_split(subjects: np.ndarray, n_test: int = 3, seed: int = 0) -> tuple
 
 def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Z-score every array with the mean and std of ``train`` (so nothing leaks from the test side)."""
+    if not isinstance(train, np.ndarray) or train.ndim != 2 or len(train) == 0:
+        raise ValueError(f"train: expected a non-empty [N, F] array, got {describe(train)}")
+    for a in others:
+        if not isinstance(a, np.ndarray) or a.ndim != 2 or a.shape[1] != train.shape[1]:
+            raise ValueError(f"others: expected [M, {train.shape[1]}] arrays like train, got {describe(a)}")
     mu, sd = train.mean(0), train.std(0) + 1e-6
     return [(a - mu) / sd for a in (train, *others)]
 
@@ -127,12 +136,13 @@ def driver_simulator(n: int, *, interactions: bool = True, seed: int = 0, dim: i
 
     Returns ``([face [n, dim], speech [n, dim], car [n, dim]] float32, y [n] int64)``.
     """
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n: expected an integer >= 2, got {n!r}")
-    if not isinstance(latent, int) or latent < 1:
-        raise ValueError(f"latent: expected an integer >= 1, got {latent!r}")
-    if not isinstance(dim, int) or dim < latent + 2:
-        raise ValueError(f"dim: expected an integer >= latent + 2 = {latent + 2}, got {dim!r}")
+    check_int("n", n, 2, 10**7)
+    check_int("latent", latent, 1, 1000)
+    check_int("dim", dim, latent + 2, 10**4)
+    check_number("sharpness", sharpness, 0, lo_open=True)
+    check_number("unimodal_weight", unimodal_weight)
+    check_number("noise", noise, 0)
+    check_int("seed", seed)
     k = latent
     mixing = np.random.default_rng(12345).standard_normal((3, k + 2, dim)) / np.sqrt(k + 2)  # fixed "sensors"
     rng = np.random.default_rng(seed)

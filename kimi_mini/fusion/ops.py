@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_int, check_number, check_tensor, describe
 from kimi_mini.registry import Registry
 from kimi_mini.train import run_steps
 
@@ -42,6 +43,9 @@ def _append_one(h: Tensor) -> Tensor:
 def tensor_fusion(hs: Sequence[Tensor]) -> Tensor:
     """TFN's fused vector: hs, a list of ``[N, d_m]`` → ``[N, Π_m (d_m + 1)]``, the flattened outer product
     of the z_m = [h_m; 1] (first modality slowest). Contains 1, every h_m entry, and every cross product."""
+    if isinstance(hs, (str, bytes, Tensor)) or not isinstance(hs, Sequence) or \
+            any(not isinstance(h, Tensor) or not h.is_floating_point() for h in hs):
+        raise ValueError(f"hs: expected a list of floating-point [N, d_m] tensors, got {describe(hs)}")
     if len(hs) < 1 or any(h.dim() != 2 or h.shape[0] != hs[0].shape[0] for h in hs):
         raise ValueError(f"hs: expected a non-empty list of [N, d_m] tensors with one N, got "
                          f"{[tuple(h.shape) for h in hs]}")
@@ -52,6 +56,10 @@ def tensor_fusion(hs: Sequence[Tensor]) -> Tensor:
 
 
 def _check_poly(z: Tensor, factors: Tensor) -> None:
+    check_tensor("z", z, kind="float")
+    check_tensor("factors", factors, kind="float")
+    if factors.dtype != z.dtype or factors.device != z.device:
+        raise ValueError(f"factors: expected z's dtype and device ({z.dtype}, {z.device}), got {describe(factors)}")
     if z.dim() != 2:
         raise ValueError(f"z: expected [N, D], got shape {tuple(z.shape)}")
     if factors.dim() != 4 or factors.shape[2] != z.shape[1]:
@@ -69,6 +77,10 @@ def polynomial_fusion(z: Tensor, factors: Tensor, impl: str = "torch") -> Tensor
     (materialises the ``[N, P, R, K]`` projections). ``"triton"`` is the fused kernel of
     :mod:`kimi_mini.kernels.fusion` (no ``[N, P, R, K]`` buffer; forward and backward)."""
     _check_poly(z, factors)
+    if impl not in ("naive", "torch", "triton"):
+        raise ValueError(f"impl: expected 'naive', 'torch' or 'triton', got {impl!r}")
+    if z.shape[0] == 0:  # empty in, empty out (README), whatever the impl: nothing to launch
+        impl = "torch"
     if impl == "naive":
         P, R, D, K = factors.shape
         if D ** P > 2 ** 22:
@@ -85,7 +97,7 @@ def polynomial_fusion(z: Tensor, factors: Tensor, impl: str = "torch") -> Tensor
     if impl == "triton":
         from kimi_mini.kernels.fusion import polynomial_fusion as polynomial_fusion_triton
 
-        return polynomial_fusion_triton(z, factors)
+        return polynomial_fusion_triton(z.contiguous(), factors.contiguous())  # the kernel reads dense rows
     raise ValueError(f"impl: expected 'naive', 'torch' or 'triton', got {impl!r}")
 
 
@@ -211,7 +223,15 @@ class FusionClassifier(nn.Module):
     def __init__(self, in_dims: Sequence[int], n_classes: int, fusion: str = "early", hidden: int = 8,
                  fused: int = 16, rank: int = 4, order: int = 2, impl: str = "torch"):
         super().__init__()
+        if isinstance(in_dims, (str, bytes)) or not isinstance(in_dims, Sequence):
+            raise ValueError(f"in_dims: expected a list of modality widths, got {in_dims!r}")
+        if len(in_dims) < 1 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in in_dims):
+            raise ValueError(f"in_dims: expected a non-empty list of positive modality widths, got {list(in_dims)!r}")
+        check_int("n_classes", n_classes, 2)
         _check_dims(in_dims, n_classes)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion: expected one of {sorted(FUSIONS)}, got {fusion!r}")
+        self.n_classes = n_classes
         FUSIONS.get(fusion)  # ValueError listing the valid names
         self.fusion_name, self.in_dims = fusion, tuple(in_dims)
         self.encoders = nn.ModuleList([nn.Sequential(nn.Linear(d, hidden), nn.ReLU()) for d in in_dims])
@@ -226,17 +246,45 @@ class FusionClassifier(nn.Module):
     def forward(self, xs: Sequence[Tensor]) -> Tensor:
         if len(xs) != len(self.in_dims):
             raise ValueError(f"xs: expected {len(self.in_dims)} modalities, got {len(xs)}")
+        if any(not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != d
+               for x, d in zip(xs, self.in_dims, strict=True)) or len({x.shape[0] for x in xs}) != 1:
+            raise ValueError(f"xs: expected [N, in_m] tensors with widths {list(self.in_dims)} and one N, got "
+                             f"{[describe(x) for x in xs]}")
         fused = self.fusion([enc(x) for enc, x in zip(self.encoders, xs, strict=True)])
         return fused if self.classifier is None else self.classifier(F.relu(fused))
 
 
 def n_params(module: nn.Module) -> int:
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module: expected an nn.Module, got {type(module).__name__}")
     return sum(p.numel() for p in module.parameters())
 
 
-def _as_tensors(xs, y=None):
-    xs = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in xs]
-    return xs if y is None else (xs, torch.as_tensor(np.asarray(y), dtype=torch.long))
+def _as_tensors(xs, y=None, model=None):
+    """``xs`` (a list of ``[N, in_m]`` arrays) as float32 tensors and ``y`` (``[N]`` integer class ids) as int64,
+    checked against each other and against ``model`` — never a float label truncated to a class id."""
+    if isinstance(xs, (str, bytes, np.ndarray, Tensor)) or not isinstance(xs, Sequence) or not xs:
+        raise ValueError(f"xs: expected a non-empty list of [N, in_m] arrays (one per modality), got {describe(xs)}")
+    try:
+        xs = [torch.as_tensor(np.asarray(x, dtype=np.float32)) for x in xs]
+    except (TypeError, ValueError):
+        raise ValueError("xs: expected numeric [N, in_m] arrays") from None
+    if any(x.dim() != 2 for x in xs) or len({x.shape[0] for x in xs}) != 1:
+        raise ValueError(f"xs: expected [N, in_m] arrays with one N, got shapes {[tuple(x.shape) for x in xs]}")
+    if model is not None and (len(xs) != len(model.in_dims) or
+                              any(x.shape[1] != d for x, d in zip(xs, model.in_dims, strict=False))):
+        raise ValueError(f"xs: expected widths {list(model.in_dims)}, got {[x.shape[1] for x in xs]}")
+    if y is None:
+        return xs
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != xs[0].shape[0]:
+        raise ValueError(f"y: expected [N={xs[0].shape[0]}] class ids, got shape {y.shape}")
+    if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise ValueError(f"y: expected integer class ids, got dtype {y.dtype} (values like {y[:3].tolist()})")
+    y = torch.as_tensor(y.astype(np.int64))
+    if model is not None and len(y) and (int(y.min()) < 0 or int(y.max()) >= model.n_classes):
+        raise ValueError(f"y: expected class ids in [0, {model.n_classes}), got [{int(y.min())}, {int(y.max())}]")
+    return xs, y
 
 
 def fit_fusion(model: FusionClassifier, xs: Sequence, y, *, steps: int = 200, lr: float = 1e-2,
@@ -246,9 +294,19 @@ def fit_fusion(model: FusionClassifier, xs: Sequence, y, *, steps: int = 200, lr
     ``[N, in_m]`` arrays, y ``[N]`` class ids. With ``val=(xs_val, y_val)`` the validation accuracy is
     measured every ``eval_every`` steps and the model ends with the weights of its best evaluation (early
     stopping: the same rule for every fusion). Returns the per-step records (``loss``, ``val_acc``)."""
-    xs, y = _as_tensors(xs, y)
-    if any(x.shape[0] != y.shape[0] for x in xs):
-        raise ValueError(f"xs: expected {y.shape[0]} rows in every modality, got {[x.shape[0] for x in xs]}")
+    if not isinstance(model, FusionClassifier):
+        raise ValueError(f"model: expected a FusionClassifier, got {type(model).__name__}")
+    check_int("steps", steps, 1, 10**7)
+    check_number("lr", lr, 0, lo_open=True)
+    check_number("weight_decay", weight_decay, 0)
+    check_int("eval_every", eval_every, 1)
+    xs, y = _as_tensors(xs, y, model)
+    if len(y) == 0:
+        raise ValueError("y: expected at least one training row, got 0")
+    if val is not None:
+        if not isinstance(val, tuple) or len(val) != 2:
+            raise ValueError(f"val: expected (xs_val, y_val), got {describe(val)}")
+        val = _as_tensors(*val, model)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     best = {"acc": -1.0, "state": None}
 
@@ -276,7 +334,9 @@ def fit_fusion(model: FusionClassifier, xs: Sequence, y, *, steps: int = 200, lr
 @torch.no_grad()
 def accuracy(model: FusionClassifier, xs: Sequence, y) -> float:
     """Fraction of rows whose arg-max logit is the label."""
-    xs, y = _as_tensors(xs, y)
+    xs, y = _as_tensors(xs, y, model)
+    if len(y) == 0:
+        raise ValueError("y: expected at least one row to score, got 0")
     model.eval()
     return float((model(xs).argmax(-1) == y).float().mean())
 
@@ -286,7 +346,13 @@ def svm_baseline(xs_train: Sequence, y_train, xs_test: Sequence, y_test, C: floa
     (already standardised) features of all modalities. Returns test accuracy."""
     from sklearn.svm import SVC
 
-    if len(xs_train) != len(xs_test):
-        raise ValueError(f"xs_test: expected {len(xs_train)} modalities, got {len(xs_test)}")
+    check_number("C", C, 0, lo_open=True)
+    xs_train, y_train = _as_tensors(xs_train, y_train)
+    xs_test, y_test = _as_tensors(xs_test, y_test)
+    if [x.shape[1] for x in xs_train] != [x.shape[1] for x in xs_test]:
+        raise ValueError(f"xs_test: expected widths {[x.shape[1] for x in xs_train]} like xs_train, got "
+                         f"{[x.shape[1] for x in xs_test]}")
+    xs_train, xs_test = [x.numpy() for x in xs_train], [x.numpy() for x in xs_test]
+    y_train, y_test = y_train.numpy(), y_test.numpy()
     svm = SVC(C=C, kernel="rbf", gamma="scale").fit(np.concatenate(xs_train, axis=1), np.asarray(y_train))
     return float((svm.predict(np.concatenate(xs_test, axis=1)) == np.asarray(y_test)).mean())

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kimi_mini.checks import describe
 from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.sources import package_file
 
@@ -59,6 +60,14 @@ class InvarianceData:
     n_s: int = 2
 
     def __post_init__(self):
+        if not torch.is_tensor(self.x) or self.x.ndim != 2 or not self.x.is_floating_point():
+            raise ValueError(f"x: expected a float [N, F] tensor, got {describe(self.x)}")
+        for name, n in (("y", self.n_y), ("s", self.n_s)):
+            t = getattr(self, name)
+            if not torch.is_tensor(t) or t.is_floating_point() or t.dtype == torch.bool:
+                raise ValueError(f"{name}: expected int64 class ids, got {describe(t)}")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+                raise ValueError(f"{name}: expected class ids in [0, {n}), got [{int(t.min())}, {int(t.max())}]")
         if self.x.ndim != 2 or self.y.shape != (len(self.x),) or self.s.shape != (len(self.x),):
             raise ValueError(f"x, y, s: expected [N, F], [N], [N]; got {tuple(self.x.shape)}, "
                              f"{tuple(self.y.shape)}, {tuple(self.s.shape)}")

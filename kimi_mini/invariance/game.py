@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from kimi_mini.checks import check_int, check_number
 from kimi_mini.invariance.data import InvarianceData
 from kimi_mini.invariance.model import InvariantModel, discriminator_loss, encoder_loss, grad_reverse
 from kimi_mini.invariance.probe import demographic_parity_gap, probe_accuracy
@@ -61,9 +62,15 @@ def train_invariant(data: InvarianceData, gamma: float, *, variant: str = "adver
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not math.isfinite(gamma) or gamma < 0:
         raise ValueError(f"gamma: expected a finite number >= 0, got {gamma!r}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1 (discriminator steps per encoder step), got {k!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    check_int("k", k, 1, 1000)
+    check_int("steps", steps, 1, 10**7)
+    check_int("seed", seed)
+    check_int("hidden", hidden, 1, 1 << 16)
+    check_int("h_dim", h_dim, 1, 1 << 16)
+    check_number("lr", lr, 0, lo_open=True)
+    if d_lr is not None:  # None means "as lr"; an explicit 0 is not silently replaced by lr
+        check_number("d_lr", d_lr, 0, lo_open=True)
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size: expected an integer >= 1 or None, got {batch_size!r}")
     n_y = int(getattr(data, "n_y", int(data.y.max()) + 1))
     n_s = int(getattr(data, "n_s", int(data.s.max()) + 1))
@@ -71,7 +78,7 @@ def train_invariant(data: InvarianceData, gamma: float, *, variant: str = "adver
     model = InvariantModel(data.x.shape[1], n_s if s_in_encoder else 0, hidden, h_dim, n_y, n_s).to(device)
     x, y, s = data.x.to(device), data.y.to(device), data.s.to(device)
     opt_em = torch.optim.Adam(model.encoder_predictor_parameters(), lr=lr)
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=d_lr or lr)
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr if d_lr is None else d_lr)
     opt_all = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(x)
 
@@ -147,6 +154,9 @@ def evaluate_invariance(model: InvariantModel, train: InvarianceData, test: Inva
     and scored on ``test``'s (NaN for a probe not in ``probes``); the DP gap of M's predictions."""
     _check_data(train)
     _check_data(test)
+    if isinstance(probes, str) or not isinstance(probes, (tuple, list)) or \
+            any(p not in ("logistic", "mlp") for p in probes):  # a typo must not turn into NaN metrics
+        raise ValueError(f"probes: expected a tuple of names from ('logistic', 'mlp'), got {probes!r}")
     device = next(model.parameters()).device
     h_tr = model.encode(train.x.to(device), train.s.to(device)).cpu()
     h_te = model.encode(test.x.to(device), test.s.to(device)).cpu()
@@ -171,6 +181,10 @@ def gamma_sweep(train: InvarianceData, test: InvarianceData, gammas, seeds, *, v
     gammas, seeds = list(gammas), list(seeds)
     if not gammas or not seeds:
         raise ValueError(f"gammas, seeds: expected non-empty lists, got {gammas!r}, {seeds!r}")
+    for g in gammas:
+        check_number("gammas", g, 0)
+    for s in seeds:
+        check_int("seeds", s)
     rows = []
     for gamma in gammas:
         for seed in seeds:

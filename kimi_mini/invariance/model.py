@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_number, describe
+
 __all__ = ["InvariantModel", "discriminator_loss", "encoder_loss", "GradientReversal", "grad_reverse"]
 
 
@@ -46,10 +48,12 @@ class InvariantModel(nn.Module):
 
     def encode(self, x: Tensor, s: Tensor) -> Tensor:
         """h = E(x, s): ``x`` float ``[N, x_dim]``, ``s`` int64 ``[N]`` → h ``[N, h_dim]``."""
-        if x.ndim != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"x: expected [N, {self.x_dim}], got {tuple(x.shape)}")
-        if s.shape != (x.shape[0],):
-            raise ValueError(f"s: expected shape [{x.shape[0]}] (one value per row of x), got {tuple(s.shape)}")
+        if not torch.is_tensor(x) or x.ndim != 2 or x.shape[1] != self.x_dim or not x.is_floating_point():
+            raise ValueError(f"x: expected a float [N, {self.x_dim}] tensor, got {describe(x)}")
+        if not torch.is_tensor(s) or s.shape != (x.shape[0],) or s.is_floating_point() or s.dtype == torch.bool:
+            raise ValueError(f"s: expected int64 of shape [{x.shape[0]}] (one value per row of x), got {describe(s)}")
+        if s.numel() and (int(s.min()) < 0 or int(s.max()) >= self.n_s):
+            raise ValueError(f"s: expected values in [0, {self.n_s}), got [{int(s.min())}, {int(s.max())}]")
         if self.s_dim:
             x = torch.cat([x, F.one_hot(s, self.s_dim).to(x.dtype)], dim=1)  # [N, x_dim + s_dim]
         return self.encoder(x)
@@ -65,11 +69,15 @@ class InvariantModel(nn.Module):
 
 def discriminator_loss(s_logits: Tensor, s: Tensor) -> Tensor:
     """D's loss, −E[log q_D(s | h)] (D *maximises* the log-likelihood). Call on D(h.detach())."""
+    _check_labels("s", s, s_logits)
     return F.cross_entropy(s_logits, s)
 
 
 def encoder_loss(y_logits: Tensor, y: Tensor, s_logits: Tensor, s: Tensor, gamma: float) -> Tensor:
     """E and M's loss, E[−log q_M(y | h) + γ · log q_D(s | h)]: fit y, and make D's guess of s *unlikely*."""
+    _check_labels("y", y, y_logits)
+    _check_labels("s", s, s_logits)
+    check_number("gamma", gamma)
     return F.cross_entropy(y_logits, y) - gamma * F.cross_entropy(s_logits, s)
 
 
@@ -87,5 +95,15 @@ class GradientReversal(torch.autograd.Function):
         return -ctx.lam * grad, None
 
 
+def _check_labels(name: str, t, logits: Tensor) -> None:
+    if not torch.is_tensor(t) or t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool or \
+            not torch.is_tensor(logits) or logits.dim() != 2 or len(t) != len(logits):
+        raise ValueError(f"{name}: expected int64 class ids [N] matching logits [N, C], got {describe(t)} and "
+                         f"{describe(logits)}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
+        raise ValueError(f"{name}: expected class ids in [0, {logits.shape[1]}), got [{int(t.min())}, {int(t.max())}]")
+
+
 def grad_reverse(x: Tensor, lam: float) -> Tensor:
+    check_number("lam", lam)
     return GradientReversal.apply(x, lam)

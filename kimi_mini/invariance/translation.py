@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_int, check_number
 from kimi_mini.train import run_steps
 
 __all__ = ["LANGUAGES", "rewrite", "TranslationData", "load_translation", "Seq2Seq", "train_translation",
@@ -73,6 +74,8 @@ class TranslationData:
         return len(self.src)
 
     def subset(self, language: str) -> TranslationData:
+        if language not in LANGUAGES:
+            raise ValueError(f"language: expected one of {LANGUAGES}, got {language!r}")
         keep = self.lang == LANGUAGES.index(language)
         return TranslationData(self.src[keep], self.tgt[keep], self.lang[keep], self.src_vocab, self.tgt_vocab)
 
@@ -99,8 +102,7 @@ def load_translation(per_language: int = 2000, test_per_language: int = 400, *, 
     languages get *disjoint* English sentences (like separate fr–en and de–en corpora)."""
     for name, v in (("per_language", per_language), ("test_per_language", test_per_language),
                     ("vocab_size", vocab_size), ("max_len", max_len)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        check_int(name, v, 1, 10**6)
     sents = list(_sentences(vocab_size, max_len))
     need = 2 * (per_language + test_per_language)
     if need > len(sents):
@@ -171,8 +173,13 @@ def train_translation(data: TranslationData, *, gamma: float = 0.0, adversary: b
     preceded by ``k`` discriminator steps and E, Dec minimise CE(y) − γ·CE(s); without it D is not trained
     (``d_loss``/``d_acc`` are NaN; a probe measures the states afterwards). Returns the model (eval mode) and its
     records."""
-    if not isinstance(gamma, (int, float)) or gamma < 0:
-        raise ValueError(f"gamma: expected a number >= 0, got {gamma!r}")
+    check_number("gamma", gamma, 0)
+    check_number("lr", lr, 0, lo_open=True)
+    check_int("steps", steps, 1, 10**7)
+    check_int("batch_size", batch_size, 1, 1 << 20)
+    check_int("k", k, 1, 1000)
+    if isinstance(d, bool) or not isinstance(d, int) or d < 2 or d % 2 or d > 1 << 14:
+        raise ValueError(f"d: expected an even integer in [2, 16384], got {d!r}")
     if len(data) < 1:
         raise ValueError("data: expected at least one sentence")
     torch.manual_seed(seed)

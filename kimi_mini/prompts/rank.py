@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_mini.checks import check_int, describe
 from kimi_mini.data import ByteTokenizer
 
 __all__ = ["token_logprobs", "option_logprobs", "rank_classify", "encode_pairs"]
@@ -33,12 +34,16 @@ def token_logprobs(logits: Tensor, targets: Tensor, impl: str = "torch") -> Tens
     ``[N]`` fp32. ``impl="torch"`` computes it with ``F.log_softmax`` + ``gather``; ``impl="triton"`` with the
     fused kernel :func:`kimi_mini.kernels.logprob.token_logprobs` (no ``[N, V]`` log-probabilities; on a CPU it
     runs in Triton's interpreter: correct, slow)."""
-    if logits.dim() != 2 or not logits.is_floating_point():
-        raise ValueError(f"logits: expected a float [N, V] tensor, got {logits.dtype} {tuple(logits.shape)}")
-    if targets.shape != logits.shape[:1] or targets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"targets: expected int64 [{logits.shape[0]}], got {targets.dtype} {tuple(targets.shape)}")
+    if not torch.is_tensor(logits) or logits.dim() != 2 or not logits.is_floating_point() or logits.shape[1] < 1:
+        raise ValueError(f"logits: expected a float [N, V] tensor with V >= 1, got {describe(logits)}")
+    if not torch.is_tensor(targets) or targets.shape != logits.shape[:1] or targets.dtype not in (torch.int64,
+                                                                                                   torch.int32):
+        raise ValueError(f"targets: expected int64 [{logits.shape[0]}], got {describe(targets)}")
     if impl not in ("torch", "triton"):
         raise ValueError(f"impl: expected 'torch' or 'triton', got {impl!r}")
+    if impl == "torch" and targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
+        raise ValueError(f"targets: expected ids in [0, {logits.shape[1]}), got values in "
+                         f"[{int(targets.min())}, {int(targets.max())}]")  # as the triton path checks
     if impl == "triton":
         from kimi_mini.kernels.logprob import token_logprobs as fused_token_logprobs
 
@@ -65,6 +70,8 @@ def encode_pairs(prompts: Sequence[str], options: Sequence[Sequence[str]], max_l
 
     Returns ``tokens [S, L]`` int64 (S = total options, pad 0), ``targets [S, L]`` int64 (the next byte where it
     belongs to the option, else −100) and ``owner [S]`` (index of the prompt)."""
+    _check(prompts, options)
+    check_int("max_len", max_len, 1)
     seqs, tgts, owner = [], [], []
     for i, (p, opts) in enumerate(zip(prompts, options, strict=True)):
         pb = _TOK.encode(p)
@@ -107,8 +114,11 @@ def rank_classify(model: nn.Module, prompts: Sequence[str], options: Sequence[Se
     tensors ``[K_i]``, the summed option log-probabilities. Sequences are batched ``batch_size`` at a time
     (all options of all prompts together); ``impl`` selects :func:`token_logprobs`'s implementation."""
     _check(prompts, options)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected an nn.Module (a KimiMini), got {type(model).__name__}")
+    check_int("batch_size", batch_size, 1)
+    if impl not in ("torch", "triton"):
+        raise ValueError(f"impl: expected 'torch' or 'triton', got {impl!r}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -22,20 +22,31 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kimi_mini.checks import check_int, check_tensor
+
 __all__ = ["central_moments_reference", "central_moments_torch", "cmd", "cmd_released"]
 
 IMPLS = ("reference", "torch", "triton")
 
 
+MAX_K = 64  # bounded by design: the k-th power of a centred value overflows fp32 long before
+
+
 def _check_k(K) -> None:
-    if not isinstance(K, int) or isinstance(K, bool) or K < 1:
-        raise ValueError(f"K: expected an integer >= 1, got {K!r}")
+    check_int("K", K, 1, MAX_K)
+
+
+def _check_x(name: str, x) -> None:
+    check_tensor(name, x, dims=2)
+    if x.is_complex() or x.dtype == torch.bool or x.shape[0] < 1:
+        raise ValueError(f"{name}: expected a real [N, D] tensor with N >= 1, got {x.dtype} {tuple(x.shape)}")
 
 
 def central_moments_reference(x: Tensor, K: int = 5) -> Tensor:
     """``x [N, D]`` → ``[K, D]``: row 0 the column means, row k−1 the k-th central moment (k = 2 … K).
     Loops, fp32 — obviously correct."""
     _check_k(K)
+    _check_x("x", x)
     x = x.float()
     N, D = x.shape
     rows = [x.mean(0)]
@@ -51,6 +62,7 @@ def central_moments_reference(x: Tensor, K: int = 5) -> Tensor:
 def central_moments_torch(x: Tensor, K: int = 5) -> Tensor:
     """Vectorised :func:`central_moments_reference`: ``x [N, D]`` → fp32 ``[K, D]``."""
     _check_k(K)
+    _check_x("x", x)
     x = x.float()
     mean = x.mean(0)  # [D]
     if K == 1:
@@ -80,9 +92,7 @@ def cmd(x: Tensor, y: Tensor, K: int = 5, impl: str = "torch") -> Tensor:
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     for name, t in (("x", x), ("y", y)):
-        if not torch.is_tensor(t) or t.dim() != 2 or t.shape[0] < 1:
-            raise ValueError(f"{name}: expected a 2-D tensor [N, D] with N >= 1, got "
-                             f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+        _check_x(name, t)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"y: expected {x.shape[1]} features like x, got {y.shape[1]} (x {tuple(x.shape)}, "
                          f"y {tuple(y.shape)})")
@@ -96,6 +106,10 @@ def cmd_released(x: Tensor, y: Tensor, K: int = 5) -> Tensor:
     """What the released DMR code computes: ``mean(x_c * k)`` instead of ``mean(x_c ** k)``. Every moment
     term is ‖k·(mean of centred values)‖ ≈ 0, so this is just ‖E x − E y‖₂ (plus rounding)."""
     _check_k(K)
+    _check_x("x", x)
+    _check_x("y", y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"y: expected {x.shape[1]} features like x, got {y.shape[1]}")
     mx, my = x.float().mean(0), y.float().mean(0)
     xc, yc = x.float() - mx, y.float() - my
     total = torch.linalg.vector_norm(mx - my)

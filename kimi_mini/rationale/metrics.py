@@ -21,7 +21,7 @@ def _as_bool(name: str, t, shape=None) -> Tensor:
     if shape is not None and t.shape != shape:
         raise ValueError(f"{name}: expected shape {tuple(shape)} like selected, got {tuple(t.shape)}")
     if t.dtype != torch.bool:
-        if t.is_floating_point() or t.dtype in (torch.long, torch.int, torch.uint8):
+        if t.is_floating_point() or t.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
             if not ((t == 0) | (t == 1)).all():
                 raise ValueError(f"{name}: expected a 0/1 or boolean mask, got values outside {{0, 1}}")
             t = t.bool()
@@ -50,9 +50,14 @@ def aspect_shares(selected: Tensor, aspect: Tensor, n_aspects: int) -> list[floa
     """Where the selection lands: the fraction of selected tokens that belong to each aspect
     (``aspect [N, T]`` long, −1 on padding)."""
     selected = _as_bool("selected", selected)
-    if not torch.is_tensor(aspect) or aspect.shape != selected.shape:
+    if isinstance(n_aspects, bool) or not isinstance(n_aspects, int) or not 1 <= n_aspects <= 10**4:
+        raise ValueError(f"n_aspects: expected an int in [1, 10000], got {n_aspects!r}")
+    if not torch.is_tensor(aspect) or aspect.shape != selected.shape or aspect.is_floating_point() or \
+            aspect.dtype == torch.bool:
         raise ValueError(f"aspect: expected a tensor of shape {tuple(selected.shape)}, got "
                          f"{tuple(aspect.shape) if torch.is_tensor(aspect) else type(aspect).__name__}")
+    if aspect.numel() and int(aspect.max()) >= n_aspects:
+        raise ValueError(f"aspect: expected ids in [-1, {n_aspects}) (-1 = padding), got up to {int(aspect.max())}")
     total = float((selected & (aspect >= 0)).sum())
     return [float((selected & (aspect == a)).sum()) / total if total else 0.0 for a in range(n_aspects)]
 
@@ -63,6 +68,9 @@ def highlight(tokens: list[str], selected, gold) -> str:
     padding beyond the tokens is ignored)."""
     if not isinstance(tokens, (list, tuple)) or not all(isinstance(t, str) for t in tokens):
         raise ValueError("tokens: expected a list of strings")
+    for name, v in (("selected", selected), ("gold", gold)):
+        if isinstance(v, (str, bytes)) or not (torch.is_tensor(v) or isinstance(v, (list, tuple))):
+            raise ValueError(f"{name}: expected a list or 1-D tensor of per-token booleans, got {type(v).__name__}")
     sel = [bool(v) for v in (selected.tolist() if torch.is_tensor(selected) else selected)]
     gol = [bool(v) for v in (gold.tolist() if torch.is_tensor(gold) else gold)]
     if len(sel) < len(tokens) or len(gol) < len(tokens):

@@ -30,12 +30,15 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kimi_mini.data import cache_dir
+from kimi_mini.checks import check_int, check_number
+from kimi_mini.data import atomic_path, cache_dir, code_key
 
 __all__ = ["GENRES", "CONNECTIVES", "ENDINGS", "PHRASES", "Genre", "Author", "Chapter", "Story", "Corpus",
            "CorpusConfig", "generate_corpus", "load_corpus", "author_style_stats", "STAGES"]
 
 STAGES = ("setup", "trouble", "struggle", "ending")
+MAX_STORIES = 10**6  # bounded by design (README): a typo cannot make the generator run for hours
+MAX_SENTENCES = 50
 
 
 @dataclass(frozen=True)
@@ -169,23 +172,23 @@ class CorpusConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_stories, int) or self.n_stories < 8:
-            raise ValueError(f"n_stories: expected an int >= 8, got {self.n_stories!r}")
-        if not isinstance(self.n_authors, int) or not 4 <= self.n_authors <= len(AUTHOR_NAMES):
-            raise ValueError(f"n_authors: expected an int in [4, {len(AUTHOR_NAMES)}], got {self.n_authors!r}")
+        check_int("n_stories", self.n_stories, 8, MAX_STORIES)
+        check_int("n_authors", self.n_authors, 4, len(AUTHOR_NAMES))
+        if isinstance(self.genres, str) or not isinstance(self.genres, (tuple, list)):
+            raise ValueError(f"genres: expected a tuple of genre names, got {self.genres!r}")
         unknown = [g for g in self.genres if g not in GENRES]
         if len(self.genres) < 3 or unknown or len(set(self.genres)) != len(self.genres):
             raise ValueError(f"genres: expected >= 3 distinct names from {sorted(GENRES)}, got {self.genres!r}")
-        lo, hi = self.chapters
-        if not 2 <= lo <= hi <= len(STAGES):
-            raise ValueError(f"chapters: expected 2 <= min <= max <= {len(STAGES)}, got {self.chapters!r}")
-        if not 1 <= self.sentences[0] <= self.sentences[1]:
-            raise ValueError(f"sentences: expected 1 <= min <= max, got {self.sentences!r}")
-        if not isinstance(self.max_clauses, int) or not 1 <= self.max_clauses <= 4:
-            raise ValueError(f"max_clauses: expected an int in [1, 4], got {self.max_clauses!r}")
+        for name, lo_min, hi_max in (("chapters", 2, len(STAGES)), ("sentences", 1, MAX_SENTENCES)):
+            pair = getattr(self, name)
+            ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            if not ok or not lo_min <= pair[0] <= pair[1] <= hi_max:
+                raise ValueError(f"{name}: expected two ints {lo_min} <= min <= max <= {hi_max}, got {pair!r}")
+        check_int("max_clauses", self.max_clauses, 1, 4)
         for name in ("explicit_p", "test_fraction"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a number in [0, 1), got {getattr(self, name)!r}")
+            check_number(name, getattr(self, name), 0, 1, hi_open=True)
+        check_int("seed", self.seed)
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -203,10 +206,13 @@ class Corpus:
         return [s for s in self.stories if s.split == name]
 
     def story(self, story_id: int) -> Story:
+        check_int("story_id", story_id, 0, len(self.stories) - 1)
         return self.stories[story_id]
 
     def chapter(self, story_id: int, index: int) -> Chapter:
-        return self.stories[story_id].chapters[index]
+        chapters = self.story(story_id).chapters
+        check_int("index", index, 0, len(chapters) - 1)
+        return chapters[index]
 
 
 def _peaked(rng: random.Random, n: int, peak: float) -> tuple[float, ...]:
@@ -255,6 +261,8 @@ def _sentence(rng: random.Random, genre: Genre, author: Author, stage: int, hero
 
 def generate_corpus(config: CorpusConfig | None = None) -> Corpus:
     """Generate the corpus of ``config`` (default :class:`CorpusConfig`); deterministic in ``config.seed``."""
+    if config is not None and not isinstance(config, CorpusConfig):
+        raise ValueError(f"config: expected a CorpusConfig or None, got {type(config).__name__}")
     cfg = config or CorpusConfig()
     rng = random.Random(cfg.seed)
     authors = _make_authors(cfg, rng)
@@ -312,15 +320,20 @@ def _from_json(d: dict) -> Corpus:
 
 def load_corpus(config: CorpusConfig | None = None, cache: Path | None = None) -> Corpus:
     """The corpus of ``config``, generated once and then read from ``data/cache/storywars-<hash>.json``."""
+    if config is not None and not isinstance(config, CorpusConfig):
+        raise ValueError(f"config: expected a CorpusConfig or None, got {type(config).__name__}")
     cfg = config or CorpusConfig()
-    path = (cache or cache_dir()) / f"storywars-{cfg.key()}.json"
+    path = (cache or cache_dir()) / f"storywars-{cfg.key()}-{code_key(generate_corpus, _sentence, _make_authors)}.json"
     if path.exists():
-        return _from_json(json.loads(path.read_text()))
+        try:
+            return _from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cache: {path} is damaged ({type(exc).__name__}); delete it and it will be "
+                             f"generated again") from None
     corpus = generate_corpus(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_to_json(corpus)))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_to_json(corpus)))
     return corpus
 
 
@@ -328,6 +341,8 @@ def author_style_stats(corpus: Corpus) -> dict[str, dict[str, float]]:
     """Measured style of each author over the corpus (what the generator's parameters produce): clauses
     per sentence, the share of each ending and connective, the favourite-phrase rate, vivid adjectives
     per sentence."""
+    if not isinstance(corpus, Corpus):
+        raise ValueError(f"corpus: expected a Corpus, got {type(corpus).__name__}")
     stats: dict[str, dict[str, float]] = {}
     for name in corpus.authors:
         sents = [s for st in corpus.stories for c in st.chapters if c.author == name for s in c.sentences]

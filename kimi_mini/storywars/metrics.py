@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from functools import cache
 
 __all__ = ["macro_f1", "spearman", "boundary_similarity", "rouge_l", "ranking_accuracy", "boundaries_from_masses"]
 
 
 def _same_length(a: Sequence, b: Sequence, names: str) -> None:
+    for name, v in zip(names.split(", "), (a, b), strict=True):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+            raise ValueError(f"{name}: expected a sequence, got {type(v).__name__}")
     if len(a) != len(b) or not len(a):
         raise ValueError(f"{names}: expected two non-empty sequences of the same length, got {len(a)} and {len(b)}")
 
@@ -59,6 +61,10 @@ def _ranks(x: Sequence[float]) -> list[float]:
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation (ties: mean ranks). A constant input has no ranking: returns 0.0."""
     _same_length(x, y, "x, y")
+    for name, v in (("x", x), ("y", y)):
+        bad = [e for e in v if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e)]
+        if bad:  # a NaN compares false to everything: its rank, and so rho, would be meaningless
+            raise ValueError(f"{name}: expected finite numbers, got {bad[:3]!r}")
     rx, ry = _ranks(list(x)), _ranks(list(y))
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
@@ -84,29 +90,35 @@ def boundary_similarity(reference: Sequence[int], hypothesis: Sequence[int], n_t
     cost is minimal, where pairing ``r`` with ``h`` (a near miss, allowed when ``|r - h| < n_t``) costs
     ``|r - h| / n_t`` and leaving a boundary unpaired costs 1 (an addition/deletion).
     """
-    if not isinstance(n_t, int) or n_t < 2:
+    if not isinstance(n_t, int) or isinstance(n_t, bool) or n_t < 2:
         raise ValueError(f"n_t: expected an int >= 2 (transposition window), got {n_t!r}")
     for name, b in (("reference", reference), ("hypothesis", hypothesis)):
+        if isinstance(b, (str, bytes)) or not isinstance(b, Sequence):
+            raise ValueError(f"{name}: expected a list of boundary positions, got {b!r}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in b):
+            raise ValueError(f"{name}: expected boundary positions as ints >= 1, got {list(b)!r}")
         if list(b) != sorted(set(b)):
             raise ValueError(f"{name}: expected sorted distinct boundary positions, got {list(b)!r}")
     ref, hyp = set(reference), set(hypothesis)
     matches = len(ref & hyp)
     r, h = sorted(ref - hyp), sorted(hyp - ref)
-
-    @cache
-    def best(i: int, j: int) -> tuple[float, int]:
-        """(weighted cost, number of edit operations) to align r[i:] with h[j:]."""
-        if i == len(r) or j == len(h):
-            rest = (len(r) - i) + (len(h) - j)
-            return float(rest), rest
-        options = [(best(i + 1, j)[0] + 1, best(i + 1, j)[1] + 1), (best(i, j + 1)[0] + 1, best(i, j + 1)[1] + 1)]
-        span = abs(r[i] - h[j])
-        if span < n_t:
-            c, k = best(i + 1, j + 1)
-            options.append((c + span / n_t, k + 1))
-        return min(options)
-
-    cost, edits = best(0, 0)
+    # best[i][j] = (weighted cost, number of edit operations) to align r[i:] with h[j:], filled from the end
+    # (a table, not recursion: a thousand boundaries must not reach Python's recursion limit)
+    nr, nh = len(r), len(h)
+    nxt = [(float(nh - j), nh - j) for j in range(nh + 1)]  # row i = nr
+    for i in range(nr - 1, -1, -1):
+        row = [None] * (nh + 1)
+        row[nh] = (float(nr - i), nr - i)
+        for j in range(nh - 1, -1, -1):
+            down, right = nxt[j], row[j + 1]
+            options = [(down[0] + 1, down[1] + 1), (right[0] + 1, right[1] + 1)]
+            span = abs(r[i] - h[j])
+            if span < n_t:
+                c, k = nxt[j + 1]
+                options.append((c + span / n_t, k + 1))
+            row[j] = min(options)
+        nxt = row
+    cost, edits = nxt[0]
     denominator = edits + matches
     return 1.0 if denominator == 0 else 1.0 - cost / denominator
 

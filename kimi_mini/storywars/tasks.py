@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kimi_mini.checks import check_int
 from kimi_mini.registry import Registry
 from kimi_mini.storywars.corpus import Corpus, Story
 
@@ -59,6 +60,8 @@ class TaskType:
 
 
 TASK_TYPES: Registry[TaskType] = Registry("task type")
+MAX_EXAMPLES = 10**6  # bounded by design (README)
+MAX_MISSES = 10_000  # consecutive draws that did not fit before make_examples gives up
 
 
 @dataclass(frozen=True)
@@ -254,15 +257,26 @@ def _temporal_ordering(corpus, genre, stories, rng):
 
 
 # --------------------------------------------------------------------------------- tasks and splits
+def _check_types_genres(types, genres) -> None:
+    from kimi_mini.storywars.corpus import GENRES
+
+    if isinstance(types, str) or not isinstance(types, (tuple, list)) or not types or \
+            any(t not in TASK_TYPES for t in types):
+        raise ValueError(f"types: expected a non-empty tuple of task types from {sorted(TASK_TYPES)}, got {types!r}")
+    if isinstance(genres, str) or not isinstance(genres, (tuple, list)) or not genres or \
+            any(g not in GENRES for g in genres) or len(set(genres)) != len(genres):
+        raise ValueError(f"genres: expected a tuple of distinct genres from {sorted(GENRES)}, got {genres!r}")
+
+
 def all_tasks(types: tuple[str, ...], genres: tuple[str, ...]) -> list[Task]:
+    _check_types_genres(types, genres)
     return [Task(t, g) for t in types for g in genres]
 
 
 def task_splits(types: tuple[str, ...], genres: tuple[str, ...]) -> dict[str, list[Task]]:
     """Disjoint task sets: for the i-th type, genre ``i mod G`` is zero-shot, genre ``i+1 mod G`` few-shot,
     the rest fully supervised — so every type is trained in some genres and every genre in some types."""
-    for t in types:
-        TASK_TYPES.get(t)
+    _check_types_genres(types, genres)
     if len(genres) < 3:
         raise ValueError(f"genres: expected >= 3 genres (supervised, few-shot, zero-shot), got {genres!r}")
     splits: dict[str, list[Task]] = {"supervised": [], "few_shot": [], "zero_shot": []}
@@ -275,18 +289,29 @@ def task_splits(types: tuple[str, ...], genres: tuple[str, ...]) -> dict[str, li
 
 def make_examples(corpus: Corpus, task: Task, split: str, n: int, seed: int = 0) -> list[Example]:
     """``n`` examples of ``task`` drawn from the ``split`` stories ("train" or "test"); deterministic."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected an int >= 1, got {n!r}")
+    check_int("n", n, 1, MAX_EXAMPLES)
+    if not isinstance(task, Task):
+        raise ValueError(f"task: expected a Task(type, genre), got {type(task).__name__}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    if task.type not in TASK_TYPES:
+        raise ValueError(f"task: unknown task type {task.type!r}; expected one of {sorted(TASK_TYPES)}")
     if task.genre not in corpus.config.genres:
         raise ValueError(f"task: genre {task.genre!r} is not in the corpus {corpus.config.genres}")
     ttype = TASK_TYPES.get(task.type)
     stories = corpus.split(split)
     rng = random.Random(f"{seed}/{task.name}/{split}")
-    out = []
+    out, misses = [], 0
     while len(out) < n:
-        built = ttype.build(corpus, task.genre, stories, rng)
+        built = ttype.build(corpus, task.genre, stories, rng) if stories else None
         if built is None:
+            misses += 1  # a draw that did not fit; the corpus may not be able to satisfy the task at all
+            if misses >= MAX_MISSES or not stories:
+                raise ValueError(f"task: {task.name} found no fitting example in {MAX_MISSES if stories else 0} "
+                                 f"draws from the {len(stories)} {split} stories (built {len(out)} of {n}); "
+                                 f"expected a corpus with more {task.genre} stories in that split")
             continue
+        misses = 0
         text, options, answer, meta = built
         out.append(Example(task.name, task.type, task.genre, text, tuple(options), answer, meta))
     return out
@@ -294,6 +319,8 @@ def make_examples(corpus: Corpus, task: Task, split: str, n: int, seed: int = 0)
 
 def ground_truth(corpus: Corpus, ex: Example) -> str:
     """The answer of ``ex`` recomputed from the story structure in ``ex.meta`` (not from how it was built)."""
+    if not isinstance(ex, Example):
+        raise ValueError(f"ex: expected an Example, got {type(ex).__name__}")
     m, st = ex.meta, corpus.story
     yes_no = {True: "yes", False: "no"}
     if ex.type == "genre_classification":
@@ -324,10 +351,12 @@ def render(ex: Example, *, instruction: bool = True, task_id: int | None = None)
     """``(prompt, target)`` of ``ex``: with ``instruction`` the natural-language instruction heads the
     prompt (InstructStory); without it a task-id token ``<task NN>`` does (the no-instruction baseline).
     The target is the answer with a leading space and a closing newline (the end-of-answer mark)."""
+    if not isinstance(ex, Example):
+        raise ValueError(f"ex: expected an Example, got {type(ex).__name__}")
     if instruction:
         head = TASK_TYPES.get(ex.type).instruction.format(genre=ex.genre)
     else:
-        if not isinstance(task_id, int) or task_id < 0:
+        if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id < 0:
             raise ValueError(f"task_id: expected an int >= 0 without an instruction, got {task_id!r}")
         head = f"<task {task_id:02d}>"
     return f"{head}\n{ex.input}\nAnswer:", f" {ex.answer}\n"
