@@ -92,8 +92,8 @@ PAPER = "DMR (arXiv 2106.00320)"
 #   + \lambda_c\,\tfrac{1}{T}\textstyle\sum_t |z_t - z_{t-1}|$$
 #
 # with the teacher $t$ (the predictor's architecture trained on full text, then frozen), temperature
-# $T = 3$, $K = 5$, $\lambda_{cls}/\lambda_{om}/\lambda_{fm} = 0.1/0.9/0.01$, $\lambda_s = 5$,
-# $\lambda_c = 10$. **RNP** is the same game with $\mathcal L_p = \mathrm{CE}(y, p(z\odot x))$ only.
+# $T = 3$, $K = 5$, $\lambda_{cls}/\lambda_{om}/\lambda_{fm} = 0.1/0.9/0.01$, $\lambda_s = 5$ (2 at toy),
+# $\lambda_c = 10$ (2 at toy). **RNP** is the same game with $\mathcal L_p = \mathrm{CE}(y, p(z\odot x))$ only.
 # The selection is hard in the forward pass (keep a token when its "keep" logit wins) yet the generator still
 # gets a gradient, through a *straight-through* estimator — exercise 2 asks you to build it, so it is not
 # spelled out here.
@@ -118,6 +118,26 @@ for k in range(5):
 print(f"CMD_5 (true powers)        = {float(cmd(gauss, unif)):.3f}   ≈ |3 − 9/5| = 1.2 plus sampling noise")
 print(f"released code (x_c * k)    = {float(cmd_released(gauss, unif)):.3f}   — only the means' distance survives")
 print("why: mean(k · x_c) = k · mean(x_c) = 0 for every k, so every 'moment' term is ~0")
+
+# %% [markdown]
+# ### The normalisation we leave out, on purpose
+# Zellinger et al.'s CMD divides the k-th term by $|b-a|^k$ for features bounded in $[a, b]$, so that each term
+# is at most about 1. DMR's code leaves it out, and so do we: our predictor's features are tanh-bounded,
+# $|b-a| = 2$, so the normalisation would weight the mean term by 1/2 and $c_5$ by 1/32 — a fixed rescaling per
+# term, which (i) mostly changes the overall scale that $\lambda_{fm}$ already sets and (ii) hands the higher
+# moments *less* say. Without it the higher terms keep their natural size, which for features spread well
+# inside $(-1, 1)$ already shrinks geometrically with k. The cell measures both weightings on two tanh-feature
+# samples that differ in spread:
+
+# %%
+tx = torch.tanh(1.5 * torch.randn(4000, 8, generator=g))  # [N, D] wide, saturating features
+ty = torch.tanh(0.6 * torch.randn(4000, 8, generator=g))  # [N, D] narrow features
+terms = torch.linalg.vector_norm(central_moments_torch(tx, 5) - central_moments_torch(ty, 5), dim=1)  # [K]
+for k, t in enumerate(terms.tolist(), start=1):
+    print(f"term k={k}: unnormalised {t:.4f}   ÷|b−a|^k = ÷{2 ** k:>2}: {t / 2 ** k:.4f}")
+share = [float(terms[1:].sum() / terms.sum()), float((terms[1:] / 2 ** torch.arange(2, 6)).sum()
+                                                     / (terms / 2 ** torch.arange(1, 6)).sum())]
+print(f"share of CMD from moments k ≥ 2: unnormalised {share[0]:.0%}, normalised {share[1]:.0%}")
 
 # %% [markdown]
 # ### Reference, vectorised PyTorch, fused Triton kernel
@@ -178,17 +198,26 @@ def my_rnp_aspect_prediction() -> str:
 
 
 # %% [markdown]
-# ## RNP vs DMR at matched sparsity, 3 seeds
-# Both use the paper's generator loss with $\alpha$ = the gold fraction (the paper sets α near the human
-# rationales' share too), the same architecture (frozen word2vec → BiGRU), the same batches. One teacher
-# is trained first on the full text and frozen; DMR uses it, and it is the reference for the **KL**
-# column ($\mathrm{KL}(\mathrm{softmax}(t(x)/T)\,\|\,p(z\odot x))$ on the test set, at DMR's $T = 3$).
+# ## RNP vs DMR at matched sparsity, one run per seed
+# Both use the paper's generator loss with the same sparsity target α, the same architecture, the same
+# batches. One teacher is trained first on the full text and frozen; DMR uses it, and it is the reference for
+# the **KL** column ($\mathrm{KL}(\mathrm{softmax}(t(x)/T)\,\|\,p(z\odot x))$ on the test set, at DMR's $T = 3$).
+#
+# **Encoders and settings, and how they were chosen.** At `toy` every BiGRU is replaced by a width-5
+# convolution with tanh (`encoder="conv"`, same `[B, T, 2H]` features): it trains to convergence on 2 CPU
+# cores where the GRU did not. The claims' precondition — RNP's precision ≥ chance + 10 points — was written
+# before any of these runs. A first version (BiGRU, 200 steps, α = the gold share 0.34, λ_s = 5, λ_c = 10)
+# left RNP's precision 1.6 points above chance: RNP was not failing the paper's way, it was not learning. In
+# pilot runs (seed 0 only) the convolutional encoders with α = 0.34 still stayed within 7 points of chance;
+# lowering α to 0.15 — the paper's α is near its human rationales' 10–20 % share of a review, and ours must be
+# *below* the gold share for the generator to have to choose — with λ_s = λ_c = 2 took RNP's precision to
+# 62 %. These are the settings below; the seeds and the claims were not part of the pilot's choice.
 
 # %%
 CFG = RationaleConfig(**P.pick(
-    toy=dict(hidden=16, steps=200, teacher_steps=250, batch_size=64, lr=1e-3),
-    gpu=dict(hidden=100, steps=3000, teacher_steps=2000, batch_size=200, lr=1e-3),
-), alpha=round(gold_frac, 3), cmd_impl=P.pick(toy="torch", gpu="triton"))
+    toy=dict(encoder="conv", hidden=32, steps=400, teacher_steps=300, batch_size=64, lr=3e-3),
+    gpu=dict(encoder="gru", hidden=100, steps=3000, teacher_steps=2000, batch_size=200, lr=1e-3),
+), alpha=0.15, lambda_s=2.0, lambda_c=2.0, cmd_impl=P.pick(toy="torch", gpu="triton"))
 RUN_SEEDS = P.pick(toy=nb.seeds, gpu=nb.seeds + (10, 11))
 emb = bench.embeddings.to(nb.device)
 teacher, _ = train_teacher(train_set, emb, CFG)
@@ -380,18 +409,22 @@ print(inspect.getsource(Generator.forward))
 #   sparsity and continuity (paper §3.1); DMR's teacher, output-space matching at $T = 3$ and
 #   feature-space CMD matching (§3.2–3.3, Eq. for $\mathcal L_p$); token-level P/R/F1 against known
 #   rationales (§4, Table 2's metrics).
-# - **What we saw:** the table above, with honest verdicts. At the toy preset neither rationalizer
-#   finds the movie sentence reliably: precision stays near the gold fraction, and RNP's and DMR's
-#   generators with the same seed largely pick the same tokens — with a few hundred steps, the paper's
-#   λ_s = 5 and λ_c = 10 steer the generator more than the predictor's likelihood does, so the matchings
-#   (which act on the predictor) have little to pass on. The released code's `x*k` typo reduces DMR's
-#   CMD to a distance between means — the higher moments never took part in the published runs.
+# - **What we saw:** the claims' verdicts and the outcome lines printed just below, from this run's values.
+#   The released code's `x*k` typo reduces DMR's CMD to a distance between means — the higher moments never
+#   took part in the published runs.
 # - **What differs from the paper:** BeerAdvocate/hotel reviews with human rationale annotations
 #   → three real human-rated sentences per review with correlated aspects (gold ≈ 1/3 of the tokens,
 #   not 10–20%); one generator whose target is the gold label (the released code keeps CAR's two
-#   class-wise generators); tiny frozen-embedding GRUs and a few hundred steps on a CPU.
+#   class-wise generators); tiny frozen-embedding convolutional encoders (toy) or GRUs (gpu), a few hundred
+#   steps on a CPU; α = 0.15 and λ_s = λ_c = 2 instead of the paper's 5 and 10 (see the settings' note).
 # - **At scale:** larger GRUs (hidden 100–200), full word2vec/GloVe, thousands of steps, sparsity near
 #   10%; the `gpu` preset moves toward that (longer sentences, 300-d vectors, hidden 100, 5 seeds).
 
 # %%
+prec = {n: statistics.mean(r["precision"] for r in res) for n, res in runs.items()}
+print(f"Outcome: RNP's precision is {100 * (prec['RNP'] - gold_frac):+.1f} points from chance "
+      f"({100 * gold_frac:.1f} %), so the precondition is {'met' if pre_rnp.met else 'unmet'}; DMR's is "
+      f"{100 * (prec['DMR'] - gold_frac):+.1f}.")
+print(f"Outcome: RNP puts {shares['RNP'][0]:.0%} of its selection on the target aspect, DMR {shares['DMR'][0]:.0%}; "
+      f"same-seed token agreement {min(agree):.0%}–{max(agree):.0%}.")
 print(f"notebook time: {nb.elapsed():.0f} s")

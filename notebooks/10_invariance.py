@@ -394,40 +394,47 @@ fig.tight_layout()
 nb.savefig(fig, "lit-digits")
 plt.show()
 
+# %% [markdown]
+# **The digits sweep, with Adult's rule decided before the runs:** γ ∈ {0, 0.3, 1, 3}; the **chosen γ** is the
+# smallest γ > 0 whose mean lighting probe is ≥ 20 points below γ = 0's (the largest γ if none is); there the
+# probe's per-seed fall must exceed 20 points and the digit accuracy's per-seed fall stay under 2 points.
+# Precondition: without the adversary h carries lighting (probe above chance + 20 points). (An earlier
+# version ran a single γ = 1, chosen after a pilot at γ = 0.3 had not removed lighting; the sweep replaces it.)
+
 # %%
-D_GAMMA = 1.0
+D_GAMMAS = [0.0, 0.3, 1.0, 3.0]
 GAME_DIG = {**GAME, "steps": P.pick(toy=400, gpu=3000), "batch_size": 128}
-digit_rows = {name: gamma_sweep(digits_tr, digits_te, [g], RUN_SEEDS, variant=v, device=nb.device, **GAME_DIG)
-              for name, g, v in (("no adversary", 0.0, "none"), (f"adversarial γ={D_GAMMA:g}", D_GAMMA, "adversarial"))}
+digit_rows = gamma_sweep(digits_tr, digits_te, D_GAMMAS, RUN_SEEDS, device=nb.device, **GAME_DIG)
 raw = probe_accuracy(digits_tr.x, digits_tr.s, digits_te.x, digits_te.s, kind="logistic")
-dig = {}
-for name, rows in digit_rows.items():
-    dig[name] = {k: (statistics.mean(r[k] for r in rows), statistics.stdev(r[k] for r in rows))
-                 for k in ("y_acc", "probe_logistic", "probe_mlp")}
-    print(f"{name:>20}: y acc {dig[name]['y_acc'][0]:.3f} ± {dig[name]['y_acc'][1]:.3f}, lighting probe "
-          f"{dig[name]['probe_logistic'][0]:.3f} ± {dig[name]['probe_logistic'][1]:.3f} (MLP "
-          f"{dig[name]['probe_mlp'][0]:.3f})")
+digits = sweep_table(digit_rows, D_GAMMAS, "Lit digits (s = lighting, 5 directions; chance 0.2)")
 print(f"lighting probe on raw pixels: {raw.accuracy:.3f}; chance 0.2 (majority on test {raw.majority:.3f})")
-base, adv = dig["no adversary"], dig[f"adversarial γ={D_GAMMA:g}"]
-b_rows, a_rows = digit_rows["no adversary"], digit_rows[f"adversarial γ={D_GAMMA:g}"]
+dp0 = digits["probe_logistic"][0][0]
+d_fallen = [g for i, g in enumerate(D_GAMMAS) if g > 0 and digits["probe_logistic"][i][0] <= dp0 - 0.20]
+D_GAMMA = d_fallen[0] if d_fallen else D_GAMMAS[-1]
+di = D_GAMMAS.index(D_GAMMA)
+fig = draw_tradeoff(digits, D_GAMMAS, 0.2, "Lit digits: the γ trade-off", highlight=D_GAMMA)
+nb.savefig(fig, "digits-tradeoff")
+plt.show()
 nb.record_claim(
     "Lit digits: the adversary removes lighting from h (probe falls ≥ 20 points toward chance 0.2) at ≤ 2 points of "
     "digit accuracy",
     paper_value="Yale B: lighting probe 0.57 vs 0.96 on raw pixels; identity accuracy 0.89 vs 0.85 (VFAE), ≈0.78 (LR)",
-    ours=(f"no adversary: y {base['y_acc'][0]:.3f}, lighting probe {base['probe_logistic'][0]:.3f}; γ = {D_GAMMA:g}: "
-          f"y {adv['y_acc'][0]:.3f} ± {adv['y_acc'][1]:.3f}, probe {adv['probe_logistic'][0]:.3f} ± "
-          f"{adv['probe_logistic'][1]:.3f}; raw pixels {raw.accuracy:.3f}"),
-    evidence=[Evidence.paired(per_seed(b_rows, "probe_logistic", 0.0), per_seed(a_rows, "probe_logistic", D_GAMMA),
-                              threshold=0.20, direction="above", **pts("lighting probe fall")),
-              Evidence.paired(per_seed(b_rows, "y_acc", 0.0), per_seed(a_rows, "y_acc", D_GAMMA),
-                              threshold=0.02, direction="below", **pts("digit accuracy fall"))],
+    ours=(f"γ = 0: y {digits['y_acc'][0][0]:.3f}, lighting probe {dp0:.3f}; chosen γ = {D_GAMMA:g}: "
+          f"y {digits['y_acc'][di][0]:.3f} ± {digits['y_acc'][di][1]:.3f}, probe "
+          f"{digits['probe_logistic'][di][0]:.3f} ± {digits['probe_logistic'][di][1]:.3f}; "
+          f"raw pixels {raw.accuracy:.3f}"),
+    evidence=[Evidence.paired(per_seed(digit_rows, "probe_logistic", 0.0),
+                              per_seed(digit_rows, "probe_logistic", D_GAMMA), threshold=0.20, direction="above",
+                              **pts("lighting probe fall at the chosen γ")),
+              Evidence.paired(per_seed(digit_rows, "y_acc", 0.0), per_seed(digit_rows, "y_acc", D_GAMMA),
+                              threshold=0.02, direction="below", **pts("digit accuracy fall at the chosen γ"))],
     precondition=Precondition.from_evidence(
         "without the adversary h carries lighting: probe above chance + 20 points (so a 20-point fall is possible)",
-        Evidence.mean(per_seed(b_rows, "probe_logistic", 0.0), threshold=0.4, direction="above",
-                      what="no-adversary lighting probe", fmt=".3f")),
-    explanation="thresholds fixed in advance; γ was 0.3 in our first run, where the adversary did not remove lighting "
-                "(probe 0.97 vs 0.87 without it), and was raised to 1 with more steps; synthetic lighting on "
-                "real digits, 1,000 training images",
+        Evidence.mean(per_seed(digit_rows, "probe_logistic", 0.0), threshold=0.4, direction="above",
+                      what="γ = 0 lighting probe", fmt=".3f")),
+    rule="at the smallest γ > 0 whose mean probe fell ≥ 20 points: probe fall > 20 points and y fall < 2 points",
+    explanation="synthetic lighting on real digits, 1,000 training images; γ is chosen on the probe only, then both "
+                "conditions are tested on the same runs",
     paper=PAPER,
 )
 
@@ -442,13 +449,17 @@ nb.record_claim(
 # The paper's third task translates French and German into English with one encoder and a discriminator
 # that guesses the source language from the encoder states. Offline we have no parallel corpus, so we make
 # two source languages out of real English sentences (VADER's human-rated snippets) by two deterministic
-# rewrites — a word-order rule plus a vocabulary substitution each; short words and punctuation are shared,
-# like names across real languages:
+# rewrites that **share their surface vocabulary** (every longer word spelt backwards in both, like related
+# languages sharing most of their words) and differ in word order (`rev` reverses the sentence, `pig` swaps
+# neighbouring pairs). So an encoder told the language *can* map both to the same states — invariance is
+# reachable — and the precondition below checks that the adversary actually lowers the language probe. (An
+# earlier version gave each language its own vocabulary; the probe then stayed at 1.00 with the adversary.)
 
 # %%
 TR = P.pick(toy=dict(per_language=1200, test_per_language=300, vocab_size=500, steps=120, d=32, batch_size=32),
             gpu=dict(per_language=2300, test_per_language=400, vocab_size=800, steps=1000, d=64, batch_size=64))
-tr_train, tr_test = load_translation(TR["per_language"], TR["test_per_language"], vocab_size=TR["vocab_size"])
+tr_train, tr_test = load_translation(TR["per_language"], TR["test_per_language"], vocab_size=TR["vocab_size"],
+                                     vocabulary="shared")
 for i in (0, TR["per_language"]):
     src, tgt = tr_train.example(i)
     print(f"[{LANGUAGES[int(tr_train.lang[i])]}] {src}\n   → {tgt}")
@@ -508,10 +519,10 @@ nb.record_claim(
 
 # %% [markdown]
 # **Reading it.** Look at the language probe first: if it stays near 1.0 with the adversary, the encoder has not
-# hidden the language at all, and a lower token accuracy is only the price of the fight. Our two languages share
-# just the short words, so every encoder state carries its own token's identity, and a per-state discriminator
-# fights the embeddings themselves; the paper's French and German share subwords with each other and with
-# English and were trained for days, not seconds. The `gpu` preset trains longer and larger.
+# hidden the language at all, and a lower token accuracy is only the price of the fight; the claim then reads
+# `n/a`. Our languages share their words but not their order, and a bidirectional GRU state carries its
+# neighbours — so the order, hence the language, is in every state unless the encoder learns to undo it; the
+# paper's models were trained for days, not seconds. The `gpu` preset trains longer and larger.
 
 # %% [markdown]
 # ## Explore the sweep
@@ -579,16 +590,23 @@ _ = check("invariance_mlp_probe", my_mlp_reason)
 # - **The game** (Sec. 2): $\min_{E,M}\max_D\ \gamma\log q_D(s\mid h) - \log q_M(y\mid h)$; at D's optimum the
 #   encoder trades $H(y\mid h)$ against $\gamma H(s\mid h)$. Alternating steps (Algorithm in Sec. 2) and gradient
 #   reversal give the encoder the same gradient for a fixed D.
-# - **Fairness** (Sec. 4.1, Fig. 2): on real Adult the logistic probe's s accuracy falls from above 0.9 toward the
-#   majority rate as γ grows, at a small cost in income accuracy; γ is the knob. The demographic-parity gap
-#   shrinks with it. A stronger (MLP) probe still reads more of s than the linear one: invariance is relative
-#   to the reader.
-# - **Lighting** (Sec. 4.3): the encoder, told the lighting, can undo it; the probe on h then sees less of it.
-# - **Translation** (Sec. 4.2, Table 2): the miniature shows how hard a per-state language adversary is when the
-#   two languages share almost no tokens — read the verdict above.
+# - **Fairness** (Sec. 4.1, Fig. 2): the Adult and German sweeps trade y accuracy against the s-probe with γ as
+#   the knob; the outcome lines below say how far the probe fell and at what cost, from this run. The MLP probe
+#   (trained to convergence) tests whether invariance to a linear reader holds for a stronger one.
+# - **Lighting** (Sec. 4.3): the encoder, told the lighting, can undo it; the digits sweep measures how much.
+# - **Translation** (Sec. 4.2, Table 2): the miniature asks first whether the adversary lowers the language probe
+#   at all (its precondition) before it compares token accuracies — read the verdict above.
 # - **At scale:** longer training with more D steps per E step, larger encoders, and five seeds (the `gpu`
 #   preset); the paper's real fr/de→en corpora and Yale B faces. The adversary's weakness stays: certify
 #   invariance with probes stronger than the discriminator.
 
 # %%
+ai = GAMMAS.index(G_STAR)
+print(f"Outcome: Adult, chosen γ = {G_STAR:g}: logistic probe {p0:.3f} → {adult['probe_logistic'][ai][0]:.3f} "
+      f"(majority {adult_te.majority_s:.3f}), y {y0:.3f} → {adult['y_acc'][ai][0]:.3f}.")
+print(f"Outcome: MLP − logistic probe at γ > 0: {100 * statistics.mean(mlp_minus):+.1f} points (mean over seeds).")
+print(f"Outcome: digits, chosen γ = {D_GAMMA:g}: lighting probe {dp0:.3f} → {digits['probe_logistic'][di][0]:.3f}, "
+      f"digit accuracy {digits['y_acc'][0][0]:.3f} → {digits['y_acc'][di][0]:.3f}.")
+print(f"Outcome: translation, language probe {statistics.mean(lang_probe['multilingual']):.3f} → "
+      f"{statistics.mean(lang_probe['multilingual + adversary']):.3f} with the adversary.")
 print(f"notebook time: {nb.elapsed():.0f} s")

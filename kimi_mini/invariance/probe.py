@@ -46,7 +46,8 @@ def _as_numpy(name: str, value, ndim: int) -> np.ndarray:
 def probe_accuracy(h_train: Tensor, s_train: Tensor, h_test: Tensor, s_test: Tensor, *, kind: str = "logistic",
                    seed: int = 0, max_train: int | None = 20_000) -> ProbeResult:
     """Train a fresh ``kind`` classifier (``"logistic"``: L2-regularised logistic regression; ``"mlp"``: one
-    hidden layer of 64 ReLUs, Adam, early stopping) to predict ``s_train`` ``[N]`` from ``h_train`` ``[N, H]``,
+    hidden layer of 64 ReLUs, Adam, up to 500 epochs with early stopping on a held-out 10 % of its rows) to
+    predict ``s_train`` ``[N]`` from ``h_train`` ``[N, H]``,
     and score it on ``(h_test, s_test)``. ``max_train`` caps the probe's training rows (a seeded subsample) to
     bound its cost on Adult; None uses all."""
     if kind not in PROBE_KINDS:
@@ -77,12 +78,15 @@ def probe_accuracy(h_train: Tensor, s_train: Tensor, h_test: Tensor, s_test: Ten
     else:
         from sklearn.neural_network import MLPClassifier
 
-        clf = MLPClassifier(hidden_layer_sizes=(64,), early_stopping=True, max_iter=60, batch_size=256,
-                            random_state=seed, n_iter_no_change=5)
+        # trained to convergence: up to 500 epochs, stopped when the held-out 10 % of its own training rows has
+        # not improved for 10 epochs — a fair "more capacity" probe, not one cut short (60 epochs read less
+        # than the logistic probe on German and digits)
+        clf = MLPClassifier(hidden_layer_sizes=(64,), early_stopping=True, validation_fraction=0.1, max_iter=500,
+                            batch_size=256, random_state=seed, n_iter_no_change=10)
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # max_iter reached: the probe's budget is fixed on purpose
+        warnings.simplefilter("ignore")  # a max_iter warning from the logistic probe is not an error here
         clf.fit(htr, str_)
     return ProbeResult(float((clf.predict(hte) == ste).mean()), majority, kind)
 

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from kimi_mini.checks import check_int, check_number
 from kimi_mini.train import run_steps
 
-__all__ = ["LANGUAGES", "rewrite", "TranslationData", "load_translation", "Seq2Seq", "train_translation",
-           "token_accuracy", "encoder_states"]
+__all__ = ["LANGUAGES", "VOCABULARIES", "rewrite", "TranslationData", "load_translation", "Seq2Seq",
+           "train_translation", "token_accuracy", "encoder_states"]
 
 LANGUAGES = ("rev", "pig")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -43,21 +43,31 @@ SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|[.,!?]")
 
 
-def _substitute(word: str, language: str) -> str:
+VOCABULARIES = ("own", "shared")
+
+
+def _substitute(word: str, language: str, vocabulary: str = "own") -> str:
     if len(word) <= 2 or not word[0].isalpha() or word in SPECIALS:
         return word
-    return word[::-1] if language == "rev" else word[1:] + word[0] + "ay"
+    if vocabulary == "shared" or language == "rev":  # shared: both languages spell every word backwards
+        return word[::-1]
+    return word[1:] + word[0] + "ay"
 
 
-def rewrite(words: list[str], language: str) -> list[str]:
-    """English ``words`` → the source language ``language`` (``"rev"`` or ``"pig"``)."""
+def rewrite(words: list[str], language: str, vocabulary: str = "own") -> list[str]:
+    """English ``words`` → the source language ``language`` (``"rev"`` or ``"pig"``). ``vocabulary="own"``: each
+    language has its own word substitution (they share only words of ≤ 2 letters); ``"shared"``: both use the
+    same one (reversed spelling) and differ only in word order — like related languages sharing most of their
+    surface vocabulary, so an encoder *can* map both to the same states."""
     if language not in LANGUAGES:
         raise ValueError(f"language: expected one of {LANGUAGES}, got {language!r}")
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary: expected one of {VOCABULARIES}, got {vocabulary!r}")
     if language == "rev":
         order = words[::-1]
     else:
         order = [w for i in range(0, len(words), 2) for w in words[i:i + 2][::-1]]
-    return [_substitute(w, language) for w in order]
+    return [_substitute(w, language, vocabulary) for w in order]
 
 
 @dataclass
@@ -97,9 +107,13 @@ def _sentences(vocab_size: int, max_len: int) -> tuple[tuple[str, ...], ...]:
 
 
 def load_translation(per_language: int = 2000, test_per_language: int = 400, *, vocab_size: int = 800,
-                     max_len: int = 10, seed: int = 0) -> tuple[TranslationData, TranslationData]:
+                     max_len: int = 10, seed: int = 0, vocabulary: str = "own"
+                     ) -> tuple[TranslationData, TranslationData]:
     """(train, test): ``per_language`` / ``test_per_language`` sentences in each source language. The two
-    languages get *disjoint* English sentences (like separate fr–en and de–en corpora)."""
+    languages get *disjoint* English sentences (like separate fr–en and de–en corpora); ``vocabulary`` as in
+    :func:`rewrite`."""
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary: expected one of {VOCABULARIES}, got {vocabulary!r}")
     for name, v in (("per_language", per_language), ("test_per_language", test_per_language),
                     ("vocab_size", vocab_size), ("max_len", max_len)):
         check_int(name, v, 1, 10**6)
@@ -110,7 +124,8 @@ def load_translation(per_language: int = 2000, test_per_language: int = 400, *, 
     order = torch.randperm(len(sents), generator=torch.Generator().manual_seed(seed)).tolist()
     tgt_words = sorted({w for s in sents for w in s} - set(SPECIALS))
     tgt_vocab = [*SPECIALS, *tgt_words]
-    src_words = sorted({w for s in sents for lang in LANGUAGES for w in rewrite(list(s), lang)} - set(SPECIALS))
+    src_words = sorted({w for s in sents for lang in LANGUAGES for w in rewrite(list(s), lang, vocabulary)}
+                       - set(SPECIALS))
     src_vocab = [*SPECIALS, *src_words]
     t_id, s_id = {w: i for i, w in enumerate(tgt_vocab)}, {w: i for i, w in enumerate(src_vocab)}
     n = per_language + test_per_language
@@ -119,7 +134,7 @@ def load_translation(per_language: int = 2000, test_per_language: int = 400, *, 
         chunk = [sents[i] for i in order[li * n:(li + 1) * n]]
         for j, s in enumerate(chunk):
             src, tgt, langs = splits["train" if j < per_language else "test"]
-            src.append([s_id[w] for w in rewrite(list(s), lang)])
+            src.append([s_id[w] for w in rewrite(list(s), lang, vocabulary)])
             tgt.append([t_id[w] for w in s] + [EOS])
             langs.append(li)
     out = []
