@@ -328,6 +328,9 @@ def test_pipeline_smoke_and_sft_cache(tmp_path, monkeypatch):
     assert all(r["ptx"] == 0.0 for h in out["histories"]["rl_no_ptx"] for r in h)
     assert all(r["ptx"] > 0.0 for h in out["histories"]["rl"] for r in h)
     assert len(list(tmp_path.glob("agentic/sft-*.pt"))) == 4 and len(list(tmp_path.glob("agentic/pretrain-*.pt"))) == 1
+    assert len(list(tmp_path.glob("agentic/rl-*.pt"))) == 6  # every RL run is cached: a rerun only evaluates
+    again = pipeline.run_experiment(setup, seeds=(0, 1), workers=1)
+    assert [r["seen"] for r in again["results"]["rl"]] == [r["seen"] for r in res["rl"]]
     corpus, tasks = pipeline._context(setup)
     a = pipeline.sft_model(setup, corpus, tasks["train"], seed=0)
     b = pipeline.sft_model(setup, corpus, tasks["train"], seed=0)  # from the cache: identical weights
@@ -353,3 +356,54 @@ def test_sft_optimizer_is_configurable(tmp_path, monkeypatch):
                                                      strict=True))
     with pytest.raises(ValueError, match="name"):
         pipeline.sft_model(dataclasses.replace(setup, sft_optimizer="sgd?"), corpus, tasks["train"], seed=0)
+
+
+def test_validation_and_test_tasks_never_share_a_plan():
+    import kimi_mini.agentic.pipeline as pipeline
+
+    setup = pipeline.AgenticSetup(n_test=96, n_val=48, n_evolved=32)
+    tasks = pipeline.build_tasks(setup)
+    assert (len(tasks["val"]), len(tasks["test_seen"]), len(tasks["test_evolved"])) == (48, 96, 32)
+    val, test, train = ({t.key for t in tasks[k]} for k in ("val", "test_seen", "train"))
+    assert not val & test and not (val | test) & train
+    assert pipeline.build_tasks(setup)["val"] == tasks["val"]  # deterministic
+
+
+def test_rl_sweep_chooses_on_validation_and_is_cached(tmp_path, monkeypatch):
+    import kimi_mini.agentic.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "cache_dir", lambda: tmp_path)
+    setup = pipeline.AgenticSetup(d_model=16, n_heads=2, d_ff=32, n_layers=1, tasks_per_agent=12, sft_steps=2,
+                                  sft_batch=2, rl_steps=2, rl_tasks=2, rl_k=2, rl_inner=2, ptx_batch=2, ptx_seq=16,
+                                  n_test=3, n_val=3, n_evolved=2)
+    grid = [{"rl_lr": 1e-4, "tau": 0.1}, {"rl_lr": 1e-3, "tau": 0.3}]
+    rows = pipeline.rl_sweep(setup, grid, seed=0, eval_every=1)
+    assert [(r["rl_lr"], r["step"]) for r in rows] == [(1e-4, 0), (1e-4, 1), (1e-4, 2), (1e-3, 0), (1e-3, 1),
+                                                       (1e-3, 2)]
+    assert all(0 <= r["val_success"] <= 1 for r in rows)
+    assert len(list(tmp_path.glob("agentic/rl-sweep-*.json"))) == 1
+    assert pipeline.rl_sweep(setup, grid, seed=0, eval_every=1) == rows  # from the cache
+    fake = [{"rl_lr": 1e-4, "tau": 0.1, "step": 0, "val_success": 0.9},  # step 0 is SFT itself: never chosen
+            {"rl_lr": 1e-4, "tau": 0.1, "step": 2, "val_success": 0.5},
+            {"rl_lr": 1e-3, "tau": 0.3, "step": 2, "val_success": 0.6}]
+    assert pipeline.choose_rl(fake, min_step=2) == {"rl_lr": 1e-3, "tau": 0.3, "step": 2, "val_success": 0.6}
+    with pytest.raises(ValueError, match="grid"):
+        pipeline.rl_sweep(setup, [{"learning_rate": 1e-3}])
+    with pytest.raises(ValueError, match="rows"):
+        pipeline.choose_rl(fake, min_step=5)
+
+
+def test_measure_reports_sampled_lengths_budget_share_and_dialogues(tmp_path, monkeypatch):
+    import kimi_mini.agentic.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "cache_dir", lambda: tmp_path)
+    setup = pipeline.AgenticSetup(d_model=16, n_heads=2, d_ff=32, n_layers=1, tasks_per_agent=12, n_test=4,
+                                  n_val=2, n_evolved=2)
+    corpus, tasks = pipeline._context(setup)
+    out = pipeline._measure(pipeline.pretrained_model(setup, corpus), setup, tasks, corpus, browse=3)
+    assert out["n_seen"] == 4 and out["passed_seen"] == 0  # an untrained model solves nothing
+    assert out["bytes_t1"] > 0 and 0 <= out["over_t1"] <= 1
+    assert len(out["dialogues"]) == 3 and set(out["dialogues"][0]["items"]) >= {"format", "calls", "answer"}
+    assert out["dialogues"][0]["segments"][0][0] == "system"
+    t = tasks["test_seen"][0]
+    assert pipeline.task_budget(setup, t) == math.ceil(setup.budget_slack * optimal_agent_bytes(t))

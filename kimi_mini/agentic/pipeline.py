@@ -7,6 +7,7 @@ determines them (a fresh clone fits them in the notebook's budget; later runs lo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -14,10 +15,12 @@ import pickle
 import random
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from kimi_mini.agentic import rl, synthesis
 from kimi_mini.agentic.rl import (
     budget_penalty,
     collate,
@@ -28,17 +31,17 @@ from kimi_mini.agentic.rl import (
     sft_loss,
     temperature_schedule,
 )
-from kimi_mini.agentic import rl, synthesis
-from kimi_mini.agentic.synthesis import Task, make_agents, make_tasks, optimal_agent_bytes, synthesize
+from kimi_mini.agentic.synthesis import Task, judge, make_agents, make_tasks, optimal_agent_bytes, synthesize
 from kimi_mini.data import TokenData, atomic_path, cache_dir, code_key, load_corpus
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.optim import build_optimizer
 from kimi_mini.train import evaluate, run_steps, train
 
-__all__ = ["AgenticSetup", "build_tasks", "sft_dataset", "pretrained_model", "sft_model", "rl_finetune",
-           "success_rate", "stdlib_loss", "run_experiment", "VARIANTS"]
+__all__ = ["AgenticSetup", "build_tasks", "sft_dataset", "pretrained_model", "sft_model", "task_budget",
+           "rl_finetune", "rl_model", "rl_sweep", "choose_rl", "success_rate", "stdlib_loss", "run_experiment",
+           "VARIANTS"]
 
-_VERSION = "agentic-v2"  # bump when the code that produces a cached checkpoint changes
+_VERSION = "agentic-v3"  # bump when the code that produces a cached checkpoint changes
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,13 @@ class AgenticSetup:
     sft_batch: int = 16
     sft_optimizer: str = "muon"  # kimi_mini.optim.build_optimizer name; Muon learns these tiny models far faster
     sft_lr: float = 1e-2  # decays linearly to 0 over the SFT steps
+    sft_ptx_weight: float = 0.2  # next-byte loss on stdlib text in each SFT step: the SFT model knows the stdlib
     lr: float = 3e-3  # pre-training (AdamW)
-    rl_steps: int = 6
-    rl_tasks: int = 8  # tasks per RL step
+    rl_steps: int = 20
+    rl_tasks: int = 6  # tasks per RL step
     rl_k: int = 4  # samples per task
-    rl_lr: float = 2e-4  # picked among 4 settings (lr 1e-4…5e-4, batch, temperatures) for the earlier AdamW SFT
-    rl_inner: int = 1  # gradient steps per rollout batch (π_old fixed within them)
+    rl_lr: float = 1e-3  # a default: the notebook uses the lr chosen on validation tasks (rl_sweep, choose_rl)
+    rl_inner: int = 2  # gradient steps per rollout batch (π_old fixed within them)
     tau: float = 0.1
     ptx_weight: float = 0.1
     ptx_batch: int = 8
@@ -75,7 +79,9 @@ class AgenticSetup:
     budget_weight: float = 0.5
     t_start: float = 1.0
     t_end: float = 0.5
-    n_test: int = 32
+    n_test: int = 128  # held-out test tasks of the trained agents
+    n_evolved: int = 64  # test tasks of the never-trained tool
+    n_val: int = 64  # validation tasks: RL's settings are chosen on these only
 
     def model_config(self) -> KimiConfig:
         return KimiConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
@@ -89,15 +95,16 @@ class AgenticSetup:
 _MODEL_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len")
 _PRETRAIN_FIELDS = _MODEL_FIELDS + ("pretrain_steps", "pretrain_batch", "pretrain_seq", "lr")
 _SFT_FIELDS = _PRETRAIN_FIELDS + ("tasks_per_agent", "max_operand", "p_error", "p_long", "sft_steps", "sft_batch",
-                                  "sft_optimizer", "sft_lr")
+                                  "sft_optimizer", "sft_lr", "sft_ptx_weight", "ptx_batch", "ptx_seq")
 
 
 def build_tasks(setup: AgenticSetup, seed: int = 0) -> dict[str, list[Task]]:
-    """``train`` (tasks of calc, calc2, calc3, fs on the train split), ``test_seen`` (held-out tasks of the same
-    agents) and ``test_evolved`` (tasks of the ``calc_evo`` agent that need its adder ``plus``, a tool never
-    trained on)."""
+    """``train`` (tasks of calc, calc2, calc3, fs on the train split); from the held-out plans of the same agents,
+    ``val`` (``n_val`` tasks: every RL setting is chosen on these) and ``test_seen`` (``n_test`` other tasks:
+    measured once, after every choice); ``test_evolved`` (tasks of the ``calc_evo`` agent that need its adder
+    ``plus``, a tool never trained on). ``val`` and ``test_seen`` never share a plan."""
     agents, rng = make_agents(), random.Random(seed)
-    out: dict[str, list[Task]] = {"train": [], "test_seen": [], "test_evolved": []}
+    out: dict[str, list[Task]] = {"train": [], "val": [], "test_seen": [], "test_evolved": []}
     seen = set()
     for name in ("calc", "calc2", "calc3", "fs", "calc_evo"):
         for t in make_tasks(agents[name], setup.tasks_per_agent, rng, max_operand=setup.max_operand):
@@ -110,9 +117,15 @@ def build_tasks(setup: AgenticSetup, seed: int = 0) -> dict[str, list[Task]]:
             else:
                 out["train" if t.split == "train" else "test_seen"].append(t)
     test_rng = random.Random(seed + 1)
-    for k in ("test_seen", "test_evolved"):
+    held = out["test_seen"]
+    keys = sorted({t.key for t in held})
+    test_rng.shuffle(keys)
+    val_keys = set(keys[: len(keys) // 4])  # a quarter of the held-out plans for validation
+    out["val"] = [t for t in held if t.key in val_keys]
+    out["test_seen"] = [t for t in held if t.key not in val_keys]
+    for k, n in (("val", setup.n_val), ("test_seen", setup.n_test), ("test_evolved", setup.n_evolved)):
         test_rng.shuffle(out[k])
-        out[k] = out[k][:setup.n_test]
+        out[k] = out[k][:n]
     return out
 
 
@@ -178,8 +191,12 @@ def sft_model(setup: AgenticSetup, corpus: TokenData, tasks: list[Task], *, seed
             idx = torch.randint(len(data), (setup.sft_batch,), generator=gen).tolist()
             tokens, mask = collate([data[i] for i in idx])
             loss = sft_loss(model, tokens, mask)
+            total = loss
+            if setup.sft_ptx_weight > 0:  # pre-training text in the SFT mix: the SFT model keeps the stdlib
+                x, y = corpus.get_batch("train", setup.ptx_batch, setup.ptx_seq, gen)
+                total = loss + setup.sft_ptx_weight * model(x, y)[1]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             return {"loss": loss.item()}
@@ -190,9 +207,17 @@ def sft_model(setup: AgenticSetup, corpus: TokenData, tasks: list[Task], *, seed
     return _cached(cache_dir() / "agentic" / f"sft-{key}.pt", build)
 
 
+def task_budget(setup: AgenticSetup, task: Task) -> int:
+    """A task's token budget: ``budget_slack`` × the agent bytes of its shortest correct dialogue, rounded up."""
+    return math.ceil(setup.budget_slack * optimal_agent_bytes(task))
+
+
 def rl_finetune(model: KimiMini, setup: AgenticSetup, tasks: list[Task], corpus: TokenData, *, seed: int,
-                ptx: bool = True, budget: bool = True, progress: bool = False) -> list[dict]:
-    """RL in place with K1.5's objective, rubric rewards, token budget, PTX loss and temperature decay."""
+                ptx: bool = True, budget: bool = True, progress: bool = False, eval_fn=None,
+                eval_every: int | None = None) -> list[dict]:
+    """RL in place with K1.5's objective, rubric rewards, token budget, PTX loss and temperature decay: each of
+    ``rl_steps`` steps samples ``rl_tasks × rl_k`` rollouts from π_old and takes ``rl_inner`` gradient steps on
+    them. ``eval_fn() -> dict`` (e.g. validation success) is merged into the history every ``eval_every`` steps."""
     opt = torch.optim.AdamW(model.parameters(), lr=setup.rl_lr, weight_decay=0.0)
     budgets = {}
 
@@ -204,7 +229,7 @@ def rl_finetune(model: KimiMini, setup: AgenticSetup, tasks: list[Task], corpus:
         ro = rollout(model, batch, seeds=seeds, temperature=temperature, generator=gen)
         for t in batch:
             if t not in budgets:
-                budgets[t] = math.ceil(setup.budget_slack * optimal_agent_bytes(t))
+                budgets[t] = task_budget(setup, t)
         penalty = budget_penalty(ro.agent_bytes, torch.tensor([float(budgets[t]) for t in batch]),
                                  setup.budget_weight)
         rewards = ro.passed + (penalty if budget else 0.0)
@@ -228,7 +253,7 @@ def rl_finetune(model: KimiMini, setup: AgenticSetup, tasks: list[Task], corpus:
 
     model.train()
     return run_steps(step_fn, setup.rl_steps, seed=seed, progress=progress, desc="rl",
-                     postfix=("reward", "success"))
+                     postfix=("reward", "success"), eval_fn=eval_fn, eval_every=eval_every)
 
 
 def success_rate(model: KimiMini, tasks: list[Task], seed: int = 0, examples: int = 0) -> dict:
@@ -252,11 +277,81 @@ def _copy(model: KimiMini) -> KimiMini:
     return clone
 
 
-def _measure(model: KimiMini, tasks: dict[str, list[Task]], corpus: TokenData) -> dict:
-    seen, evolved = success_rate(model, tasks["test_seen"], examples=3), success_rate(model, tasks["test_evolved"],
-                                                                                      examples=2)
-    return {"seen": seen["success"], "evolved": evolved["success"], "bytes": seen["agent_bytes"],
-            "stdlib": stdlib_loss(model, corpus), "examples": seen["examples"] + evolved["examples"]}
+def _measure(model: KimiMini, setup: AgenticSetup, tasks: dict[str, list[Task]], corpus: TokenData,
+             browse: int = 8) -> dict:
+    """Greedy success on the held-out tasks, agent bytes greedy and sampled (temperature 1: the habits greedy
+    decoding hides), the stdlib loss, and the first ``browse`` test dialogues for the rollout browser."""
+    seen = rollout(model, tasks["test_seen"], seeds=list(range(len(tasks["test_seen"]))), temperature=0.0)
+    evolved = success_rate(model, tasks["test_evolved"])
+    sampled = rollout(model, tasks["test_seen"], seeds=list(range(len(tasks["test_seen"]))), temperature=1.0,
+                      generator=torch.Generator().manual_seed(1234))
+    budgets = torch.tensor([float(task_budget(setup, t)) for t in tasks["test_seen"]])
+    dialogues = [{"segments": list(ep.segments), "passed": bool(ok), "items": judge(ep)[1]}
+                 for ep, ok in zip(seen.episodes[:browse], seen.passed.tolist(), strict=False)]
+    return {"seen": seen.passed.mean().item(), "n_seen": len(seen.episodes), "passed_seen": int(seen.passed.sum()),
+            "evolved": evolved["success"], "bytes": seen.agent_bytes.mean().item(),
+            "bytes_t1": sampled.agent_bytes.mean().item(), "success_t1": sampled.passed.mean().item(),
+            "over_t1": (sampled.agent_bytes > budgets).float().mean().item(),
+            "stdlib": stdlib_loss(model, corpus), "dialogues": dialogues,
+            "examples": [(d["segments"], d["passed"]) for d in dialogues[:3]]}
+
+
+def rl_sweep(setup: AgenticSetup, grid: list[dict], *, seed: int = 0, eval_every: int = 10, workers: int = 1
+             ) -> list[dict]:
+    """RL's settings chosen on **validation** tasks only: from the judged SFT model of ``seed``, full RL (PTX and
+    budget on) with each setting of ``grid`` (dicts of :class:`AgenticSetup` fields, e.g. ``{"rl_lr": 1e-3,
+    "tau": 0.1}``), greedy success on ``val`` at step 0 and every ``eval_every`` steps. Rows: ``{**setting,
+    "step", "val_success"}``. Cached as JSON by the settings and the code."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
+    if not grid or not all(isinstance(g, dict) and g for g in grid):
+        raise ValueError(f"grid: expected a non-empty list of non-empty dicts of AgenticSetup fields, got {grid!r}")
+    for g in grid:
+        unknown = [k for k in g if not hasattr(setup, k)]
+        if unknown:
+            raise ValueError(f"grid: {unknown} are not AgenticSetup fields")
+    corpus, tasks = _context(setup)
+    key = setup.key(*setup.__dataclass_fields__, seed=seed, grid=grid, every=eval_every,
+                    code=code_key(sys.modules[__name__], rl, synthesis))
+    path = cache_dir() / "agentic" / f"rl-sweep-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    sft_model(setup, corpus, tasks["train"], seed=seed, filtered=True)  # trained once, before the workers
+    jobs = [(setup, seed, g, eval_every) for g in grid]
+    if workers == 1:
+        parts = [_sweep_job(*j) for j in jobs]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_sweep_job, *zip(*jobs, strict=True)))
+    rows = [r for part in parts for r in part]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(rows))
+    return rows
+
+
+def _sweep_job(setup: AgenticSetup, seed: int, g: dict, eval_every: int) -> list[dict]:
+    corpus, tasks = _context(setup)
+
+    def val(model):
+        return {"val_success": success_rate(model, tasks["val"])["success"]}
+
+    rows = [{**g, "step": 0, **val(sft_model(setup, corpus, tasks["train"], seed=seed, filtered=True))}]
+    _, hist = rl_model(dataclasses.replace(setup, **g), corpus, tasks, seed=seed, eval_fn=val, eval_every=eval_every)
+    return rows + [{**g, "step": h["step"], "val_success": h["val_success"]} for h in hist if "val_success" in h]
+
+
+def choose_rl(rows: list[dict], min_step: int = 1) -> dict:
+    """The setting and step count with the highest validation success among ``rows`` of :func:`rl_sweep` (steps
+    ≥ ``min_step``; ties: fewer steps, then the earlier setting)."""
+    cands = [r for r in rows if r["step"] >= min_step]
+    if not cands:
+        raise ValueError(f"rows: expected sweep rows with step >= {min_step}")
+    best = max(cands, key=lambda r: (r["val_success"], -r["step"], -rows.index(r)))
+    return {k: v for k, v in best.items() if k != "val_success"} | {"val_success": best["val_success"]}
 
 
 VARIANTS = {"rl": dict(ptx=True, budget=True), "rl_no_ptx": dict(ptx=False, budget=True),
@@ -273,15 +368,40 @@ def _context(setup: AgenticSetup):
 
 def _sft_job(setup: AgenticSetup, seed: int, filtered: bool) -> dict:
     corpus, tasks = _context(setup)
-    return _measure(sft_model(setup, corpus, tasks["train"], seed=seed, filtered=filtered), tasks, corpus)
+    return _measure(sft_model(setup, corpus, tasks["train"], seed=seed, filtered=filtered), setup, tasks, corpus)
+
+
+def rl_model(setup: AgenticSetup, corpus: TokenData, tasks: dict[str, list[Task]], *, seed: int,
+             variant: str = "rl", eval_fn=None, eval_every: int | None = None) -> tuple[KimiMini, list[dict]]:
+    """The judged SFT model of ``seed`` after RL ``variant`` (a key of :data:`VARIANTS`), and its history; cached
+    by every setting and the code, so the validation sweep's run of the chosen setting is the experiment's run for
+    that seed (RL draws its randomness from ``(seed, step)`` alone: evaluating on the way changes nothing).
+    ``eval_fn(model) -> dict`` is merged into the history every ``eval_every`` steps; with it, a cached run is
+    used only when its history holds those evaluations."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {sorted(VARIANTS)}, got {variant!r}")
+    model = sft_model(setup, corpus, tasks["train"], seed=seed, filtered=True)
+    key = setup.key(*setup.__dataclass_fields__, seed=seed, variant=variant,
+                    code=code_key(sys.modules[__name__], rl, synthesis))
+    path = cache_dir() / "agentic" / f"rl-{key}.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if eval_fn is None or any("val_success" in h for h in saved["history"]):
+            model.load_state_dict(saved["model"])
+            return model, saved["history"]
+    torch.manual_seed(seed)
+    history = rl_finetune(model, setup, tasks["train"], corpus, seed=seed, eval_every=eval_every,
+                          eval_fn=None if eval_fn is None else lambda: eval_fn(model), **VARIANTS[variant])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "history": history}, tmp)
+    return model, history
 
 
 def _rl_job(setup: AgenticSetup, seed: int, variant: str) -> tuple[dict, list[dict]]:
     corpus, tasks = _context(setup)
-    model = sft_model(setup, corpus, tasks["train"], seed=seed, filtered=True)
-    torch.manual_seed(seed)
-    history = rl_finetune(model, setup, tasks["train"], corpus, seed=seed, **VARIANTS[variant])
-    return _measure(model, tasks, corpus), history
+    model, history = rl_model(setup, corpus, tasks, seed=seed, variant=variant)
+    return _measure(model, setup, tasks, corpus), history
 
 
 def run_experiment(setup: AgenticSetup, seeds=(0, 1, 2), workers: int = 1) -> dict:
@@ -296,7 +416,7 @@ def run_experiment(setup: AgenticSetup, seeds=(0, 1, 2), workers: int = 1) -> di
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     own0, kids0 = _cpu_seconds()
     corpus, tasks = _context(setup)
-    results: dict[str, list] = {"base": [_measure(pretrained_model(setup, corpus), tasks, corpus)]}
+    results: dict[str, list] = {"base": [_measure(pretrained_model(setup, corpus), setup, tasks, corpus)]}
     sft_jobs = [(seed, filtered) for seed in seeds for filtered in (True, False)]
     rl_jobs = [(seed, v) for seed in seeds for v in VARIANTS]
     if workers == 1:

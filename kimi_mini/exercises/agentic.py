@@ -88,13 +88,14 @@ register_exercise("agentic_k15_loss", solution=k15_loss, wrong=_wrong_k15_loss, 
 # --- 3. predict, then run: response length without the token budget ----------------------------------------
 
 CHOICES = ("longer", "about the same", "shorter")
-# What notebook 05 measured at the toy preset (mean agent bytes on held-out tasks after RL, 3 seeds); the notebook
-# replaces it with its own run's values through `set_measured_lengths`.
+# Placeholder lengths (mean, sd of agent bytes per held-out dialogue after RL, sampled at temperature 1); notebook 05
+# replaces them with its own run's values through `set_measured_lengths` before the checker runs.
 MEASURED = {"with_budget": (30.0, 1.0), "without_budget": (33.0, 1.0)}
 
 
 def set_measured_lengths(with_budget: tuple[float, float], without_budget: tuple[float, float]) -> None:
-    """Called by the notebook after its RL runs: ``(mean, sd)`` of agent bytes with and without the budget."""
+    """Called by the notebook after its RL runs: ``(mean, sd)`` over seeds of the agent bytes per held-out dialogue
+    sampled at temperature 1, with and without the budget."""
     for name, v in (("with_budget", with_budget), ("without_budget", without_budget)):
         if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, float) for x in v)):
             raise ValueError(f"{name}: expected a (mean, sd) pair of floats, got {v!r}")
@@ -112,11 +113,12 @@ def measured_length_effect() -> str:
 
 def _length_evidence() -> str:
     (m1, s1), (m0, s0) = MEASURED["with_budget"], MEASURED["without_budget"]
-    return f"{m0:.1f} ± {s0:.1f} agent bytes without the budget vs {m1:.1f} ± {s1:.1f} with it"
+    return (f"{m0:.1f} ± {s0:.1f} agent bytes per sampled dialogue without the budget vs {m1:.1f} ± {s1:.1f} "
+            "with it")
 
 
 register_prediction("agentic_budget_length", choices=CHOICES, measured=measured_length_effect,
                     evidence=_length_evidence,
                     question="What does the reward say about a correct answer that takes twice the bytes, with and "
                              "without the budget?",
-                    description="predict, then run: response length after RL without the token budget")
+                    description="predict, then run: sampled response length after RL without the token budget")
