@@ -20,7 +20,8 @@
 # 3. train RNP and DMR (3 seeds each) at matched sparsity and compare their rationales with the gold
 #    ones (precision / recall / F1), their accuracy and their distance to the teacher; ablate the two
 #    matchings;
-# 4. write CMD and the straight-through selection yourself, and predict where RNP's rationale lands.
+# 4. write CMD, the straight-through selection and a Triton column-moments kernel yourself, and predict
+#    where RNP's rationale lands.
 #
 # **Run time:** `toy` ≈ 1.5 minutes on 2 CPU cores; `gpu` a few minutes on one H100/H200.
 
@@ -401,6 +402,40 @@ def my_straight_through(logits: torch.Tensor) -> torch.Tensor:
 verdict = check("dmr_straight_through", my_straight_through)
 print(inspect.getsource(straight_through_select))  # the library's version, shown after the check
 print(inspect.getsource(Generator.forward))
+
+# %% [markdown]
+# **4 · Triton: a column's mean and variance, rows in tiles.** In the style of Triton-Puzzles, and a first
+# step toward `kernels/moments.py`: complete a kernel in which program `i` handles the `BLOCK_D` columns
+# `i·BLOCK_D …` of `X [N, D]` (row stride `stride_x`) and stores, per column, the mean in row 0 of `OUT [2, D]`
+# and the central moment $c_2 = \frac1N\sum_n (x_n - m)^2$ in row 1. The launcher
+# `launch_column_moments(kernel, X)` runs it with `BLOCK_N = 16`, `BLOCK_D = 8`. You need two sweeps over the
+# rows in `BLOCK_N` tiles (`tl.load` masked at N and D, `other=0.0`; `tl.sum(..., axis=0)`): the mean first, then
+# the centred squares — and think about what a padded row (loaded as 0) adds to the second sum. The checker
+# tries N × D = 16×8, 70×9 and 33×20 against `central_moments_torch` (on a CPU, in Triton's interpreter).
+
+# %%
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from kimi_mini.exercises.dmr import launch_column_moments  # noqa: E402
+
+
+@triton.jit
+def my_column_moments_kernel(X, OUT, N, D, stride_x, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    cols = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)  # noqa: F841
+    # your code here: the two sweeps, then tl.store into OUT (row 0: means, row 1: c_2)
+
+
+verdict = check("triton_column_moments", lambda X: launch_column_moments(my_column_moments_kernel, X))
+
+# %% [markdown]
+# One solution (the library's `_moments_fwd_kernel` in `kernels/moments.py` does the same for all powers
+# 1 … K at once, from a running product):
+
+# %%
+from kimi_mini.exercises import dmr as dmr_exercises  # noqa: E402
+
+print(inspect.getsource(dmr_exercises._moments_solution_kernel))
 
 # %% [markdown]
 # ## Recap

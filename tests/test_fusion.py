@@ -178,3 +178,26 @@ def test_bad_input_is_a_value_error():
         FusionClassifier([], 2)
     with pytest.raises(ValueError, match="n"):
         driver_simulator(1)
+
+
+def test_matched_width_and_the_equal_parameter_grid():
+    from kimi_mini.fusion import n_params
+    from kimi_mini.fusion.experiment import equal_parameter_grid, matched_width, paired_gaps, simulator_task
+
+    ref = n_params(FusionClassifier([8, 8, 8], 2, fusion="polynomial", hidden=4, fused=8, rank=2, order=3))
+    for fusion in ("early", "late"):
+        w = matched_width([8, 8, 8], 2, fusion, ref, hidden=4, rank=2, order=3)
+        got = n_params(FusionClassifier([8, 8, 8], 2, fusion=fusion, hidden=4, fused=w))
+        step = n_params(FusionClassifier([8, 8, 8], 2, fusion=fusion, hidden=4, fused=w + 1)) - got
+        assert abs(got - ref) <= step  # the closest width
+    recs = equal_parameter_grid(simulator_task(True, 120, 200, unimodal_weight=0.0), ["face", "speech", "car"],
+                                (0, 1), early_widths=(4,), steps=5, hidden=4, fused=8, rank=2, order=3)
+    names = {r["fusion"] for r in recs}
+    assert names == {"polynomial", "late (matched)", "early (matched)", "early (best width)"}
+    by = {(r["fusion"], r["seed"]): r for r in recs}
+    for s in (0, 1):
+        assert abs(by[("late (matched)", s)]["n_params"] - ref) < 0.05 * ref
+        best = by[("early (best width)", s)]
+        assert best["val_acc"] >= by[("early (matched)", s)]["val_acc"]
+    gaps = paired_gaps(recs, ("face+speech+car", "polynomial"), ("face+speech+car", "late (matched)"))
+    assert gaps == [by[("polynomial", s)]["acc"] - by[("late (matched)", s)]["acc"] for s in (0, 1)]

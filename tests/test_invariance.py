@@ -266,6 +266,23 @@ def test_rewrites_are_deterministic_word_order_and_vocabulary_rules():
         rewrite(words, "fr")
 
 
+def test_shared_vocabulary_languages_differ_only_in_word_order():
+    words = ["the", "movie", "is", "a", "great", "ride", "!"]
+    assert rewrite(words, "rev", "shared") == ["!", "edir", "taerg", "a", "is", "eivom", "eht"]
+    assert rewrite(words, "pig", "shared") == ["eivom", "eht", "a", "is", "edir", "taerg", "!"]
+    assert sorted(rewrite(words, "rev", "shared")) == sorted(rewrite(words, "pig", "shared"))
+    assert not set(rewrite(words, "rev")) & set(rewrite(words, "pig")) - {"a", "is", "!"}
+    train, _ = load_translation(60, 20, vocab_size=300, vocabulary="shared")
+    src_of = {lang: {w for i in range(len(train)) if int(train.lang[i]) == li for w in train.example(i)[0].split()}
+              for li, lang in enumerate(LANGUAGES)}
+    shared = len(src_of["rev"] & src_of["pig"]) / len(src_of["rev"] | src_of["pig"])
+    assert shared > 0.3  # disjoint sentences, one vocabulary
+    with pytest.raises(ValueError, match="vocabulary"):
+        rewrite(words, "rev", "mixed")
+    with pytest.raises(ValueError, match="vocabulary"):
+        load_translation(60, 20, vocabulary="mixed")
+
+
 def test_translation_data_and_a_short_run():
     train, test = load_translation(60, 20, vocab_size=300)
     assert len(train) == 120 and len(test) == 40

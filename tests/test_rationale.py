@@ -211,3 +211,40 @@ def test_training_tiny_rnp_and_dmr_runs_and_selects_sparsely(bench):
         assert e["z"].shape == te.mask.shape and not (e["z"] & ~te.mask).any()
         assert 0 <= e["f1"] <= 1 and e["kl"] >= 0 and sum(e["aspects"]) == pytest.approx(1.0, abs=1e-6)
     assert "cmd" in dmr[2][-1] and "om" in dmr[2][-1] and "cmd" not in rnp[2][-1]
+
+
+def test_conv_encoder_has_the_gru_shapes_and_trains_the_generator():
+    torch.manual_seed(0)
+    emb = torch.randn(20, 8)
+    gen, pred = Generator(emb, 4, encoder="conv"), Predictor(emb, 4, encoder="conv")
+    ids = torch.randint(1, 20, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[2, 4:] = False
+    z = gen(ids, mask)
+    assert set(z.unique().tolist()) <= {0.0, 1.0} and not z[2, 4:].any()
+    logits, phi = pred(ids, mask, z)
+    assert logits.shape == (3, 2) and phi.shape == (3, 8) and phi.abs().max() <= 1.0  # tanh-bounded like the GRU
+    logits.sum().backward()
+    assert gen.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="encoder"):
+        Generator(emb, 4, encoder="lstm")
+    with pytest.raises(ValueError, match="encoder"):
+        RationaleConfig(encoder="lstm")
+
+
+def test_kl_at_the_matching_temperature(bench):
+    """kl_T at T = 1 is the plain KL; at DMR's T = 3 the teacher's target is softer, so a predictor that copies
+    the teacher's logits is closer to it at T = 1 than at T = 3."""
+    from kimi_mini.rationale.train import evaluate, train_rnp, train_teacher
+
+    tr = bench.tensors("train").take(torch.arange(128))
+    te = bench.tensors("test").take(torch.arange(64))
+    cfg = RationaleConfig(hidden=4, steps=5, teacher_steps=20, batch_size=32, alpha=0.3, encoder="conv")
+    teacher, _ = train_teacher(tr, bench.embeddings, cfg)
+    gen, pred, _ = train_rnp(tr, bench.embeddings, cfg)
+    e1 = evaluate(gen, pred, te, teacher, temperature=1.0)
+    assert e1["kl_T"] == pytest.approx(e1["kl"], abs=1e-6)
+    e3 = evaluate(gen, pred, te, teacher)
+    assert e3["kl_T"] >= 0 and e3["kl"] == pytest.approx(e1["kl"], abs=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        evaluate(gen, pred, te, teacher, temperature=0.0)

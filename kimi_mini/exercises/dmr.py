@@ -123,3 +123,110 @@ def _wrong_rnp_aspect() -> str:
 register_exercise("dmr_rnp_aspect", solution=rnp_aspect_prediction, wrong=_wrong_rnp_aspect,
                   checker=_check_rnp_aspect,
                   description="predict, then run: which aspect RNP's rationale lands on")
+
+
+# --- 4. Triton: the column mean and variance of one block of features -------------------------------
+MOMENT_BLOCK_N, MOMENT_BLOCK_D = 16, 8
+
+
+def launch_column_moments(kernel, X: Tensor) -> Tensor:
+    """Run a learner's kernel that computes, per column of ``X [N, D]``, the mean and the central moment
+    c_2 = mean((x − m)²); returns ``[2, D]`` (row 0 the means, row 1 c_2). Grid: one program per block of
+    ``BLOCK_D`` columns.
+
+    ``kernel(X, OUT, N, D, stride_x, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr)``: OUT is ``[2, D]``
+    contiguous, starting as NaN; a kernel that stores nothing raises ``NotImplementedError`` (the checker
+    reports "not attempted")."""
+    import triton
+
+    X = X.contiguous().float()
+    N, D = X.shape
+    out = torch.full((2, D), float("nan"), dtype=torch.float32, device=X.device)
+    kernel[(triton.cdiv(D, MOMENT_BLOCK_D),)](X, out, N, D, X.stride(0), BLOCK_N=MOMENT_BLOCK_N,
+                                              BLOCK_D=MOMENT_BLOCK_D)
+    if bool(out.isnan().all()):
+        raise NotImplementedError("the kernel stored nothing")
+    return out
+
+
+def _moments_solution_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def column_moments_kernel(X, OUT, N, D, stride_x, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+        cols = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+        cmask = cols < D
+        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):  # sweep 1: the mean
+            rows = start + tl.arange(0, BLOCK_N)
+            m2 = (rows[:, None] < N) & cmask[None, :]
+            acc += tl.sum(tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=m2, other=0.0), axis=0)
+        mean = acc / N
+        sq = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):  # sweep 2: centred squares; padded rows must add 0, not m²
+            rows = start + tl.arange(0, BLOCK_N)
+            m2 = (rows[:, None] < N) & cmask[None, :]
+            x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=m2, other=0.0)
+            d = tl.where(m2, x - mean[None, :], 0.0)
+            sq += tl.sum(d * d, axis=0)
+        tl.store(OUT + cols, mean, mask=cmask)
+        tl.store(OUT + D + cols, sq / N, mask=cmask)
+
+    return column_moments_kernel
+
+
+def _moments_wrong_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def column_moments_unmasked_centring(X, OUT, N, D, stride_x, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+        cols = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+        cmask = cols < D
+        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):
+            rows = start + tl.arange(0, BLOCK_N)
+            m2 = (rows[:, None] < N) & cmask[None, :]
+            acc += tl.sum(tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=m2, other=0.0), axis=0)
+        mean = acc / N
+        sq = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):
+            rows = start + tl.arange(0, BLOCK_N)
+            m2 = (rows[:, None] < N) & cmask[None, :]
+            x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=m2, other=0.0)
+            d = x - mean[None, :]  # padded rows load 0 and add m² each: wrong whenever N % BLOCK_N != 0
+            sq += tl.sum(d * d, axis=0)
+        tl.store(OUT + cols, mean, mask=cmask)
+        tl.store(OUT + D + cols, sq / N, mask=cmask)
+
+    return column_moments_unmasked_centring
+
+
+def column_moments_solution(X: Tensor) -> Tensor:
+    """Exercise solution: ``[mean; c_2]`` per column from the kernel above (shown after the checker)."""
+    return launch_column_moments(_moments_solution_kernel(), X)
+
+
+def _check_column_moments(candidate) -> None:
+    from kimi_mini.rationale.cmd import central_moments_torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for N, D in ((16, 8), (70, 9), (33, 20)):  # one tile; ragged rows and columns
+        X = (torch.randn(N, D, generator=torch.Generator().manual_seed(N * D)) + 0.7).to(device)
+        got = candidate(X)
+        want = central_moments_torch(X.double(), 2)  # [2, D]: mean, c_2
+        assert torch.is_tensor(got) and tuple(got.shape) == (2, D), f"expected a [2, {D}] result"
+        assert not bool(got.isnan().any()), (
+            f"X [{N}, {D}]: some outputs were never stored — every program stores its BLOCK_D columns (masked "
+            "at D) into row 0 (means) and row 1 (c_2) of OUT")
+        err = (got.double() - want).abs().max(1).values
+        assert float(err[0]) < 1e-5, f"X [{N}, {D}]: the means are off by {float(err[0]):.3g} — sum every row tile"
+        assert float(err[1]) < 1e-4, (
+            f"X [{N}, {D}]: c_2 is off by {float(err[1]):.3g} — a padded row loads 0, so (0 − m)² must be "
+            "masked out of the second sweep")
+
+
+register_exercise("triton_column_moments", solution=column_moments_solution,
+                  wrong=lambda X: launch_column_moments(_moments_wrong_kernel(), X), checker=_check_column_moments,
+                  description="Triton: per-column mean and central moment c_2 of X, rows in tiles, ragged edges")
