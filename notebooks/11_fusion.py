@@ -68,7 +68,7 @@ from kimi_mini.fusion import (
     watch_windows,
 )
 from kimi_mini.fusion.experiment import cell_values, equal_parameter_grid
-from kimi_mini.notebooks import start_notebook
+from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.report import Evidence, Precondition
 from kimi_mini.testing import max_rel_error
 
@@ -218,6 +218,8 @@ print(f"{sum(len(r) for r in runs.values())} runs in {nb.elapsed():.0f} s since 
 
 # %%
 COLUMNS = ["early", "late", "tfn", "lmf", "polynomial", "svm"]
+SIM_SUBSETS = ["+".join(SIM_MODALITIES[:k]) for k in (1, 2, 3)]
+ALL_SIM = SIM_SUBSETS[-1]
 tables = {name: summarize(rec) for name, rec in runs.items()}
 for name, table in tables.items():
     print(f"\n{name}: test accuracy, mean ± sd over {len(SIZES['seeds'])} seeds")
@@ -242,6 +244,34 @@ axes[0].legend(fontsize=8)
 fig.tight_layout()
 nb.savefig(fig, "accuracy")
 plt.show()
+
+# %% [markdown]
+# ### Explore: the interaction switch and the modality set
+# Flip the simulator's interactions on and off and choose which modalities are fused; the bars redraw this
+# run's accuracy per fusion (mean ± sd over seeds; nothing is retrained). Where a fusion did not run on one
+# modality, its bar is missing.
+
+# %%
+import ipywidgets as widgets  # noqa: E402
+
+
+def draw_fusions(condition="interactions", modalities=ALL_SIM):
+    table = tables[condition]
+    cols = [c for c in COLUMNS if (modalities, c) in table]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.bar(cols, [table[(modalities, c)][0] for c in cols], yerr=[table[(modalities, c)][1] for c in cols],
+           capsize=3, color=[f"C{COLUMNS.index(c)}" for c in cols])
+    ax.axhline(0.5, color="gray", ls=":", lw=1, label="chance")
+    ax.set(ylim=(0.4, 1.0), ylabel="test accuracy", title=f"{condition}: {modalities}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+_ = interactive_figure(
+    draw_fusions, save=lambda fig: nb.savefig(fig, "fusion-switch"),
+    condition=widgets.ToggleButtons(options=["interactions", "control"], description="label"),
+    modalities=widgets.Dropdown(options=SIM_SUBSETS, value=ALL_SIM, description="modalities"))
 
 # %% [markdown]
 # ## Claims
@@ -405,6 +435,40 @@ def my_lmf_forward(hs: list[torch.Tensor], factors: list[torch.Tensor], bias: to
 
 
 _ = check("fusion_lmf_forward", my_lmf_forward)
+
+# %% [markdown]
+# **Triton: the factorised polynomial, one tile per program.** In the style of Triton-Puzzles: program
+# `(i, k)` computes rows `i·BLOCK_N …` of output column `k` of $y_{n,k} = \sum_r \prod_p \langle
+# W[p, r, :, k], z_n\rangle$ for `z [N, D]` and `W [P, R, D, K]` (contiguous; `W[p, r, d, k]` at
+# `((p·R + r)·D + d)·K + k`). `BLOCK_D` ≥ D, so one masked `tl.load` brings a tile of z rows; loop over r and p
+# with `tl.static_range`, project with `tl.sum(z * w[None, :], axis=1)`, and store masked at N. The launcher
+# `launch_polynomial_fusion(kernel, z, W)` uses `BLOCK_N = 16`; the checker compares with
+# `polynomial_fusion(..., "torch")` on three odd shapes (in Triton's interpreter on a CPU).
+
+# %%
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from kimi_mini.exercises.fusion import launch_polynomial_fusion  # noqa: E402
+
+
+@triton.jit
+def my_poly_fusion_kernel(Z, W, Y, N, D, K, P: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # noqa: F841
+    # your code here: load the z tile, build Σ_r Π_p ⟨W[p, r, :, k], z⟩, tl.store into Y
+
+
+_ = check("triton_polynomial_fusion", lambda z, w: launch_polynomial_fusion(my_poly_fusion_kernel, z, w))
+
+# %% [markdown]
+# One solution (the library's `kernels/fusion.py` does the same for every output of a tile at once, and keeps
+# the P projections for the backward pass):
+
+# %%
+from kimi_mini.exercises import fusion as fusion_exercises  # noqa: E402
+
+print(inspect.getsource(fusion_exercises._poly_solution_kernel))
 
 # %% [markdown]
 # **3. Your prediction** (written before the experiment) against the control run:

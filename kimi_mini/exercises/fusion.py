@@ -104,3 +104,104 @@ register_prediction("fusion_control_prediction", choices=CHOICES, measured=measu
                     question="Which model class contains the true function of the control, and which one has more "
                              "to fit from the same data?",
                     description="predict, then run: multiplicative vs late fusion without interactions")
+
+
+# --- 4. Triton: the factorised polynomial fusion for one tile of rows and one output ---------------------------
+POLY_BLOCK_N = 16
+
+
+def launch_polynomial_fusion(kernel, z: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Run a learner's kernel for y_{n,k} = Σ_r Π_p ⟨factors[p, r, :, k], z_n⟩ with ``z [N, D]`` and ``factors
+    [P, R, D, K]`` (both made contiguous fp32); returns ``y [N, K]``. Grid ``(⌈N / BLOCK_N⌉, K)``: program
+    ``(i, k)`` computes rows ``i·BLOCK_N …`` of output column k.
+
+    ``kernel(Z, W, Y, N, D, K, P: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr)``
+    with ``BLOCK_D`` the next power of two ≥ D (one load covers a row of z). ``W[p, r, d, k]`` sits at
+    ``((p·R + r)·D + d)·K + k``; Y (row-major ``[N, K]``) starts as NaN; a kernel that stores nothing raises
+    ``NotImplementedError`` (the checker reports "not attempted")."""
+    import triton
+
+    z, factors = z.contiguous().float(), factors.contiguous().float()
+    N, D = z.shape
+    P, R, _, K = factors.shape
+    y = torch.full((N, K), float("nan"), dtype=torch.float32, device=z.device)
+    kernel[(triton.cdiv(N, POLY_BLOCK_N), K)](z, factors, y, N, D, K, P=P, R=R, BLOCK_N=POLY_BLOCK_N,
+                                               BLOCK_D=triton.next_power_of_2(D))
+    if bool(y.isnan().all()):
+        raise NotImplementedError("the kernel stored nothing")
+    return y
+
+
+def _poly_solution_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def poly_fusion_kernel(Z, W, Y, N, D, K, P: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_D: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.program_id(1)
+        ds = tl.arange(0, BLOCK_D)
+        z = tl.load(Z + rows[:, None] * D + ds[None, :], mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0)
+        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for r in tl.static_range(R):
+            term = tl.full([BLOCK_N], 1.0, dtype=tl.float32)
+            for p in tl.static_range(P):  # the product of P projections of the same z: every monomial up to P
+                w = tl.load(W + ((p * R + r) * D + ds) * K + k, mask=ds < D, other=0.0)
+                term = term * tl.sum(z * w[None, :], axis=1)
+            acc += term
+        tl.store(Y + rows * K + k, acc, mask=rows < N)
+
+    return poly_fusion_kernel
+
+
+def _poly_wrong_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def poly_fusion_additive(Z, W, Y, N, D, K, P: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_D: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.program_id(1)
+        ds = tl.arange(0, BLOCK_D)
+        z = tl.load(Z + rows[:, None] * D + ds[None, :], mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0)
+        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for r in tl.static_range(R):
+            for p in tl.static_range(P):  # adds the projections: a linear model, no products at all
+                w = tl.load(W + ((p * R + r) * D + ds) * K + k, mask=ds < D, other=0.0)
+                acc += tl.sum(z * w[None, :], axis=1)
+        tl.store(Y + rows * K + k, acc, mask=rows < N)
+
+    return poly_fusion_additive
+
+
+def polynomial_fusion_solution(z: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Exercise solution: the factorised polynomial from the kernel above (shown after the checker)."""
+    return launch_polynomial_fusion(_poly_solution_kernel(), z, factors)
+
+
+def _check_polynomial_fusion(candidate) -> None:
+    from kimi_mini.fusion import polynomial_fusion
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for N, D, P, R, K in ((16, 8, 2, 1, 1), (37, 13, 3, 2, 5), (20, 5, 1, 3, 2)):  # ragged rows, D not a power of 2
+        g = torch.Generator().manual_seed(N * D)
+        z = torch.randn(N, D, generator=g).to(device)
+        factors = (torch.randn(P, R, D, K, generator=g) / D ** 0.5).to(device)
+        got = candidate(z, factors)
+        want = polynomial_fusion(z.double(), factors.double(), "torch")
+        assert torch.is_tensor(got) and tuple(got.shape) == (N, K), f"expected a [{N}, {K}] result"
+        assert not bool(got.isnan().any()), (
+            f"N={N}, K={K}: some outputs were never stored — program (i, k) stores rows i·BLOCK_N … (masked at N) "
+            "of column k")
+        err = float((got.double() - want).abs().max())
+        assert err < 1e-4 * max(1.0, float(want.abs().max())), (
+            f"z [{N}, {D}], P={P}, R={R}: max error {err:.3g} — for each rank r multiply the P projections "
+            "⟨W[p, r, :, k], z_n⟩ (a product, not a sum), then add the R terms")
+
+
+register_exercise("triton_polynomial_fusion", solution=polynomial_fusion_solution,
+                  wrong=lambda z, f: launch_polynomial_fusion(_poly_wrong_kernel(), z, f),
+                  checker=_check_polynomial_fusion,
+                  description="Triton: the factorised polynomial fusion, one tile of rows and one output per program")
