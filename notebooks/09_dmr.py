@@ -302,8 +302,8 @@ nb.record_claim(
                              direction="above", what="DMR − RNP F1", scale=100, fmt="+.1f", suffix=" points"),
     precondition=pre_rnp,
     explanation="Our reviews are 3 real human-rated sentences (gold = the movie sentence, ~1/3 of the tokens) with "
-                "correlated distractor aspects, not BeerAdvocate (withdrawn); tiny frozen-embedding GRUs, a few "
-                "hundred steps.",
+                "correlated distractor aspects, not BeerAdvocate (withdrawn); tiny frozen-embedding encoders "
+                "(convolutional at toy), a few hundred steps.",
     paper=PAPER,
 )
 nb.record_claim(

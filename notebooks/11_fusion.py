@@ -17,7 +17,8 @@
 #    held-out subjects), with 1 and 2 modalities, every fusion, 3 seeds;
 # 4. run a three-modality **driver simulator** whose label depends on cross-modal products — and its control
 #    without them — to test the *mechanism* the paper's claim rests on;
-# 5. count TFN's parameters, write LMF's forward pass, and predict the control's outcome.
+# 5. count TFN's parameters, write LMF's forward pass and a Triton kernel for the polynomial, and predict
+#    the control's outcome.
 #
 # **Run time:** `toy` ≈ 1 minute on 2 CPU cores (≈ 60 s of CPU time); `gpu` a few minutes (more seeds and
 # samples; the models stay tiny, so most of it runs on the CPU — the GPU runs the compiled kernel).
