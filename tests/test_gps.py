@@ -244,3 +244,18 @@ def test_select_soft_prompt_chooses_lr_and_step_on_the_held_out_half_only():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the model stays frozen"
     with pytest.raises(ValueError, match="lrs"):
         select_soft_prompt(model, task, dev, MANUAL[0], lrs=(0.0,))
+
+
+def test_choose_tasks_never_picks_a_selection_task_and_always_returns_some():
+    from kimi_mini.prompts.experiment import choose_tasks
+
+    model = _tiny_lm(5)
+    base = _task(64)
+    zoo = {f"{fam}:{i}": Task(f"{fam}:{i}", fam, base.templates, base.verbalizer, base.examples)
+           for fam in ("a", "b") for i in range(4)}
+    chosen, rows = choose_tasks(model, zoo, list(zoo), 3, n_select=8)
+    selection = {n for r in rows for n in r["selection"]}
+    assert chosen and len(chosen) <= 3 and not set(chosen) & selection
+    assert all(n in r["evaluation"] for n in chosen for r in rows if zoo[n].family == r["family"])
+    with pytest.raises(ValueError, match="n_tasks"):
+        choose_tasks(model, zoo, list(zoo), 0)
