@@ -203,7 +203,7 @@ def _flash_configs():
 
 @config("moba")
 def _moba_configs():
-    from kimi_mini.kernels.moba import moba_bwd, moba_fwd
+    from kimi_mini.kernels.moba import moba_bwd, moba_fwd, schedule_for
 
     for dt in ("bf16", "fp16", "fp32"):
         for bs in (64, 512):
@@ -211,9 +211,10 @@ def _moba_configs():
                 def run(dt=dt, bs=bs, d=d):
                     T = 32768
                     q = meta(1, 8, T, d, dtype=_DT[dt])
-                    sel = meta(8, T, 4, dtype=torch.int32)  # top-3 + the current block, padded to 4
-                    o, lse = moba_fwd(q, q, q, sel, bs)
-                    moba_bwd(o, q, q, q, o, lse, sel, bs)
+                    sel = meta(8, T, 2, dtype=torch.int32)  # top-3: two history slots
+                    sched = schedule_for(q, sel, bs)  # the key-block schedule, built on meta tensors
+                    o, lse = moba_fwd(q, q, q, sched)
+                    moba_bwd(o, q, q, q, o, lse, sched)
                 yield f"{dt} block {bs} D{d} fwd+bwd", run
 
 

@@ -1,37 +1,49 @@
-"""MoBA attention in Triton: flash-style forward and backward (dq, dk, dv) over the selected blocks.
+"""MoBA attention in Triton, scheduled by key block: a gate without host syncs, the queries of each
+chosen key block gathered into dense tiles, partial outputs merged by log-sum-exp.
 
 Paper: MoBA: Mixture of Block Attention for Long-Context LLMs (Lu et al., arXiv 2502.13189). Per head,
-with key blocks of ``BS`` positions and ``I_t`` the blocks query t selected (its own block plus the
-gate's top-(k−1) history blocks, computed by ``kimi_mini.moba.moba_select``)::
+with key blocks of ``B = block_size`` positions and ``I_t`` the blocks query t selected (its own block
+⌊t/B⌋ plus the gate's top-(k−1) eligible history blocks, ``s(t, i) = q_t · mean(K_block_i)`` in fp32)::
 
-    s_tj = q_t · k_j / √D        for j ∈ ∪_{i ∈ I_t} block i, j ≤ t        (masked otherwise)
-    lse_t = log Σ_j exp(s_tj),   o_t = Σ_j exp(s_tj − lse_t) v_j                         (forward)
-    P_tj = exp(s_tj − lse_t),    δ_t = do_t · o_t,   dS = P ⊙ (dO Vᵀ − δ)
-    dQ = dS K / √D,   dK = dSᵀ Q / √D,   dV = Pᵀ dO                                      (backward)
+    s_tj = q_t · k_j / √D,   lse_t = log Σ_{j ∈ ∪ I_t, j ≤ t} exp(s_tj),   o_t = Σ_j exp(s_tj − lse_t) v_j
+    P_tj = exp(s_tj − lse_t),  δ_t = do_t · o_t,  dS = P ⊙ (dO Vᵀ − δ),
+    dQ = dS K / √D,   dK = dSᵀ Q / √D,   dV = Pᵀ dO
 
-Design: *per-query selection honoured by masking* (FlashAttention-2's loop structure), not the
-authors' per-key-block query gathering. A program owns a tile of ``BLOCK_M`` consecutive queries and
-walks the key blocks up to its last query's block; a key block no query of the tile selected is
-skipped outright, and inside a visited block the queries that did not select it are masked. Why this
-choice:
+The paper's efficient form (§2.3) splits the keys of query t into disjoint *parts* — its current block
+(causal) and each chosen history block (no mask) — and merges them exactly,
+``lse = log Σ_parts exp(lse_p)``, ``o = Σ_parts exp(lse_p − lse) o_p``. Given the final ``o`` and ``lse``,
+each part's ``dS`` is its exact share of the dense gradient, so the parts' gradients simply add up.
 
-- one pass produces o and the exact lse — no partial outputs per (query, block) pair to store and
-  merge afterwards (the varlen version keeps k−1 extra copies of the output: the source of its
-  reported 3× memory over flash attention);
-- no sort, no varlen metadata, no atomics: dK/dV come from a second kernel in which each program owns
-  a key tile and walks the query tiles that may select its block, so the backward is deterministic;
-- the cost: a visited block is paid in full for the whole tile, so the work is the *union* of the
-  tile's selections. Neighbouring queries of a trained model tend to pick the same blocks (the gate
-  scores are smooth in t), and a small ``BLOCK_M`` bounds the waste. The PyTorch path
-  (``kimi_mini.moba``, ``impl="torch"``) shows the other, gathering design.
+The schedule (:func:`build_schedule`), built with a fixed number of device ops and no host sync:
 
-The selection enters as ``SEL [B·H, T, S1]`` int32: each query's block ids (current block included),
-padded with −1 to a power of two. On a GPU, bf16/fp16 tiles go to the tensor cores as loaded (fp32
-accumulation); only in the CPU interpreter are loads upcast to fp32 (``UPCAST``: it computes bf16 wrongly
-otherwise) — upcasting on the GPU would double the tiles' shared memory and spill. fp32 inputs use the
-``tl.dot`` precision of :func:`kimi_mini.kernels.dot_precision`. Softmax statistics are fp32, in base 2
-(``exp2``) as in Triton's tutorial. Every kernel runs on a 1-D grid (CUDA caps grid axis 1 at 65,535;
-B·H may exceed it).
+1. the gate (:func:`gate_select`): int32 history block ids ``SEL [B·H, T, S]`` (``S = min(k−1, n−1)``,
+   −1 = empty slot); block means reduced in fp32 straight from K (no fp32 copy of K), scores in a fixed
+   number of query chunks, each against the blocks its last query may see;
+2. every (query, slot) *entry* gets the key ``bh·n + block``; a stable sort groups the entries by key
+   block, and each group is cut into tiles of ``BLOCK_M`` entries (the last one padded). The grid is
+   an upper bound on the tile count (``⌈E / BLOCK_M⌉ + B·H·n``); the programs past the real count see
+   an empty tile and do nothing.
+
+Forward: ``_moba_hist_fwd_kernel`` runs one program per (query tile, key block) — the tile's gathered
+queries attend the whole block (it lies wholly in the past: no mask) and write a partial output and lse
+per entry; ``_moba_fwd_kernel`` runs one program per query tile of a block, attends the block causally
+and folds in the tile's partials (each partial acts as one "key" with score ``lse_p`` and value ``o_p``
+in the online softmax) — o and lse in one pass. The work is the pairs MoBA needs, plus tile padding
+(``kimi-mini bench moba`` counts it: ≈ 1.05× at block 512, top-3).
+
+Backward: δ (``_moba_bwd_preprocess_kernel``); ``_moba_hist_bwd_dq_kernel`` writes a partial dq per
+entry (one program per (query tile, key block)); ``_moba_bwd_dkdv_kernel`` owns ``BLOCK_N`` keys of one
+block and walks the gathered tiles of that block, then the causal queries of the block itself — dK, dV
+without atomics; ``_moba_bwd_dq_kernel`` computes the current block's dq per query tile and adds the
+entry partials. Deterministic: no atomics anywhere.
+
+Precision: bf16/fp16 tiles go to the tensor cores as loaded (fp32 accumulation); partial outputs and
+partial dq are stored in the input dtype (one extra rounding), lse and δ in fp32. In the CPU
+interpreter loads are upcast to fp32 (``UPCAST``: it computes bf16 wrongly otherwise). fp32 inputs use
+the ``tl.dot`` precision of :func:`kimi_mini.kernels.dot_precision`. Every kernel runs on a 1-D grid.
+
+Memory beyond the output: the entries' partial outputs and partial dq (``S`` × the output's size each,
+in the input dtype), the int32 selections and the sorted entries.
 
 Order, as in Triton's tutorials: reference (``kimi_mini.moba``, ``impl="naive"``), kernels, host
 wrapper + ``autograd.Function``, check (``tests/test_moba_kernel.py``), benchmark (``__main__``).
@@ -40,6 +52,7 @@ wrapper + ``autograd.Function``, check (``tests/test_moba_kernel.py``), benchmar
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -51,176 +64,426 @@ from kimi_mini.kernels.flash_attention import online_softmax_update
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
+# The gate scores its queries in this many chunks, whatever T: a fixed op count (no per-chunk launch
+# overhead growing with T), and temporaries of T·H·n/8 fp32 scores.
+_GATE_CHUNKS = 8
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _moba_fwd_kernel(Q, K, V, SEL, O, LSE, qk_scale, T, D, BS, N_M,
-                     S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    pid_m = tl.program_id(0) % N_M
-    bh = tl.program_id(0) // N_M
-    base = bh.to(tl.int64) * T * D  # q, k, v, o are contiguous [B·H, T, D]
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+def _moba_hist_fwd_kernel(Q, K, V, ENT, TILES, OP, LP, qk_scale, T, D, BS, N_BLK,
+                          S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    # One (query tile, key block): TILES[tile] = (bh·n + block, first entry, end entry) in ENT.
+    tile = tl.program_id(0)
+    g = tl.load(TILES + tile * 3)
+    r0 = tl.load(TILES + tile * 3 + 1)
+    r1 = tl.load(TILES + tile * 3 + 2)
+    bh, blk = g // N_BLK, g % N_BLK
+    offs_r = r0 + tl.arange(0, BLOCK_M)
+    r_ok = offs_r < r1
+    ent = tl.load(ENT + offs_r, mask=r_ok, other=0).to(tl.int64)  # entry = query row · S + slot
+    qrow = ent // S  # bh·T + t
     offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < T
     d_ok = offs_d < D
-    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :],
-                other=0.0)
+    rd_mask = r_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + qrow[:, None] * D + offs_d[None, :], mask=rd_mask, other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
-    sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
-                  mask=m_ok[:, None], other=-1)  # [BLOCK_M, S1] chosen block ids
-    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked chunk leaves the state alone
+    kv_base = (bh.to(tl.int64) * T + blk * BS) * D
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    last_blk = (tl.minimum(pid_m * BLOCK_M + BLOCK_M, T) - 1) // BS
-    for blk in range(0, last_blk + 1):
-        hit = tl.sum((sel == blk).to(tl.int32), axis=1) > 0  # [BLOCK_M] which queries chose blk
-        if tl.max(hit.to(tl.int32), axis=0) > 0:  # nobody in the tile chose it: skip the block
-            for n0 in range(0, BS, BLOCK_N):
-                in_blk = n0 + tl.arange(0, BLOCK_N)
-                offs_n = blk * BS + in_blk
-                n_ok = (in_blk < BS) & (offs_n < T)
-                kv_mask = n_ok[:, None] & d_ok[None, :]
-                k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-                v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-                if UPCAST:
-                    k, v = k.to(tl.float32), v.to(tl.float32)
-                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N], base 2
-                ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
-                s = tl.where(ok, s, float("-inf"))
-                m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)  # shared with flash
-    l_safe = tl.where(l_i > 0, l_i, 1.0)  # rows past T only
-    o = acc / l_safe[:, None]
-    tl.store(O + base + offs_m[:, None] * D + offs_d[None, :], o.to(O.dtype.element_ty),
-             mask=m_ok[:, None] & d_ok[None, :])
-    tl.store(LSE + bh.to(tl.int64) * T + offs_m, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=m_ok)
+    n_hi = tl.where(r1 > r0, BS, 0)  # an empty tile (past the real tile count) does nothing
+    for n0 in range(0, n_hi, BLOCK_N):
+        in_blk = n0 + tl.arange(0, BLOCK_N)
+        n_ok = in_blk < BS  # a history block is complete: only the last chunk of an odd B is partial
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + kv_base + in_blk[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + kv_base + in_blk[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # base 2
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    tl.store(OP + ent[:, None] * D + offs_d[None, :], (acc / l_safe[:, None]).to(OP.dtype.element_ty),
+             mask=rd_mask)
+    tl.store(LP + ent, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=r_ok)
 
 
 @triton.jit
-def _moba_bwd_dq_kernel(Q, K, V, DO, SEL, LSE, DELTA, DQ, qk_scale, sm_scale, T, D, BS, N_M,
-                        S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    pid_m = tl.program_id(0) % N_M
-    bh = tl.program_id(0) // N_M
-    base = bh.to(tl.int64) * T * D
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+def _moba_fwd_kernel(Q, K, V, SEL, OP, LP, O, LSE, qk_scale, T, D, BS, N_BLK, N_MT,
+                     S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    # One query tile of one block: the block's causal part, then the tile's history partials merged in.
+    pid = tl.program_id(0)
+    j = pid % N_MT
+    g = pid // N_MT
+    bh, blk = g // N_BLK, g % N_BLK
+    start = blk * BS
+    rows = tl.minimum(BS, T - start)  # positions in this block
+    in_m = j * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = in_m < rows
+    offs_m = start + in_m
+    row = bh.to(tl.int64) * T + offs_m  # query row bh·T + t
     offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < T
     d_ok = offs_d < D
     md_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
-    do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+    q = tl.load(Q + row[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
     if UPCAST:
-        q, do = q.to(tl.float32), do.to(tl.float32)
-    sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
-                  mask=m_ok[:, None], other=-1)
-    lse2 = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
-    delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
-    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    last_blk = (tl.minimum(pid_m * BLOCK_M + BLOCK_M, T) - 1) // BS
-    for blk in range(0, last_blk + 1):
-        hit = tl.sum((sel == blk).to(tl.int32), axis=1) > 0
-        if tl.max(hit.to(tl.int32), axis=0) > 0:
-            for n0 in range(0, BS, BLOCK_N):
-                in_blk = n0 + tl.arange(0, BLOCK_N)
-                offs_n = blk * BS + in_blk
-                n_ok = (in_blk < BS) & (offs_n < T)
-                kv_mask = n_ok[:, None] & d_ok[None, :]
-                k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-                v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-                if UPCAST:
-                    k, v = k.to(tl.float32), v.to(tl.float32)
-                ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
-                s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-                p = tl.exp2(s * qk_scale - lse2[:, None])  # with the final lse
-                p = tl.where(ok, p, 0.0)
-                ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
-                dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
-    tl.store(DQ + base + offs_m[:, None] * D + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=md_mask)
+        q = q.to(tl.float32)
+    kv_base = (bh.to(tl.int64) * T + start) * D
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = tl.where(j * BLOCK_M < rows, tl.minimum(j * BLOCK_M + BLOCK_M, rows), 0)  # causal early stop
+    for n0 in range(0, hi, BLOCK_N):
+        in_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = in_n < hi
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + kv_base + in_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + kv_base + in_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = tl.where(n_ok[None, :] & (in_n[None, :] <= in_m[:, None]), s, float("-inf"))
+        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
+    # Each history partial (o_p, lse_p) enters the online softmax as one key of score lse_p, value o_p.
+    for slot in tl.static_range(S):
+        e = row * S + slot
+        chosen = tl.load(SEL + e, mask=m_ok, other=-1) >= 0
+        lp = tl.load(LP + e, mask=chosen, other=float("-inf")) * 1.4426950408889634
+        op = tl.load(OP + e[:, None] * D + offs_d[None, :], mask=chosen[:, None] & d_ok[None, :],
+                     other=0.0).to(tl.float32)
+        m_new = tl.maximum(m_i, lp)
+        alpha = tl.exp2(m_i - m_new)
+        beta = tl.exp2(lp - m_new)  # 0 for an empty slot
+        l_i = l_i * alpha + beta
+        acc = acc * alpha[:, None] + beta[:, None] * op
+        m_i = m_new
+    l_safe = tl.where(l_i > 0, l_i, 1.0)  # rows past the block only
+    tl.store(O + row[:, None] * D + offs_d[None, :], (acc / l_safe[:, None]).to(O.dtype.element_ty), mask=md_mask)
+    tl.store(LSE + row, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=m_ok)
 
 
 @triton.jit
-def _moba_bwd_dkdv_kernel(Q, K, V, DO, SEL, LSE, DELTA, DK, DV, qk_scale, sm_scale, T, D, BS, N_CHUNKS,
-                          N_PID, S1: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    pid = tl.program_id(0) % N_PID  # (key block, chunk of BLOCK_N keys inside it)
-    bh = tl.program_id(0) // N_PID
-    blk = pid // N_CHUNKS
-    in_blk = (pid % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-    base = bh.to(tl.int64) * T * D
-    offs_n = blk * BS + in_blk
+def _moba_bwd_preprocess_kernel(O, DO, DELTA, R, D, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_d = tl.arange(0, BLOCK_D)
-    n_ok = (in_blk < BS) & (offs_n < T)
+    r_ok = offs_r < R
+    mask = r_ok[:, None] & (offs_d < D)[None, :]
+    ptr = offs_r.to(tl.int64)[:, None] * D + offs_d[None, :]
+    o = tl.load(O + ptr, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + ptr, mask=mask, other=0.0).to(tl.float32)
+    tl.store(DELTA + offs_r, tl.sum(o * do, 1), mask=r_ok)  # δ_t = do_t · o_t
+
+
+@triton.jit
+def _moba_hist_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, DQP, qk_scale, sm_scale, T, D, BS, N_BLK,
+                             S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    tile = tl.program_id(0)
+    g = tl.load(TILES + tile * 3)
+    r0 = tl.load(TILES + tile * 3 + 1)
+    r1 = tl.load(TILES + tile * 3 + 2)
+    bh, blk = g // N_BLK, g % N_BLK
+    offs_r = r0 + tl.arange(0, BLOCK_M)
+    r_ok = offs_r < r1
+    ent = tl.load(ENT + offs_r, mask=r_ok, other=0).to(tl.int64)
+    qrow = ent // S
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    rd_mask = r_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + qrow[:, None] * D + offs_d[None, :], mask=rd_mask, other=0.0)
+    do = tl.load(DO + qrow[:, None] * D + offs_d[None, :], mask=rd_mask, other=0.0)
+    if UPCAST:
+        q, do = q.to(tl.float32), do.to(tl.float32)
+    lse2 = tl.load(LSE + qrow, mask=r_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + qrow, mask=r_ok, other=0.0)
+    kv_base = (bh.to(tl.int64) * T + blk * BS) * D
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    n_hi = tl.where(r1 > r0, BS, 0)
+    for n0 in range(0, n_hi, BLOCK_N):
+        in_blk = n0 + tl.arange(0, BLOCK_N)
+        n_ok = in_blk < BS
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + kv_base + in_blk[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + kv_base + in_blk[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        p = tl.exp2(s * qk_scale - lse2[:, None])  # with the final lse
+        p = tl.where(r_ok[:, None] & n_ok[None, :], p, 0.0)
+        ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    tl.store(DQP + ent[:, None] * D + offs_d[None, :], (dq * sm_scale).to(DQP.dtype.element_ty), mask=rd_mask)
+
+
+@triton.jit
+def _moba_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, TILE_FIRST, TILE_COUNT, DK, DV, qk_scale,
+                          sm_scale, T, D, BS, N_BLK, N_CHUNKS, S: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, UPCAST: tl.constexpr,
+                          PRECISION: tl.constexpr):
+    # BLOCK_N keys of one block: the gathered query tiles that chose the block, then its own queries.
+    pid = tl.program_id(0)
+    c = pid % N_CHUNKS
+    g = pid // N_CHUNKS
+    bh, blk = g // N_BLK, g % N_BLK
+    start = blk * BS
+    rows = tl.minimum(BS, T - start)
+    in_n = c * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = in_n < rows
+    offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+    blk_base = bh.to(tl.int64) * T + start  # row of the block's first position
+    k = tl.load(K + (blk_base + in_n)[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + (blk_base + in_n)[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
     if UPCAST:
         k, v = k.to(tl.float32), v.to(tl.float32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    # Queries before this block can never select it; walk the rest, tile by tile.
-    for m0 in range(blk * BS, T, BLOCK_M):
-        offs_m = m0 + tl.arange(0, BLOCK_M)
-        m_ok = offs_m < T
-        sel = tl.load(SEL + bh.to(tl.int64) * T * S1 + offs_m[:, None] * S1 + tl.arange(0, S1)[None, :],
-                      mask=m_ok[:, None], other=-1)
-        hit = tl.sum((sel == blk).to(tl.int32), axis=1) > 0  # [BLOCK_M]
-        if tl.max(hit.to(tl.int32), axis=0) > 0:
-            md_mask = m_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
-            do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
-            if UPCAST:
-                q, do = q.to(tl.float32), do.to(tl.float32)
-            lse2 = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
-            delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
-            ok = hit[:, None] & n_ok[None, :] & (offs_n[None, :] <= offs_m[:, None])
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-            p = tl.exp2(s * qk_scale - lse2[:, None])  # [BLOCK_M, BLOCK_N]
-            p = tl.where(ok, p, 0.0)
-            dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
-            ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
-            dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
-    tl.store(DK + base + offs_n[:, None] * D + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+    first = tl.load(TILE_FIRST + g)
+    count = tl.load(TILE_COUNT + g)
+    for i in range(first, first + count):
+        r0 = tl.load(TILES + i * 3 + 1)
+        r1 = tl.load(TILES + i * 3 + 2)
+        offs_r = r0 + tl.arange(0, BLOCK_M)
+        r_ok = offs_r < r1
+        qrow = tl.load(ENT + offs_r, mask=r_ok, other=0).to(tl.int64) // S
+        rd_mask = r_ok[:, None] & d_ok[None, :]
+        q = tl.load(Q + qrow[:, None] * D + offs_d[None, :], mask=rd_mask, other=0.0)
+        do = tl.load(DO + qrow[:, None] * D + offs_d[None, :], mask=rd_mask, other=0.0)
+        if UPCAST:
+            q, do = q.to(tl.float32), do.to(tl.float32)
+        lse2 = tl.load(LSE + qrow, mask=r_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + qrow, mask=r_ok, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        p = tl.exp2(s * qk_scale - lse2[:, None])  # [BLOCK_M, BLOCK_N]
+        p = tl.where(r_ok[:, None] & n_ok[None, :], p, 0.0)
+        dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+        ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+        dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
+    # The current-block part: queries from this chunk's first key to the block's end, causal.
+    for m0 in range(c * BLOCK_N, rows, BLOCK_M):
+        in_m = m0 + tl.arange(0, BLOCK_M)
+        m_ok = in_m < rows
+        md_mask = m_ok[:, None] & d_ok[None, :]
+        qrow = blk_base + in_m
+        q = tl.load(Q + qrow[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+        do = tl.load(DO + qrow[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+        if UPCAST:
+            q, do = q.to(tl.float32), do.to(tl.float32)
+        lse2 = tl.load(LSE + qrow, mask=m_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + qrow, mask=m_ok, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        p = tl.exp2(s * qk_scale - lse2[:, None])
+        p = tl.where(m_ok[:, None] & n_ok[None, :] & (in_n[None, :] <= in_m[:, None]), p, 0.0)
+        dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+        ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+        dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
+    tl.store(DK + (blk_base + in_n)[:, None] * D + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
              mask=kv_mask)
-    tl.store(DV + base + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + (blk_base + in_n)[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _moba_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, SEL, DQP, DQ, qk_scale, sm_scale, T, D, BS, N_BLK, N_MT,
+                        S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0)
+    j = pid % N_MT
+    g = pid // N_MT
+    bh, blk = g // N_BLK, g % N_BLK
+    start = blk * BS
+    rows = tl.minimum(BS, T - start)
+    in_m = j * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = in_m < rows
+    row = bh.to(tl.int64) * T + start + in_m
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    md_mask = m_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + row[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+    do = tl.load(DO + row[:, None] * D + offs_d[None, :], mask=md_mask, other=0.0)
+    if UPCAST:
+        q, do = q.to(tl.float32), do.to(tl.float32)
+    lse2 = tl.load(LSE + row, mask=m_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + row, mask=m_ok, other=0.0)
+    kv_base = (bh.to(tl.int64) * T + start) * D
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = tl.where(j * BLOCK_M < rows, tl.minimum(j * BLOCK_M + BLOCK_M, rows), 0)
+    for n0 in range(0, hi, BLOCK_N):
+        in_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = in_n < hi
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + kv_base + in_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + kv_base + in_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        p = tl.exp2(s * qk_scale - lse2[:, None])
+        p = tl.where(m_ok[:, None] & n_ok[None, :] & (in_n[None, :] <= in_m[:, None]), p, 0.0)
+        ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    dq = dq * sm_scale
+    for slot in tl.static_range(S):  # the history parts' dq, one partial per chosen slot
+        e = row * S + slot
+        chosen = tl.load(SEL + e, mask=m_ok, other=-1) >= 0
+        dq += tl.load(DQP + e[:, None] * D + offs_d[None, :], mask=chosen[:, None] & d_ok[None, :],
+                      other=0.0).to(tl.float32)
+    tl.store(DQ + row[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=md_mask)
 
 
 # ----------------------------------------------------------------------------------------------
-# Host side
+# Host side: the gate and the schedule (device ops only, a fixed number of them)
 # ----------------------------------------------------------------------------------------------
 
 
-def selection_table(hist: Tensor, block_size: int) -> Tensor:
-    """``hist [B, H, T, S]`` (history block ids, −1 = none) → ``SEL [B·H, T, S1]`` int32 with the
-    current block appended and −1 padding up to a power of two ``S1``."""
-    B, H, T, S = hist.shape
-    cur = (torch.arange(T, device=hist.device) // block_size).expand(B, H, T)[..., None]
-    sel = torch.cat([hist, cur], dim=-1)
-    S1 = max(2, triton.next_power_of_2(S + 1))
-    if S1 > S + 1:
-        sel = torch.nn.functional.pad(sel, (0, S1 - S - 1), value=-1)
-    return sel.reshape(B * H, T, S1).to(torch.int32).contiguous()
+@torch.no_grad()
+def gate_select(q: Tensor, k: Tensor, block_size: int, top_k: int) -> Tensor:
+    """MoBA's gate, for the kernels: ``SEL [B·H, T, S]`` int32 history block ids, ``S = min(top_k − 1,
+    n_blocks − 1)``, −1 for an empty slot (fewer eligible blocks than slots); the same blocks as
+    :func:`kimi_mini.moba.moba_select` (up to the order of the slots and exact ties).
+
+    No host sync and no data-dependent Python: the op count depends on neither T nor the data. Block
+    means are an fp32 reduction of K in place (no fp32 copy of K); the scores are computed in
+    ``_GATE_CHUNKS`` chunks of queries, each against the blocks its last query may see."""
+    B, H, T, D = q.shape
+    bs = block_size
+    n_hist = -(-T // bs) - 1  # the last block is nobody's history
+    S = max(0, min(top_k - 1, n_hist))
+    sel = torch.full((B * H, T, S), -1, dtype=torch.int32, device=q.device)
+    if S == 0 or q.numel() == 0:
+        return sel
+    means = k[:, :, : n_hist * bs].reshape(B * H, n_hist, bs, D).mean(2, dtype=torch.float32)  # [BH, n_hist, D]
+    qf = q.reshape(B * H, T, D)
+    step = -(-(T - bs) // _GATE_CHUNKS)  # block 0 has no history
+    for s in range(bs, T, step):
+        e = min(T, s + step)
+        cols = min(n_hist, (e - 1) // bs)  # blocks the chunk's last query may see
+        scores = torch.matmul(qf[:, s:e].float(), means[:, :cols].transpose(1, 2))  # [BH, e-s, cols], fp32
+        pos_blk = torch.arange(s, e, device=q.device) // bs  # [e-s]
+        eligible = torch.arange(cols, device=q.device)[None, :] < pos_blk[:, None]
+        scores.masked_fill_(~eligible, float("-inf"))
+        kk = min(S, cols)
+        vals, idx = scores.topk(kk, dim=-1)
+        sel[:, s:e, :kk] = idx.masked_fill_(vals == float("-inf"), -1).to(torch.int32)
+    return sel
 
 
-def _tiles(block_size: int, D: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D). fp32 tiles are half as tall: 4-byte tiles in shared memory."""
+class MobaSchedule(NamedTuple):
+    """The key-block-major schedule (all index tensors on the inputs' device, int32).
+
+    ``sel [B·H, T, S]``: history block ids (−1 none). Entry ``e = (bh·T + t)·S + slot``.
+    ``ent [E]``: the entries sorted by key block (``bh·n + block``); empty slots sorted last.
+    ``tiles [max_tiles, 3]``: (key block, first, end) into ``ent``; tiles past the real count are empty.
+    ``tile_first, tile_count [B·H·n]``: the tiles of each key block. ``n_tiles``: 0-d, the real count."""
+
+    sel: Tensor
+    ent: Tensor
+    tiles: Tensor
+    tile_first: Tensor
+    tile_count: Tensor
+    n_tiles: Tensor
+    block_size: int
+    n_blocks: int
+    block_m: int
+
+
+@torch.no_grad()
+def build_schedule(sel: Tensor, block_size: int, block_m: int) -> MobaSchedule:
+    """Group the (query, slot) entries of ``sel [B·H, T, S]`` by chosen key block, in tiles of
+    ``block_m``: one stable sort, a searchsorted for the group starts, one for each tile's group —
+    a fixed number of device ops, no host sync (works on meta tensors)."""
+    BH, T, S = sel.shape
+    n = -(-T // block_size)
+    G, E = BH * n, BH * T * S
+    dev = sel.device
+    idx_dtype = torch.int32 if max(E, G) < 2**31 - 1 else torch.int64
+    if G == 0:  # no heads: an empty schedule
+        z = torch.zeros(0, dtype=idx_dtype, device=dev)
+        return MobaSchedule(sel, z, z.view(0, 3), z, z, z.sum(), block_size, n, block_m)
+    flat = sel.reshape(-1)
+    bh = torch.arange(E, device=dev, dtype=idx_dtype) // max(T * S, 1)
+    key = torch.where(flat >= 0, bh * n + flat, G)  # empty slots sort last
+    key_sorted, order = torch.sort(key, stable=True)
+    ent = order.to(idx_dtype)
+    bounds = torch.searchsorted(key_sorted, torch.arange(G + 1, device=dev, dtype=key_sorted.dtype),
+                                out_int32=idx_dtype == torch.int32)  # [G+1]: first entry of each group
+    start, counts = bounds[:-1], bounds[1:] - bounds[:-1]
+    tile_count = (counts + block_m - 1) // block_m
+    tile_end = torch.cumsum(tile_count, 0, dtype=idx_dtype)
+    tile_first = tile_end - tile_count
+    max_tiles = -(-E // block_m) + G  # Σ ⌈c_g / M⌉ ≤ E / M + G
+    i = torch.arange(max_tiles, device=dev, dtype=idx_dtype)
+    tg = torch.searchsorted(tile_end, i, right=True, out_int32=idx_dtype == torch.int32).clamp_(max=G - 1)
+    r0 = start[tg] + (i - tile_first[tg]) * block_m
+    real = i < tile_end[-1]
+    r1 = torch.where(real, torch.minimum(r0 + block_m, bounds[1:][tg]), r0)  # empty past the count
+    tiles = torch.stack([tg, r0, r1], 1).to(idx_dtype).contiguous()
+    return MobaSchedule(sel.contiguous(), ent, tiles, tile_first.contiguous(), tile_count.contiguous(),
+                        tile_end[-1], block_size, n, block_m)
+
+
+def _tiles(block_size: int, D: int, dtype: torch.dtype, interpreted: bool | None = None) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D). Half-precision tiles are 64 × 64 (wgmma's M on sm_90, 4 warps);
+    fp32 tiles half as tall (4-byte tiles in shared memory); small tiles in the interpreter, so that
+    tiny tests still cut groups into several tiles."""
+    interpreted = K.INTERPRETED if interpreted is None else interpreted
     block_d = max(16, triton.next_power_of_2(D))
     block_n = max(16, min(64, triton.next_power_of_2(block_size)))
-    if K.INTERPRETED:  # the interpreter pays per program and per op: few, big tiles
-        return 32, block_n, block_d
+    if interpreted:
+        return 16, min(block_n, 32), block_d
     if dtype == torch.float32:
         return 32, min(block_n, 32), block_d
     return 64, block_n, block_d
+
+
+def _dkdv_launch(block_d: int) -> dict:
+    """Launch options of the dK/dV kernel. It holds K, V and two [BLOCK_N, BLOCK_D] fp32 accumulators
+    while it walks gathered query tiles; ptxas (bf16) spills with Triton's default of 4 warps and 3
+    pipeline stages on sm_80 at head dim 64, and at 128 on both archs until 8 warps and one stage."""
+    return dict(num_warps=8, num_stages=1) if block_d >= 128 else dict(num_warps=4, num_stages=2)
+
+
+def schedule_for(q: Tensor, sel: Tensor, block_size: int) -> MobaSchedule:
+    """The schedule the wrappers use for ``q`` (its dtype and D decide the tile height)."""
+    return build_schedule(sel, block_size, _tiles(block_size, q.shape[-1], q.dtype)[0])
+
+
+def schedule_pairs(sched: MobaSchedule, block_n: int) -> tuple[int, int]:
+    """(computed, needed) (query, key) pairs of a schedule, counted from its index tensors (host sync):
+    computed = the history tiles (``BLOCK_M`` rows, padding included, × the block in ``block_n`` chunks)
+    plus the current-block tiles (each tile's queries × the keys up to its last query, in chunks);
+    needed = Σ_t (t mod B + 1) + B × (chosen history blocks)."""
+    BH, T, S = sched.sel.shape
+    bs, bm, n = sched.block_size, sched.block_m, sched.n_blocks
+    chunk = lambda x: -(-x // block_n) * block_n  # noqa: E731
+    hist = int(sched.n_tiles) * bm * chunk(bs)
+    diag = 0
+    for blk in range(n):
+        rows = min(bs, T - blk * bs)
+        diag += sum(bm * chunk(min(j + bm, rows)) for j in range(0, rows, bm))
+    t = torch.arange(T)
+    needed = BH * int((t % bs + 1).sum()) + bs * int((sched.sel >= 0).sum())
+    return BH * diag + hist, needed
+
+
+# ----------------------------------------------------------------------------------------------
+# Wrappers
+# ----------------------------------------------------------------------------------------------
 
 
 def _launch_args(q: Tensor) -> dict:
     return dict(UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype))
 
 
-def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sel: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sched: MobaSchedule) -> tuple[Tensor, Tensor]:
     """Forward on contiguous ``[B, H, T, D]`` inputs (no checks); returns ``o`` (q's dtype) and
     ``lse [B·H, T]`` fp32."""
     B, H, T, D = q.shape
@@ -228,50 +491,69 @@ def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sel: Tensor, block_size: int) -> t
     lse = torch.empty(B * H, T, device=q.device, dtype=torch.float32)
     if o.numel() == 0:
         return o, lse
-    BM, BN, BD = _tiles(block_size, D, q.dtype)
-    n_m = triton.cdiv(T, BM)
-    _moba_fwd_kernel[(B * H * n_m,)](q, k, v, sel, o, lse, _LOG2E / math.sqrt(D), T, D, block_size, n_m,
-                                     S1=sel.shape[-1], BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_launch_args(q))
+    bs, n = sched.block_size, sched.n_blocks
+    BM, BN, BD = _tiles(bs, D, q.dtype)
+    S = sched.sel.shape[-1]
+    qk_scale = _LOG2E / math.sqrt(D)
+    op = torch.empty(B * H * T * S, D, device=q.device, dtype=q.dtype)  # partial output per entry
+    lp = torch.empty(B * H * T * S, device=q.device, dtype=torch.float32)
+    if S:
+        _moba_hist_fwd_kernel[(sched.tiles.shape[0],)](q, k, v, sched.ent, sched.tiles, op, lp, qk_scale, T, D,
+                                                        bs, n, S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD,
+                                                        **_launch_args(q))
+    n_mt = triton.cdiv(bs, BM)
+    _moba_fwd_kernel[(B * H * n * n_mt,)](q, k, v, sched.sel, op, lp, o, lse, qk_scale, T, D, bs, n, n_mt,
+                                          S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_launch_args(q))
     return o, lse
 
 
-def moba_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, sel: Tensor,
-             block_size: int) -> tuple[Tensor, Tensor, Tensor]:
+def moba_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor,
+             sched: MobaSchedule) -> tuple[Tensor, Tensor, Tensor]:
     """Backward on contiguous inputs (no checks): ``dq, dk, dv`` in q's dtype."""
     B, H, T, D = q.shape
     do = do.contiguous()
-    delta = (do.float() * o.float()).sum(-1).reshape(B * H, T)  # δ_t = do_t · o_t
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if q.numel() == 0:
         return dq, dk, dv
-    BM, BN, BD = _tiles(block_size, D, q.dtype)
+    bs, n = sched.block_size, sched.n_blocks
+    BM, BN, BD = _tiles(bs, D, q.dtype)
+    S = sched.sel.shape[-1]
     qk_scale, sm_scale = _LOG2E / math.sqrt(D), 1.0 / math.sqrt(D)
-    S1 = sel.shape[-1]
-    n_m = triton.cdiv(T, BM)
-    _moba_bwd_dq_kernel[(B * H * n_m,)](q, k, v, do, sel, lse, delta, dq, qk_scale, sm_scale, T, D, block_size,
-                                        n_m, S1=S1, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_launch_args(q))
-    n_chunks = triton.cdiv(block_size, BN)
-    n_pid = triton.cdiv(T, block_size) * n_chunks
-    _moba_bwd_dkdv_kernel[(B * H * n_pid,)](q, k, v, do, sel, lse, delta, dk, dv, qk_scale, sm_scale, T, D,
-                                            block_size, n_chunks, n_pid, S1=S1, BLOCK_M=BM, BLOCK_N=BN,
-                                            BLOCK_D=BD, **_launch_args(q))
+    args = _launch_args(q)
+    R = B * H * T
+    delta = torch.empty(R, device=q.device, dtype=torch.float32)
+    BR = 16 if K.INTERPRETED else 64
+    _moba_bwd_preprocess_kernel[(triton.cdiv(R, BR),)](o, do, delta, R, D, BLOCK_R=BR, BLOCK_D=BD)
+    dqp = torch.empty(R * S, D, device=q.device, dtype=q.dtype)  # partial dq per entry
+    if S:
+        _moba_hist_bwd_dq_kernel[(sched.tiles.shape[0],)](q, k, v, do, lse, delta, sched.ent, sched.tiles, dqp,
+                                                           qk_scale, sm_scale, T, D, bs, n, S=S, BLOCK_M=BM,
+                                                           BLOCK_N=BN, BLOCK_D=BD, **args)
+    n_chunks = triton.cdiv(bs, BN)
+    _moba_bwd_dkdv_kernel[(B * H * n * n_chunks,)](q, k, v, do, lse, delta, sched.ent, sched.tiles,
+                                                    sched.tile_first, sched.tile_count, dk, dv, qk_scale,
+                                                    sm_scale, T, D, bs, n, n_chunks, S=max(S, 1), BLOCK_M=BM,
+                                                    BLOCK_N=BN, BLOCK_D=BD, **_dkdv_launch(BD), **args)
+    n_mt = triton.cdiv(bs, BM)
+    _moba_bwd_dq_kernel[(B * H * n * n_mt,)](q, k, v, do, lse, delta, sched.sel, dqp, dq, qk_scale, sm_scale,
+                                             T, D, bs, n, n_mt, S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **args)
     return dq, dk, dv
 
 
 class MobaFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, sel: Tensor, block_size: int) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, sched: MobaSchedule) -> Tensor:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        o, lse = moba_fwd(q, k, v, sel, block_size)
-        ctx.save_for_backward(q, k, v, o, lse, sel)
-        ctx.block_size = block_size
+        o, lse = moba_fwd(q, k, v, sched)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.sched = sched
         return o
 
     @staticmethod
     def backward(ctx, do: Tensor):
-        q, k, v, o, lse, sel = ctx.saved_tensors
-        dq, dk, dv = moba_bwd(do, q, k, v, o, lse, sel, ctx.block_size)
-        return dq, dk, dv, None, None
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = moba_bwd(do, q, k, v, o, lse, ctx.sched)
+        return dq, dk, dv, None
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_size: int) -> None:
@@ -297,16 +579,38 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_size: int
 
 
 def moba_attention_triton(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_size: int) -> Tensor:
-    """MoBA attention with the Triton kernels (differentiable in q, k, v).
+    """MoBA attention with the Triton kernels for a given selection (differentiable in q, k, v).
 
     Args: q, k, v ``[B, H, T, D]`` (same shape, dtype fp32/fp16/bf16 and device: CUDA when compiled,
     CPU in the interpreter), ``hist`` the history selection ``[B, H, T, S]`` int32/int64 from
-    ``kimi_mini.moba.moba_select`` (block ids in ``-1 .. n_blocks - 1``), ``block_size`` > 0.
-    Returns ``[B, H, T, D]`` in q's dtype. Use ``kimi_mini.moba.moba_attention(..., impl="triton")``.
-    Raises ``ValueError`` naming the argument for anything else.
+    ``kimi_mini.moba.moba_select`` (block ids in ``-1 .. n_blocks - 1``; a block id must also be
+    eligible for its query — ``block < t // block_size`` — as the gate guarantees), ``block_size`` > 0.
+    Returns ``[B, H, T, D]`` in q's dtype. ``moba_attention(..., impl="triton")`` gates on the device
+    instead (:func:`moba_attention_gated`). Raises ``ValueError`` naming the argument for anything else.
     """
     _check_inputs(q, k, v, hist, block_size)
-    return MobaFunction.apply(q, k, v, selection_table(hist, block_size), block_size)
+    B, H, T, _ = q.shape
+    sel = hist.reshape(B * H, T, hist.shape[-1]).to(torch.int32)
+    return MobaFunction.apply(q, k, v, schedule_for(q, sel, block_size))
+
+
+def moba_attention_gated(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k: int) -> Tensor:
+    """MoBA attention, gate included, on the device: :func:`gate_select` → :func:`build_schedule` →
+    the kernels, without a host sync. Args as :func:`moba_attention_triton`, with ``top_k`` ≥ 1 (the
+    current block included) in place of ``hist``. Returns ``[B, H, T, D]`` in q's dtype."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        K.check_tensor(name, t, ndim=4, like=q)
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"k, v: expected the shape of q {tuple(q.shape)}, got k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v: expected one dtype, got {q.dtype}/{k.dtype}/{v.dtype}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size: expected a positive int, got {block_size!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k: expected an int >= 1 (it counts the current block), got {top_k!r}")
+    sel = gate_select(q, k, block_size, top_k)
+    return MobaFunction.apply(q, k, v, schedule_for(q, sel, block_size))
 
 
 if __name__ == "__main__":  # python -m kimi_mini.kernels.moba: the kernel vs causal SDPA, side by side

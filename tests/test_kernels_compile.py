@@ -139,7 +139,7 @@ FINDINGS_SCRIPT = r'''
 import re, torch
 from kimi_mini.kernels import aot
 from kimi_mini.kernels.flash_attention import flash_attention_bwd, flash_attention_fwd
-from kimi_mini.kernels.moba import moba_bwd, moba_fwd
+from kimi_mini.kernels.moba import moba_bwd, moba_fwd, schedule_for
 from kimi_mini.kernels.newton_schulz import ns_gram
 from kimi_mini.kernels.rmsnorm import rmsnorm_bwd, rmsnorm_fwd
 m = aot.meta
@@ -159,15 +159,28 @@ def flash32():
     flash_attention_fwd(q, q, q, 0.125)
 for r in compiled("sm_90", flash32):
     assert all("tf32x3" in d for d in dots(r)), dots(r)
-def moba16():
-    q = m(1, 4, 4096, 128)
-    sel = m(4, 4096, 4, dtype=torch.int32)
-    o, lse = moba_fwd(q, q, q, sel, 512)
-    moba_bwd(o, q, q, q, o, lse, sel, 512)
-for r in compiled("sm_90", moba16):
-    ds = dots(r)
-    assert ds and all("bf16> * tensor<" in d and "xf32> * " not in d for d in ds), (r.kernel, ds)
-    print("moba bf16 D128", r.kernel, r.shared)
+# MoBA (key-block schedule): bf16 operands, wgmma on sm_90, no register spills at D 64 and 128, and
+# every kernel of the forward and backward launched
+def moba16(d):
+    def run():
+        q = m(1, 4, 4096, d)
+        sched = schedule_for(q, m(4, 4096, 2, dtype=torch.int32), 512)
+        o, lse = moba_fwd(q, q, q, sched)
+        moba_bwd(o, q, q, q, o, lse, sched)
+    return run
+for arch in ("sm_90", "sm_80"):
+    for d in (64, 128):
+        recs = compiled(arch, moba16(d))
+        assert len({r.kernel for r in recs}) == 6, [r.kernel for r in recs]
+        for r in recs:
+            assert r.spills == 0, (arch, d, r.kernel, r.spills)
+            if r.kernel == "_moba_bwd_preprocess_kernel":
+                continue
+            ds = dots(r)
+            assert ds and all("bf16> * tensor<" in x and "xf32> * " not in x for x in ds), (r.kernel, ds)
+            if arch == "sm_90":
+                assert "wgmma" in r.compiled.asm["ptx"], (d, r.kernel)
+            print("moba bf16", arch, f"D{d}", r.kernel, "shared", r.shared, "regs", r.registers, "spills", r.spills)
 # 4: flash backward at K2's MLA dims in fp32 fits the A100 with headroom
 def k2_fp32():
     q, v = m(1, 2, 1024, 192, dtype=torch.float32), m(1, 2, 1024, 128, dtype=torch.float32)
@@ -188,21 +201,24 @@ def many_heads():
     q = m(70_000, 1, 64, 64)
     out, lse, _ = flash_attention_fwd(q, q, q, 0.125)
     flash_attention_bwd(q, q, q, out, lse, out, 0.125)
-    sel = m(70_000, 64, 2, dtype=torch.int32)
-    o, lse = moba_fwd(q, q, q, sel, 64)
-    moba_bwd(o, q, q, q, o, lse, sel, 64)
+    sched = schedule_for(q, m(70_000, 64, 1, dtype=torch.int32), 32)
+    o, lse = moba_fwd(q, q, q, sched)
+    moba_bwd(o, q, q, q, o, lse, sched)
     ns_gram(m(70_000, 64, 128))
 recs = compiled("sm_90", many_heads)
-assert len(recs) == 7 and all(len(r.grid) == 1 for r in recs), [(r.kernel, r.grid) for r in recs]
+assert len(recs) == 10 and all(len(r.grid) == 1 for r in recs), [(r.kernel, r.grid) for r in recs]
 print("OK")
 '''
 
 
 @pytest.mark.slow
-def test_audit_findings_on_the_compiled_kernels():
-    """3: explicit fp32 precision and bf16 MoBA dots; 4: K2 fp32 flash backward under the A100 limit with
-    headroom; 5: 64-bit RMSNorm row offsets; 6: no grid axis 1 over 65,535 for B·H = 70,000."""
-    env = dict(os.environ, TRITON_INTERPRET="0", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+def test_audit_findings_on_the_compiled_kernels(tmp_path):
+    """3: explicit fp32 precision; bf16 MoBA dots, wgmma on sm_90 and no spills; 4: K2 fp32 flash backward
+    under the A100 limit with headroom; 5: 64-bit RMSNorm row offsets;
+    6: no grid axis 1 over 65,535 for B·H = 70,000."""
+    # a cold cache: every kernel goes through ptxas, whose log gives the spills
+    env = dict(os.environ, TRITON_INTERPRET="0", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
+               TRITON_CACHE_DIR=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", FINDINGS_SCRIPT], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     print(proc.stdout)

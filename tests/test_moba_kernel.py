@@ -1,14 +1,23 @@
-"""The MoBA Triton kernels (interpreter on CPU) against the naive reference: outputs and dq, dk, dv,
-fp32 and fp16, T = 63/130/257, block 16/32, top_k 1, 2, 3 and ≥ n_blocks; plus the paper's invariants
-through the kernel; bad inputs to the wrapper → ValueError naming the argument (it would otherwise read
-past the buffers). Shapes are tiny: the interpreter runs every program op by op. Tensors come from the
-``device`` fixture (CUDA when the kernels are compiled)."""
+"""The MoBA Triton kernels (interpreter on CPU) against the naive reference and the PyTorch path:
+outputs and dq, dk, dv, fp32 and fp16, odd T (50, 63, 130, 257), block sizes 16/24/32, top_k 1, 2, 3
+and ≥ n_blocks; the device gate against ``moba_select``; the key-block schedule (every chosen entry in
+exactly one tile of its block, the tile padding, the pair count); the gate + schedule on meta tensors
+with an op count that does not grow with T; the paper's invariants through the kernel; bad inputs to the
+wrapper → ValueError naming the argument. Shapes are tiny: the interpreter runs every program op by op.
+Tensors come from the ``device`` fixture (CUDA when the kernels are compiled)."""
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import kimi_mini.kernels as K
-from kimi_mini.kernels.moba import moba_attention_triton, selection_table
+from kimi_mini.kernels.moba import (
+    build_schedule,
+    gate_select,
+    moba_attention_gated,
+    moba_attention_triton,
+    schedule_pairs,
+)
 from kimi_mini.layers import causal_attention
 from kimi_mini.moba import moba_attention, moba_select
 from kimi_mini.testing import assert_close
@@ -23,30 +32,118 @@ def _inputs(B, H, T, D, dtype, seed=0, device="cpu"):
 
 CASES = [  # (T, block_size, top_k, dtype): every T, block size, top_k class and dtype appears
     (63, 16, 1, torch.float32),
-    (63, 32, 2, torch.float16),  # 2 blocks, top-2: covers everything
-    (130, 16, 2, torch.float16),
+    (63, 16, 2, torch.float16),
+    (130, 16, 3, torch.float16),
     (130, 32, 3, torch.float32),
-    (257, 32, 3, torch.float16),
-    (257, 32, 9, torch.float32),  # top_k >= n_blocks (9)
-    (257, 16, 2, torch.float32),
+    (257, 32, 9, torch.float32),  # top_k >= n_blocks (9): causal attention
     (50, 24, 2, torch.float32),  # a block size that is not a power of two (masked key chunks)
 ]
 
 
 @pytest.mark.parametrize("T,bs,top_k,dtype", CASES,
                          ids=[f"T{T}-B{bs}-k{k}-{str(d)[6:]}" for T, bs, k, d in CASES])
-def test_triton_matches_naive_outputs_and_gradients(T, bs, top_k, dtype, device):
+def test_triton_matches_naive_and_torch_outputs_and_gradients(T, bs, top_k, dtype, device):
     q, k, v, do = _inputs(1, 2 if T < 200 else 1, T, 16, dtype, device=device)
-    o = moba_attention(q, k, v, bs, top_k, impl="triton")
+    o = moba_attention(q, k, v, bs, top_k, impl="triton")  # the device gate + the key-block schedule
     dq, dk, dv = torch.autograd.grad(o, (q, k, v), do)
-    # the reference in fp32 on the same (rounded) inputs
+    # the reference and the PyTorch path in fp32 on the same (rounded) inputs
     qr, kr, vr = (t.detach().float().requires_grad_() for t in (q, k, v))
-    o_ref = moba_attention(qr, kr, vr, bs, top_k, impl="naive")
-    refs = (o_ref, *torch.autograd.grad(o_ref, (qr, kr, vr), do.float()))
+    refs = {}
+    for impl in ("naive", "torch"):
+        o_ref = moba_attention(qr, kr, vr, bs, top_k, impl=impl)
+        refs[impl] = (o_ref, *torch.autograd.grad(o_ref, (qr, kr, vr), do.float()))
     tol = 2e-5 if dtype == torch.float32 else 3e-3
     assert o.dtype == dtype
-    for name, a, b in zip(("o", "dq", "dk", "dv"), (o, dq, dk, dv), refs, strict=True):
+    for name, a, b, c in zip(("o", "dq", "dk", "dv"), (o, dq, dk, dv), refs["naive"], refs["torch"], strict=True):
         assert_close(a, b, rtol=tol, atol=tol, what=f"{name} triton vs naive")
+        assert_close(c, b, rtol=2e-5, atol=2e-5, what=f"{name} torch vs naive")
+
+
+def test_triton_with_a_given_selection_matches_naive(device):
+    """``moba_attention_triton`` takes ``moba_select``'s int64 selection: the same schedule and kernels."""
+    q, k, v, do = _inputs(1, 2, 75, 16, torch.float32, seed=3, device=device)
+    o = moba_attention_triton(q, k, v, moba_select(q, k, 16, 3), 16)
+    grads = torch.autograd.grad(o, (q, k, v), do)
+    o_ref = moba_attention(q, k, v, 16, 3, impl="naive")
+    refs = (o_ref, *torch.autograd.grad(o_ref, (q, k, v), do))
+    for name, a, b in zip(("o", "dq", "dk", "dv"), (o, *grads), refs, strict=True):
+        assert_close(a, b, rtol=2e-5, atol=2e-5, what=f"{name} given selection")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_device_gate_picks_the_blocks_of_moba_select(dtype):
+    q, k, _, _ = _inputs(2, 3, 203, 16, dtype, seed=4)
+    for bs, top_k in ((16, 4), (24, 3), (50, 2), (256, 3)):
+        sel = gate_select(q, k, bs, top_k)  # [B·H, T, S] int32
+        ref = moba_select(q, k, bs, top_k)  # [B, H, T, S] int64, slots in descending score
+        assert sel.dtype == torch.int32 and sel.shape == (6, 203, ref.shape[-1])
+        assert torch.equal(sel.reshape(ref.shape).long().sort(-1).values, ref.sort(-1).values), (bs, top_k)
+
+
+def test_schedule_tiles_cover_every_chosen_entry_once_in_its_block():
+    q, k, _, _ = _inputs(2, 2, 300, 16, torch.float32, seed=5)
+    bs, bm = 16, 8
+    sel = gate_select(q, k, bs, 4)  # [4, 300, 3]
+    sch = build_schedule(sel, bs, bm)
+    BH, T, S = sel.shape
+    n = -(-T // bs)
+    n_tiles = int(sch.n_tiles)
+    seen = torch.zeros(BH * T * S, dtype=torch.long)
+    for i, (g, r0, r1) in enumerate(sch.tiles.tolist()):
+        if i >= n_tiles:
+            assert r1 == r0  # past the real count: an empty tile
+            continue
+        assert 0 < r1 - r0 <= bm
+        ents = sch.ent[r0:r1].long()
+        seen[ents] += 1
+        bh, blk = divmod(g, n)
+        assert (ents // (T * S) == bh).all() and (sel.reshape(-1)[ents] == blk).all()
+    assert torch.equal(seen, (sel.reshape(-1) >= 0).long())  # every chosen entry exactly once
+    counts = torch.bincount((sel >= 0).nonzero()[:, 0] * n + sel[sel >= 0], minlength=BH * n)
+    assert torch.equal(sch.tile_count.long(), (counts + bm - 1) // bm)  # each block padded to whole tiles
+    assert torch.equal(sch.tile_first.long(), torch.cumsum(sch.tile_count.long(), 0) - sch.tile_count.long())
+
+
+def test_schedule_pairs_count_the_tiles_and_what_moba_needs():
+    # T = 4 blocks of 8, every query of blocks 2, 3 chooses blocks {0, 1}; block 1's queries choose 0.
+    T, bs = 32, 8
+    sel = torch.full((1, T, 2), -1, dtype=torch.int32)
+    sel[0, 8:16, 0] = 0
+    sel[0, 16:, 0], sel[0, 16:, 1] = 0, 1
+    computed, needed = schedule_pairs(build_schedule(sel, bs, 8), 8)
+    assert needed == 4 * (8 * 9 // 2) + 8 * (8 + 16 + 16)
+    # history: 3 full tiles on block 0 and 2 on block 1, 8 × 8 pairs each; diagonal: 4 tiles of 8 × 8
+    assert computed == (3 + 2) * 64 + 4 * 64
+    # 5-row tiles: block 0's 24 entries → 5 tiles, block 1's 16 → 4 (padded); the diagonal tiles see 5
+    # and 8 keys, computed in one 8-key chunk each
+    computed_5, needed_5 = schedule_pairs(build_schedule(sel, bs, 5), 8)
+    assert needed_5 == needed and computed_5 == (5 + 4) * 5 * 8 + 4 * 2 * (5 * 8)
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_gate_and_schedule_run_on_meta_with_an_op_count_that_does_not_grow_with_T(dtype):
+    """No host sync (a meta tensor has no data to sync: .item() or data-dependent Python would raise) and
+    a bounded number of device ops: no more at 128K than at 4K."""
+    counts = {}
+    for T in (4096, 131072):
+        q = torch.empty(1, 4, T, 64, device="meta", dtype=dtype)
+        with _CountOps() as mode:
+            sch = build_schedule(gate_select(q, q, 512, 3), 512, 64)
+        assert sch.tiles.device.type == "meta" and sch.sel.dtype == torch.int32
+        assert sch.sel.shape == (4, T, 2)
+        counts[T] = len(mode.ops)
+        assert not any("_local_scalar_dense" in op or "nonzero" in op for op in mode.ops), mode.ops
+    assert counts[131072] <= counts[4096] < 300, counts  # the old gate: ~1,100 ops at 32K, ~6,600 at 128K
 
 
 def test_triton_with_covering_top_k_is_causal_attention_and_top_1_block_diagonal(device):
@@ -68,16 +165,6 @@ def test_triton_batch_equals_each_sequence_alone(device):
         for b in range(2):
             one = moba_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1], 16, 2, impl="triton")
             assert_close(both[b:b + 1], one, rtol=1e-6, what=f"sequence {b}")
-
-
-def test_selection_table_appends_the_current_block_and_pads():
-    q, k, _, _ = _inputs(1, 1, 40, 16, torch.float32)
-    hist = moba_select(q, k, 8, 3)  # [1, 1, 40, 2]
-    sel = selection_table(hist, 8)
-    assert sel.shape == (1, 40, 4) and sel.dtype == torch.int32
-    assert sel[0, :, 2].tolist() == [t // 8 for t in range(40)]
-    assert (sel[0, :, 3] == -1).all()
-    assert sel[0, 12, :2].tolist() == [0, -1]  # block 1 has one eligible history block
 
 
 def _ok(device, T=20, D=16, dtype=torch.float32):
@@ -110,6 +197,13 @@ def test_bad_inputs_name_the_argument(arg, breaks, device):
         moba_attention_triton(*breaks(*_ok(device)))
 
 
+@pytest.mark.parametrize("arg,top_k,bs", [("top_k", 0, 8), ("top_k", 2.0, 8), ("block_size", 2, 0)])
+def test_gated_wrapper_names_a_bad_block_size_or_top_k(arg, top_k, bs, device):
+    q, k, v, _ = _ok(device)
+    with pytest.raises(ValueError, match=f"^{arg}:"):
+        moba_attention_gated(q, k, v, bs, top_k)
+
+
 def test_last_block_id_is_accepted_and_empty_batch_gives_empty_output(device):
     q, k, v, hist = _ok(device)
     hist[..., 0] = torch.arange(20, device=device) // 8 - 1  # the previous block (-1 in block 0)
@@ -138,3 +232,15 @@ def test_triton_bf16_on_gpu_matches_naive(T):
     refs = (o_ref, *torch.autograd.grad(o_ref, (qr, kr, vr), do.float()))
     for name, a, b in zip(("o", "dq", "dk", "dv"), (o, *grads), refs, strict=True):
         assert_close(a, b, rtol=2e-2, atol=2e-2, what=f"{name} bf16 triton vs naive")
+
+
+def test_bench_schedule_count_is_near_what_moba_needs_for_random_and_coherent_gates():
+    """What ``kimi-mini bench moba`` reports at 32K / 128K (target ≤ 1.15), at 4K and 8K with one head."""
+    from kimi_mini.bench.moba import triton_schedule_counts
+
+    counts = triton_schedule_counts(Ts=(4096, 8192), heads=1)
+    assert counts["tile"] == (64, 64)
+    for gate in ("random", "coherent"):
+        for T, ratio in counts[gate].items():
+            assert 1.0 <= ratio <= 1.15, (gate, T, ratio)
+    assert counts["coherent"][8192] < counts["random"][8192]  # whole blocks choose alike: no tile padding

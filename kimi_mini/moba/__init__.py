@@ -33,7 +33,7 @@ Three implementations, one signature (``moba_attention(..., impl=)``), layout ``
   from the *final* lse, ``P = exp(S − lse)``, and with ``δ_t = do_t · o_t`` the part's
   ``dS = P ⊙ (dO Vᵀ − δ)`` is exactly its share of the dense gradient — summing the parts gives dq,
   dk, dv.
-- ``"triton"``: ``kimi_mini.kernels.moba`` (flash-style forward + backward kernels).
+- ``"triton"``: ``kimi_mini.kernels.moba`` (the gate on the device; kernels scheduled by key block).
 
 Beyond the released code (which decodes with full attention), :class:`MobaAttention` also *decodes
 sparsely*: a new token gates over the mean keys of the cached, completed blocks and attends only to

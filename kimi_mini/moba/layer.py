@@ -19,7 +19,6 @@ from kimi_mini.moba.naive import (
     block_means,
     compute_dtype,
     moba_attention_naive,
-    moba_select,
 )
 from kimi_mini.registry import register_attention
 
@@ -36,7 +35,7 @@ def moba_attention(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k: int,
         q, k, v: ``[B, H, T, D]``, same shape, dtype and device (any T; the last block may be partial).
         block_size: positions per key block (B > 0). top_k: blocks per query, the current one included.
         impl: ``"naive"`` (dense-mask reference, O(T²)), ``"torch"`` (efficient, custom backward),
-            ``"triton"`` (``kimi_mini.kernels.moba``), ``"auto"``: triton on CUDA, torch otherwise.
+            ``"triton"`` (``kimi_mini.kernels.moba``, gate on the device), ``"auto"``: triton on CUDA, else torch.
     Returns: ``[B, H, T, D]`` in q's dtype. Softmax scale 1/√D; the gate in fp32 without scale.
     """
     impl = resolve_impl(impl, q if isinstance(q, Tensor) else torch.empty(0))
@@ -48,9 +47,9 @@ def moba_attention(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k: int,
         return moba_attention_naive(q, k, v, block_size, top_k)
     if impl == "torch":
         return moba_attention_torch(q, k, v, block_size, top_k)
-    from kimi_mini.kernels.moba import moba_attention_triton
+    from kimi_mini.kernels.moba import moba_attention_gated  # the gate runs on the device, no host sync
 
-    return moba_attention_triton(q, k, v, moba_select(q, k, block_size, top_k), block_size)
+    return moba_attention_gated(q, k, v, block_size, top_k)
 
 
 # ----------------------------------------------------------------------------------------------
