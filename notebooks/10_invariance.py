@@ -186,10 +186,13 @@ adult_rows = gamma_sweep(adult_tr, adult_te, GAMMAS, RUN_SEEDS, device=nb.device
 
 
 def summarise(rows, key, gammas):
-    """mean and sd over seeds of ``key`` per γ."""
+    """mean and sd over seeds of ``key`` per γ (NaN where a field is undefined: the DP gap of 5-way digits)."""
     out = []
     for g in gammas:
         vals = [r[key] for r in rows if r["gamma"] == g]
+        if any(v is None for v in vals):
+            out.append((float("nan"), float("nan")))
+            continue
         out.append((statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0))
     return out
 
