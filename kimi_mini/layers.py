@@ -19,6 +19,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
 
 from kimi_mini.impl import check_impl, resolve_impl
@@ -154,11 +155,12 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str = "torch") -> Te
         mask = causal_mask(t_q, t_k, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
     if impl == "naive":
-        rep = H // H_kv
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # [B, H, t_k, D]
-        scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(D)  # [B, H, t_q, t_k]
+        # GQA: query head h reads kv head h // (H/H_kv), i.e. heads are grouped as (g r)
+        k = repeat(k, "b g t d -> b (g r) t d", r=H // H_kv)  # [B, H, t_k, D]
+        v = repeat(v, "b g t d -> b (g r) t d", r=H // H_kv)
+        scores = einsum(q.float(), k.float(), "b h i d, b h j d -> b h i j") / math.sqrt(D)  # [B, H, t_q, t_k]
         scores = scores.masked_fill(~causal_mask(t_q, t_k, q.device), float("-inf"))
-        return (scores.softmax(-1) @ v.float()).to(q.dtype)
+        return einsum(scores.softmax(-1), v.float(), "b h i j, b h j d -> b h i d").to(q.dtype)
 
 
 @torch.no_grad()
@@ -216,11 +218,10 @@ class MultiHeadAttention(nn.Module):
     def project_qkv(self, x: Tensor, state: dict | None = None, start_pos: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         """Rotated ``q [B, H, T, D]`` and ``k, v [B, H_kv, T_all, D]``; when decoding (``state`` given) the new
         keys and values are appended to the layer's cache and ``k, v`` cover everything cached so far."""
-        B, T, _ = x.shape
-        H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
-        k = self.wk(x).view(B, T, H_kv, D).transpose(1, 2)  # [B, H_kv, T, D]
-        v = self.wv(x).view(B, T, H_kv, D).transpose(1, 2)
+        H, H_kv = self.n_heads, self.n_kv_heads
+        q = rearrange(self.wq(x), "b t (h d) -> b h t d", h=H)  # [B, H, T, D]
+        k = rearrange(self.wk(x), "b t (h d) -> b h t d", h=H_kv)  # [B, H_kv, T, D]
+        v = rearrange(self.wv(x), "b t (h d) -> b h t d", h=H_kv)
         q, k = self.rotary.apply(q, start_pos), self.rotary.apply(k, start_pos)
         if state is not None:  # decoding: append to this layer's cache, attend to all of it
             if "k" in state:
@@ -230,17 +231,15 @@ class MultiHeadAttention(nn.Module):
         return q, k, v
 
     def forward(self, x: Tensor, state: dict | None = None, start_pos: int = 0) -> Tensor:
-        B, T, _ = x.shape
-        H, D = self.n_heads, self.head_dim
         q, k, v = self.project_qkv(x, state, start_pos)
         impl = resolve_impl(self.impl, q)
         if self.track_max_logit and impl != "triton":  # the Triton kernel returns it (running max)
-            self.max_logit = blockwise_max_logit(q, k, 1.0 / math.sqrt(D))
+            self.max_logit = blockwise_max_logit(q, k, 1.0 / math.sqrt(self.head_dim))
         if impl == "triton":
             out = self._triton_attention(q, k, v)
         else:
             out = causal_attention(q, k, v, impl=impl)  # [B, H, T, D]
-        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
+        return self.wo(rearrange(out, "b h t d -> b t (h d)"))  # heads concatenated: [o_1; …; o_H]
 
     def _triton_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         from kimi_mini.kernels.flash_attention import flash_attention

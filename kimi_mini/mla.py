@@ -32,6 +32,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
 
 from kimi_mini.impl import check_impl, resolve_impl
@@ -129,27 +130,26 @@ class MultiHeadLatentAttention(nn.Module):
         return self.wq if self.q_lora_rank is None else self.wq_b
 
     def forward(self, x: Tensor, state: dict | None = None, start_pos: int = 0) -> Tensor:
-        B, T, _ = x.shape
         H, d_nope, d_rope, d_v = self.n_heads, self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim
 
         q = self.wq(x) if self.q_lora_rank is None else self.wq_b(self.q_norm(self.wq_a(x)))
-        q = q.view(B, T, H, d_nope + d_rope).transpose(1, 2)  # [B, H, T, d_nope + d_rope]
+        q = rearrange(q, "b t (h d) -> b h t d", h=H)  # [B, H, T, d_h + d_r]: per head [q^C ; q^R']
         q_nope, q_rope = q.split([d_nope, d_rope], dim=-1)
         q_rope = self.rotary.apply(q_rope, start_pos)
 
         c_kv, k_rope = self.wkv_a(x).split([self.kv_lora_rank, d_rope], dim=-1)  # [B, T, d_c], [B, T, d_r]
         c_kv = self.kv_norm(c_kv)
-        k_rope = self.rotary.apply(k_rope.unsqueeze(1), start_pos).squeeze(1)  # [B, T, d_r], one "head"
+        k_rope = self.rotary.apply(k_rope, start_pos)  # [B, T, d_r]: no head axis, shared by every head
         if state is not None:  # decoding: the cache is the latent and the shared rotary key, nothing else
             if "c_kv" in state:
                 c_kv = torch.cat([state["c_kv"], c_kv], dim=1)
                 k_rope = torch.cat([state["k_rope"], k_rope], dim=1)
             state["c_kv"], state["k_rope"] = c_kv, k_rope
-        t_k = c_kv.shape[1]
 
-        kv = self.wkv_b(c_kv).view(B, t_k, H, d_nope + d_v).transpose(1, 2)  # [B, H, t_k, d_nope + d_v]
+        kv = rearrange(self.wkv_b(c_kv), "b t (h d) -> b h t d", h=H)  # [B, H, t_k, d_h + d_v]: [k^C ; v]
         k_nope, v = kv.split([d_nope, d_v], dim=-1)
-        k = torch.cat([k_nope, k_rope[:, None].expand(B, H, t_k, d_rope)], dim=-1)  # [B, H, t_k, d_qk]
+        k_rope = repeat(k_rope, "b t r -> b h t r", h=H)  # the one rotary key, shared by every head (a view)
+        k = torch.cat([k_nope, k_rope], dim=-1)  # [B, H, t_k, d_h + d_r]
         q = torch.cat([q_nope, q_rope], dim=-1)  # [B, H, T, d_qk]
 
         if resolve_impl(self.impl, q) == "triton":
@@ -162,7 +162,7 @@ class MultiHeadLatentAttention(nn.Module):
             if self.track_max_logit:
                 self.max_logit = blockwise_max_logit(q, k, self.scale)
             out = self._attention(q, k, v)
-        return self.wo(out.transpose(1, 2).reshape(B, T, H * d_v))
+        return self.wo(rearrange(out, "b h t d -> b t (h d)"))  # u_t = W^O [o_{t,1}; …; o_{t,H}]
 
     def _attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         t_q, t_k = q.shape[2], k.shape[2]
@@ -191,14 +191,15 @@ def mla_logits_reference(m: MultiHeadLatentAttention, x: Tensor) -> Tensor:
     """Reference: every scaled logit of ``m`` on ``x [B, T, C]`` (positions 0…T−1), straight from the
     equations — ``(q^C·k^C + q^R·k^R) / √(d_h + d_r)`` as ``[B, H, T, T]``, invisible pairs −inf.
     O(T²) memory: for tests and teaching."""
-    B, T, _ = x.shape
-    H, dn, dr = m.n_heads, m.qk_nope_head_dim, m.qk_rope_head_dim
+    T = x.shape[1]
+    H, dn = m.n_heads, m.qk_nope_head_dim
     q = m.wq(x) if m.q_lora_rank is None else m.wq_b(m.q_norm(m.wq_a(x)))
-    q = q.view(B, T, H, dn + dr).transpose(1, 2)  # [B, H, T, dn + dr]
+    q = rearrange(q, "b t (h d) -> b h t d", h=H)  # [B, H, T, dn + dr]: per head [q^C ; q^R']
     q_nope, q_rope = q[..., :dn], m.rotary.apply(q[..., dn:])
-    latent = m.wkv_a(x)  # [B, T, d_c + dr]
+    latent = m.wkv_a(x)  # [B, T, d_c + dr]: [c^KV ; k^R']
     c_kv = m.kv_norm(latent[..., : m.kv_lora_rank])
-    k_rope = m.rotary.apply(latent[..., m.kv_lora_rank:][:, None])  # [B, 1, T, dr]: shared by all heads
-    k_nope = m.wkv_b(c_kv).view(B, T, H, dn + m.v_head_dim).transpose(1, 2)[..., :dn]  # [B, H, T, dn]
-    s = (q_nope @ k_nope.transpose(-1, -2) + q_rope @ k_rope.transpose(-1, -2)) * m.scale
+    k_rope = m.rotary.apply(latent[..., m.kv_lora_rank:])  # [B, T, dr]: no head axis, one key for all heads
+    k_nope = rearrange(m.wkv_b(c_kv), "b t (h d) -> b h t d", h=H)[..., :dn]  # [B, H, T, dn]
+    s = (einsum(q_nope, k_nope, "b h i d, b h j d -> b h i j")  # q^C · k^C, per head
+         + einsum(q_rope, k_rope, "b h i r, b j r -> b h i j")) * m.scale  # q^R · k^R, the shared key
     return s.masked_fill(~causal_mask(T, T, x.device), float("-inf"))

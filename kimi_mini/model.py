@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from kimi_mini.checks import check_int, check_number, check_tensor, describe
 from kimi_mini.layers import RMSNorm
 from kimi_mini.registry import ATTENTION, FFN, build_attention, build_ffn, declared_parameters
 
-__all__ = ["KimiConfig", "KimiMini", "KVCache", "ParamCount", "count_params"]
+__all__ = ["KimiConfig", "KimiMini", "KVCache", "ParamCount", "count_params", "sampling_probs"]
 
 
 @dataclass
@@ -188,7 +189,8 @@ class KimiMini(nn.Module):
                 raise ValueError(f"targets: expected integer ids of shape {tuple(tokens.shape)}, got "
                                  f"{describe(targets)}")
             check_tensor("targets", targets, device=device)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            # the mean over every (sequence, position) pair: one row of logits per predicted token
+            loss = F.cross_entropy(rearrange(logits, "b t v -> (b t) v"), rearrange(targets, "b t -> (b t)"))
         return logits, loss
 
     def new_cache(self) -> KVCache:
@@ -223,11 +225,7 @@ class KimiMini(nn.Module):
             if temperature == 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+                nxt = torch.multinomial(sampling_probs(logits, temperature, top_k), 1, generator=generator)
             out = torch.cat([out, nxt], dim=1)
             next_input = nxt
         self.train(was_training)
@@ -236,6 +234,28 @@ class KimiMini(nn.Module):
     def extra_repr(self) -> str:
         n = count_params_of(self)
         return f"params={n.total:,} (activated per token {n.activated:,})"
+
+
+def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
+    """The distribution :meth:`KimiMini.generate` samples the next token from.
+
+    ``p(x) ∝ exp(z_x / τ)`` over the ``top_k`` largest logits ``z`` (ties with the k-th are kept), 0 elsewhere;
+    ``top_k=None`` keeps every token. ``temperature=0`` is greedy: all the mass on the arg-max (the first one
+    on ties). Args: ``logits [..., V]`` (any float dtype), ``temperature`` τ ≥ 0, ``top_k`` ≥ 1 or None.
+    Returns fp32 (or the logits' wider dtype) ``[..., V]`` summing to 1 along the last axis.
+    """
+    check_number("temperature", temperature, 0)
+    if top_k is not None:
+        check_int("top_k", top_k, 1)
+    if not isinstance(logits, Tensor) or logits.dim() < 1 or not logits.is_floating_point():
+        raise ValueError(f"logits: expected a float tensor [..., V], got {describe(logits)}")
+    if temperature == 0:
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32))
+    logits = logits / temperature
+    if top_k is not None:  # the k-th largest scaled logit is the cut-off: smaller ones can never be drawn
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits.softmax(-1)
 
 
 class ParamCount(NamedTuple):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kimi_mini.layers import blockwise_max_logit, causal_attention
-from kimi_mini.model import KimiConfig, KimiMini, count_params
+from kimi_mini.model import KimiConfig, KimiMini, count_params, sampling_probs
 from kimi_mini.registry import register_ffn
 from kimi_mini.testing import assert_close
 
@@ -82,6 +82,38 @@ def test_generate_cached_equals_uncached_greedy():
     assert a.shape == (1, 17) and torch.equal(a, b) and torch.equal(a[:, :5], prompt)
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate(prompt, 100)
+
+
+def test_sampling_probs_temperature_and_top_k():
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0], [0.0, 3.0, 3.0, 1.0, 2.0]])
+    p = sampling_probs(logits, 1.0)
+    assert_close(p, logits.softmax(-1), what="τ=1, no top-k: the softmax")
+    p = sampling_probs(logits, 0.5, top_k=2)
+    expected = torch.tensor([[2.0, 1.0], [3.0, 3.0]]).div(0.5).softmax(-1)
+    assert_close(p[0, :2], expected[0], what="top-2 of row 0")
+    assert_close(p[1, 1:3], expected[1], what="top-2 of row 1 (a tie)")
+    assert (p[0, 2:] == 0).all() and p[1, 0] == 0 and (p[1, 3:] == 0).all()
+    assert torch.equal(sampling_probs(logits, 0.0), torch.tensor([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0]]))
+    # lower temperature sharpens: the entropy falls monotonically
+    probs = [sampling_probs(logits[0], t) for t in (2.0, 1.0, 0.5)]
+    ent = [float(-(q * q.log()).sum()) for q in probs]
+    assert ent[0] > ent[1] > ent[2]
+    assert_close(sampling_probs(logits, 1.0, top_k=99), logits.softmax(-1), what="top_k >= V keeps every token")
+    for kwargs, match in [(dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top_k")]:
+        with pytest.raises(ValueError, match=match):
+            sampling_probs(logits, **kwargs)
+
+
+def test_generate_with_top_k_1_is_greedy_and_samples_only_top_k():
+    torch.manual_seed(0)
+    model = KimiMini(KimiConfig(**SMALL))
+    prompt = torch.randint(0, 256, (2, 5))
+    greedy = model.generate(prompt, 8, temperature=0)
+    top1 = model.generate(prompt, 8, temperature=1.5, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(top1, greedy)
+    out = model.generate(prompt, 1, temperature=2.0, top_k=3, generator=torch.Generator().manual_seed(1))
+    allowed = model(prompt)[0][:, -1].topk(3, dim=-1).indices  # [B, 3]
+    assert (allowed == out[:, -1:]).any(-1).all()
 
 
 def test_count_params_matches_a_hand_count():

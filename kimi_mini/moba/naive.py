@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import einsum, reduce, repeat
 from torch import Tensor
 
 # Bound on the elements of one gate temporary (scores of a chunk of queries against all block means).
@@ -57,8 +58,8 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 def block_means(k: Tensor, block_size: int, n_blocks: int) -> Tensor:
     """Mean key of each of the first ``n_blocks`` (complete) blocks: ``[B, H, T, D] -> [B, H, n, D]``
     (fp32, or fp64 for fp64 keys)."""
-    B, H, _, D = k.shape
-    return k[:, :, : n_blocks * block_size].to(compute_dtype(k)).reshape(B, H, n_blocks, block_size, D).mean(-2)
+    k = k[:, :, : n_blocks * block_size].to(compute_dtype(k))  # complete blocks only
+    return reduce(k, "b h (n s) d -> b h n d", "mean", s=block_size)  # K̄_i = mean of block i's keys
 
 
 def _top_blocks(scores: Tensor, kk: int) -> tuple[Tensor, Tensor]:
@@ -180,13 +181,13 @@ def merge_attention(o1: Tensor, lse1: Tensor, o2: Tensor, lse2: Tensor) -> tuple
 def moba_attention_naive(q: Tensor, k: Tensor, v: Tensor, block_size: int, top_k: int) -> Tensor:
     """The reference: a dense ``[T, T]`` mask from :func:`moba_gate` (blocks → their keys, causal inside
     the current block), softmax in fp32 (fp64 for fp64 inputs). ``[B, H, T, D]`` in, q's dtype out."""
-    B, H, T, D = q.shape
+    T, D = q.shape[2], q.shape[3]
     gate = moba_gate(q, k, block_size, top_k)  # [B, H, T, n]
-    mask = gate.repeat_interleave(block_size, dim=-1)[..., :T]  # [B, H, T, T]: block → its keys
-    mask &= torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # causal inside the current block
+    mask = repeat(gate, "b h t n -> b h t (n s)", s=block_size)[..., :T]  # [B, H, T, T]: block → its keys
+    mask = mask & torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # causal inside the current block
     ct = compute_dtype(q)
-    scores = (q.to(ct) @ k.to(ct).transpose(-1, -2)) / math.sqrt(D)  # [B, H, T, T]
+    scores = einsum(q.to(ct), k.to(ct), "b h i d, b h j d -> b h i j") / math.sqrt(D)  # [B, H, T, T]
     scores = scores.masked_fill(~mask, float("-inf"))
-    return (scores.softmax(-1) @ v.to(ct)).to(q.dtype)
+    return einsum(scores.softmax(-1), v.to(ct), "b h i j, b h j d -> b h i d").to(q.dtype)
 
 
