@@ -7,7 +7,9 @@ under the PSF licence. See ``data/README.md`` (the dataset card).
 Build: the sorted list of ``.py`` files under ``sysconfig.get_paths()["stdlib"]``, without
 ``site-packages`` and the test suites; a file goes to *validation* when ``crc32(relative path) % 10 == 0``
 (≈10 %, stable when files are added), else to *train*. It is exposed as a Hugging Face
-``datasets.DatasetDict`` (columns ``path``, ``text``) and cached under ``data/cache/``.
+``datasets.DatasetDict`` (columns ``path``, ``text``) and cached under ``data/cache/``;
+:func:`load_corpus_dataset` maps it to byte tokens (splits ``train`` / ``val``, torch-formatted), and
+:func:`load_corpus` joins each split's files into the token streams training reads (:class:`TokenData`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from kimi_mini.checks import check_int, describe
 
-__all__ = ["ByteTokenizer", "TokenData", "stdlib_files", "load_stdlib_dataset", "load_corpus",
+__all__ = ["ByteTokenizer", "TokenData", "stdlib_files", "load_stdlib_dataset", "load_corpus_dataset", "load_corpus",
            "unigram_entropy", "cache_dir", "save_atomically", "atomic_path", "cache_lock", "code_key"]
 
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -241,15 +244,47 @@ class TokenData:
         return f"TokenData(train={len(self.train):,} tokens, val={len(self.val):,} tokens)"
 
 
-def _tokens(texts: list[str]) -> Tensor:
-    blob = "\n\n".join(texts).encode("utf-8")
-    return torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+def _encode_files(batch: dict) -> dict:
+    """``Dataset.map`` function (batched): each file's text as its UTF-8 bytes — the :class:`ByteTokenizer`
+    ids — as a uint8 array."""
+    return {"input_ids": [np.frombuffer(text.encode("utf-8"), dtype=np.uint8) for text in batch["text"]]}
+
+
+def load_corpus_dataset(cache: Path | None = None):
+    """The stdlib corpus as byte tokens: a ``datasets.DatasetDict`` with splits ``train`` and ``val`` (the
+    names :class:`TokenData` uses), one row per file, columns ``path`` (str) and ``input_ids`` (the file's
+    UTF-8 bytes), formatted ``"torch"``: ``dd["val"][0]["input_ids"]`` is a uint8 tensor ``[n_bytes]``.
+
+    Built by ``Dataset.map`` from :func:`load_stdlib_dataset`. ``datasets`` fingerprints the map (its input
+    data and the code of :func:`_encode_files`) and caches the result beside the text in the cache folder,
+    so a later call only reads it back; changing the tokenisation gives a new fingerprint, never a stale set.
+    """
+    import datasets
+
+    text = load_stdlib_dataset(cache)
+    splits = datasets.DatasetDict(train=text["train"], val=text["validation"])
+    features = datasets.Features({"path": datasets.Value("string"),
+                                  "input_ids": datasets.Sequence(datasets.Value("uint8"))})
+    tokens = splits.map(_encode_files, batched=True, remove_columns=["text"], features=features)
+    return tokens.with_format("torch", columns=["input_ids"], output_all_columns=True, dtype=torch.uint8)
+
+
+_FILE_SEPARATOR = torch.tensor(list(b"\n\n"), dtype=torch.uint8)  # a blank line between two files
+
+
+def _join_files(files) -> Tensor:
+    """One uint8 token stream from per-file token tensors, a blank line between consecutive files."""
+    parts: list[Tensor] = []
+    for f in files:
+        parts += [_FILE_SEPARATOR, f] if parts else [f]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.uint8)
 
 
 def load_corpus(cache: Path | None = None) -> TokenData:
-    """The stdlib corpus as byte tokens (≈11 M train / ≈1 M validation on CPython 3.11)."""
-    dd = load_stdlib_dataset(cache)
-    return TokenData(train=_tokens(dd["train"]["text"]), val=_tokens(dd["validation"]["text"]))
+    """The stdlib corpus as byte tokens (≈11 M train / ≈1 M validation on CPython 3.11): each split of
+    :func:`load_corpus_dataset` with its files joined by a blank line (``"\\n\\n".join`` of the texts, encoded)."""
+    dd = load_corpus_dataset(cache)
+    return TokenData(train=_join_files(dd["train"]["input_ids"]), val=_join_files(dd["val"]["input_ids"]))
 
 
 def unigram_entropy(tokens: Tensor, vocab_size: int = 256) -> float:

@@ -61,6 +61,32 @@ def test_dataset_is_a_hf_datasetdict_with_disjoint_files():
     assert all(is_validation_file(p) for p in val)
 
 
+def test_corpus_dataset_has_named_splits_of_torch_byte_tokens():
+    from kimi_mini.data import load_corpus_dataset, load_stdlib_dataset
+
+    text, dd = load_stdlib_dataset(), load_corpus_dataset()
+    assert set(dd) == {"train", "val"}
+    for split, text_split in (("train", "train"), ("val", "validation")):
+        assert dd[split]["path"][:] == text[text_split]["path"][:]  # one row per file, same order
+    row = dd["val"][3]
+    assert isinstance(row["input_ids"], torch.Tensor) and row["input_ids"].dtype == torch.uint8
+    assert bytes(row["input_ids"].tolist()) == text["validation"][3]["text"].encode("utf-8")
+    assert row["path"] == text["validation"][3]["path"]  # the other columns come along, unformatted
+    again = load_corpus_dataset()  # the map is fingerprinted: read back from the same cache file, not rebuilt
+    assert again["train"].cache_files == dd["train"].cache_files
+    assert again["train"]._fingerprint == dd["train"]._fingerprint
+
+
+def test_load_corpus_joins_the_files_with_a_blank_line_as_before(corpus):
+    from kimi_mini.data import load_stdlib_dataset
+
+    text = load_stdlib_dataset()
+    for tokens, split in ((corpus.train, "train"), (corpus.val, "validation")):
+        joined = "\n\n".join(text[split]["text"]).encode("utf-8")
+        assert tokens.dtype == torch.uint8
+        assert torch.equal(tokens, torch.frombuffer(bytearray(joined), dtype=torch.uint8))
+
+
 def test_get_batch_targets_are_inputs_shifted_by_one(corpus):
     g = torch.Generator().manual_seed(0)
     x, y = corpus.get_batch("train", 4, 32, g)
