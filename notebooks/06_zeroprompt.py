@@ -18,9 +18,9 @@
 #    model sizes, and measure zero-shot accuracy on held-out tasks against training FLOPs;
 # 4. render a prompt, rank-classify an example, and predict the scaling curve yourself.
 #
-# **Run time:** `toy` ≈ 100 s of CPU time (≈ 1–2 minutes on 2 quiet cores; a reduced grid, one seed; trained
-# models are cached under `data/cache/zeroprompt/`, so a second run takes seconds); `gpu` the full grid with
-# 3 seeds, a few minutes.
+# **Run time:** `toy` ≈ 70–90 s of CPU time (a reduced grid, the seed set's first seed; trained models are cached
+# under `data/cache/zeroprompt/`, so a second run takes seconds); `gpu` the full grid over the seed set, a few
+# minutes.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU) or "gpu" (one H100/H200)

@@ -14,8 +14,8 @@
 #    learning and an equal-budget random search on 8 held-out tasks of the zoo, over a seed set;
 # 5. measure how much the 32-example dev score flatters the prompts it selects (the dev–test gap).
 #
-# **Run time:** `toy` ≈ 75 s of CPU on 2 cores with notebook 06's frozen model in `data/cache/` (≈ 35 s more to
-# train it when the cache is empty); `gpu` a few minutes.
+# **Run time:** `toy` ≈ 85 s of CPU with notebook 06's frozen model in `data/cache/` (≈ 50 s more to train it when
+# the cache is empty); `gpu` a few minutes.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU) or "gpu" (one H100/H200)
@@ -61,11 +61,16 @@ from kimi_mini.realdata import word_vectors
 nb = start_notebook("07_gps", PRESET, RUN_DIR, SEEDS)
 P = nb.preset
 PAPER = "GPS (arXiv 2210.17041)"
+T_START = time.process_time()
 
 # %%
-FROZEN = P.pick(  # notebook 06's small model trained on 512 tasks: the strongest its toy grid caches
-    toy=PretrainConfig.sized("small", n_tasks=512, steps=2000, batch_size=32, seed=nb.seeds[0]),
-    gpu=PretrainConfig.sized("large", n_tasks=512, steps=3000, batch_size=64, seed=nb.seeds[0]),
+# The frozen model is one given artifact, as T0-3B is in the paper: notebook 06's small model trained on 512 tasks
+# with seed 0 (the strongest its toy grid caches), whatever the seed set. The seeds vary what GPS controls: the dev
+# and test split, the search, prompt tuning's initialisation. (A pilot with the seed set's first seed as the
+# pretraining seed froze, for seed 3, a model still on its chance plateau: no prompt can help such a model.)
+FROZEN = P.pick(
+    toy=PretrainConfig.sized("small", n_tasks=512, steps=2000, batch_size=32, seed=0),
+    gpu=PretrainConfig.sized("large", n_tasks=512, steps=3000, batch_size=64, seed=0),
 )
 CFG = P.pick(
     toy=dict(n_tasks=8, gen_steps=150,
@@ -468,3 +473,6 @@ print(inspect.getsource(gps_exercises._lse_solution_kernel))
 # enough that prompts move accuracy by points on every task. Ours is a 43k-parameter byte-level model (notebook
 # 06's) and its generator LM writes clumsy instructions: read the verdicts beside the precondition (how far above
 # chance its manual prompts are) and the dev–test gap, printed above.
+
+# %%
+print(f"notebook CPU time: {time.process_time() - T_START:.0f} s; wall {nb.elapsed():.0f} s")
