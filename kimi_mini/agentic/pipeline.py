@@ -64,7 +64,7 @@ class AgenticSetup:
     sft_batch: int = 16
     sft_optimizer: str = "muon"  # kimi_mini.optim.build_optimizer name; Muon learns these tiny models far faster
     sft_lr: float = 1e-2  # decays linearly to 0 over the SFT steps
-    sft_ptx_weight: float = 0.2  # next-byte loss on stdlib text in each SFT step: the SFT model knows the stdlib
+    sft_ptx_weight: float = 0.0  # > 0: next-byte loss on stdlib text in each SFT step (the SFT model knows the stdlib)
     lr: float = 3e-3  # pre-training (AdamW)
     rl_steps: int = 20
     rl_tasks: int = 6  # tasks per RL step
