@@ -12,7 +12,8 @@
 # 3. read and run `KimiMini`, the small decoder-only model that later notebooks modify
 #    (MoE feed-forward, MLA and MoBA attention, the Muon optimizer);
 # 4. read a Triton kernel line by line, then check it against its PyTorch reference;
-# 5. train the model, look at its loss curve and its samples, and record the notebook's claim;
+# 5. train the model, look at its loss curve and its samples, explore how temperature and top-k shape
+#    sampling (sliders), and record the notebook's claim;
 # 6. do the first exercises, asked *before* the answer appears: compute the unigram entropy (warm-up)
 #    and predict an untrained model's loss, then measure it (predict, then run).
 #
@@ -49,7 +50,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from kimi_mini.data import ByteTokenizer, load_corpus, unigram_entropy
+from kimi_mini.data import ByteTokenizer, load_corpus, load_corpus_dataset, unigram_entropy
 from kimi_mini.exercises import check
 from kimi_mini.model import Block, KimiConfig, KimiMini, count_params
 from kimi_mini.notebooks import start_notebook
@@ -88,6 +89,9 @@ assert tok.decode(ids) == sample
 # The corpus is the `.py` sources of the standard library of the Python running this notebook: real
 # code, comments and docstrings, licensed under the PSF licence, present on every machine (see
 # `data/README.md`). Files are split into train and validation *by file*, so validation code is unseen.
+# `load_corpus_dataset()` is the corpus as a Hugging Face `DatasetDict` (splits `train` / `val`, one row per
+# file, its bytes as a torch tensor); `load_corpus()` joins each split's files into one token stream to
+# cut training windows from.
 #
 # A useful yardstick is the **unigram entropy** $H = -\sum_x p(x)\ln p(x)$ of the byte frequencies, with
 # $p(x)$ = (count of byte $x$) / (number of bytes): the loss of the best model that ignores context. A
@@ -109,6 +113,9 @@ _ = check("unigram_entropy", my_unigram_entropy)
 
 # %%
 print(inspect.getsource(unigram_entropy))
+corpus_ds = load_corpus_dataset()
+print(corpus_ds)
+print(corpus_ds["val"][0]["path"], "→", corpus_ds["val"][0]["input_ids"][:12], "...")
 data = load_corpus()
 H_unigram = unigram_entropy(data.val)
 print(data)
@@ -283,6 +290,68 @@ out = model.generate(prompt, max_new_tokens=P.pick(toy=120, gpu=400), temperatur
 print(tok.decode(out[0]))
 
 # %% [markdown]
+# ### Explore: temperature and top-k
+# Sampling turns the logits $z$ of the next byte into probabilities in two steps: divide by a
+# **temperature** $\tau$, then keep only the **top-k** bytes,
+# $$p_{\tau,k}(x) \propto \exp(z_x/\tau)\ \text{if } x \text{ is among the } k \text{ largest } z,\ \text{else } 0.$$
+# $\tau \to 0$ is greedy decoding (all the mass on one byte), $\tau > 1$ flattens the distribution toward
+# uniform; top-k cuts off the long tail of unlikely bytes that a high temperature would otherwise let
+# through. `kimi_mini.model.sampling_probs` is that formula, and `generate` draws from it:
+
+# %%
+import ipywidgets as widgets  # noqa: E402
+
+from kimi_mini.model import sampling_probs  # noqa: E402
+from kimi_mini.notebooks import interactive_figure  # noqa: E402
+
+print(inspect.getsource(sampling_probs))
+
+# %% [markdown]
+# Move the sliders: the bars are the trained model's next-byte distribution after the prompt (grey outline:
+# plain softmax, $\tau = 1$ and no top-k), and the text under them is a short sample drawn with the same
+# settings — from the same random seed each time, so a change you see comes from $\tau$ and $k$ alone.
+
+# %%
+EXPLORE_PROMPT = "        return self."
+explore_ids = torch.tensor([tok.encode(EXPLORE_PROMPT)], device=nb.device)
+with torch.no_grad():
+    next_logits = model(explore_ids)[0][0, -1].cpu()  # [256]: logits of the byte after the prompt
+raw = sampling_probs(next_logits, 1.0)
+shown = raw.topk(20).indices  # the 20 bytes the model finds likeliest, in that order on the x-axis
+
+
+def byte_label(b: int) -> str:
+    return {32: "␣", 10: "\\n", 9: "\\t"}.get(b, chr(b) if 33 <= b < 127 else f"x{b:02x}")
+
+
+def draw_sampling(temperature: float, top_k: int):
+    p = sampling_probs(next_logits, temperature, top_k or None)  # top_k 0: no cut-off
+    sample = model.generate(explore_ids, 48, temperature=temperature, top_k=top_k or None,
+                            generator=torch.Generator().manual_seed(0))[0, len(explore_ids[0]):]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    xs = range(len(shown))
+    ax.bar(xs, raw[shown], fill=False, edgecolor="gray", label="τ = 1, no top-k")
+    ax.bar(xs, p[shown], width=0.6, color="C0", label=f"τ = {temperature:.1f}, top-k = {top_k or 'off'}")
+    ax.set_xticks(list(xs), [byte_label(int(b)) for b in shown], family="monospace")
+    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    ax.set(ylim=(0, 1), ylabel="p(next byte)", title=f"after {EXPLORE_PROMPT.strip()!r}: entropy {entropy:.2f} nats, "
+           f"{int((p > 0).sum())} bytes possible")
+    ax.legend(loc="upper right")
+    text = "".join(c if c.isascii() and c.isprintable() else "⏎" if c == "\n" else "·"  # no missing glyphs
+                   for c in EXPLORE_PROMPT.strip() + tok.decode(sample))
+    fig.text(0.02, 0.02, "sample: " + text, family="monospace", fontsize=8, parse_math=False)
+    fig.subplots_adjust(bottom=0.22)
+    return fig
+
+
+_ = interactive_figure(
+    draw_sampling,
+    save=lambda fig: nb.savefig(fig, "sampling"),
+    temperature=widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.1, description="temperature"),
+    top_k=widgets.IntSlider(value=0, min=0, max=20, description="top-k (0 off)"),
+)
+
+# %% [markdown]
 # ## The claim
 # A sanity claim every later notebook relies on: the model learns structure beyond byte frequencies.
 # We call it *well below* when the validation loss is under 75 % of the unigram entropy — judged on 32
@@ -315,7 +384,9 @@ nb.record_claim(
 # the data is bytes (a 256-token vocabulary, exactly reversible) from real Python source; `KimiMini` is
 # K2's skeleton — pre-norm blocks of RoPE attention and a SwiGLU FFN, looked up by name so later
 # notebooks can swap in MoE, MLA and MoBA; an untrained model's loss is ln 256 ≈ 5.55 nats; the unigram
-# entropy is the bar a model must clear to show it uses context; and a Triton kernel is a per-program
+# entropy is the bar a model must clear to show it uses context; sampling divides the logits by a
+# temperature and keeps the top-k bytes — lower τ or smaller k trade variety for the model's favourite
+# continuation; and a Triton kernel is a per-program
 # function over a block of indices, with masks for the ragged edge, checked against a PyTorch reference
 # in outputs and gradients.
 #
