@@ -24,8 +24,9 @@
 #    does to the length of sampled answers (before the run).
 #
 # **Run time:** `toy`: ≈ 250 s of CPU from a fresh clone (6 SFT runs and 12 RL runs of 20 steps — 4 in the
-# validation sweep, one of them reused as the first seed's run — spread over two worker processes); every SFT and RL checkpoint and the validation sweep are then cached under
-# `data/cache/agentic/` by a hash of their settings and code, and later runs only evaluate. `gpu`: larger sizes,
+# validation sweep, one of them reused as the first seed's run — spread over two worker processes); every SFT
+# and RL checkpoint and the validation sweep are then cached under `data/cache/agentic/` by a hash of their
+# settings and code, and later runs only evaluate. `gpu`: larger sizes,
 # but the rollout loop is Python and stays on the CPU — tens of minutes.
 
 # %% tags=["parameters"]
