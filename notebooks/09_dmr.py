@@ -23,7 +23,8 @@
 # 4. write CMD, the straight-through selection and a Triton column-moments kernel yourself, and predict
 #    where RNP's rationale lands.
 #
-# **Run time:** `toy` ≈ 1.5 minutes on 2 CPU cores; `gpu` a few minutes on one H100/H200.
+# **Run time:** `toy` a few minutes on 2 CPU cores (262 s measured on 2 cores shared with other jobs, load ≈ 14;
+# not yet timed alone); `gpu` a few minutes on one H100/H200.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 120 s) or "gpu" (one H100/H200)

@@ -20,7 +20,8 @@
 # 5. count TFN's parameters, write LMF's forward pass and a Triton kernel for the polynomial, and predict
 #    the control's outcome.
 #
-# **Run time:** `toy` ≈ 1 minute on 2 CPU cores (≈ 60 s of CPU time); `gpu` a few minutes (more seeds and
+# **Run time:** `toy` a few minutes on 2 CPU cores (173 s measured on 2 cores shared with other jobs, load ≈ 13;
+# not yet timed alone); `gpu` a few minutes (more seeds and
 # samples; the models stay tiny, so most of it runs on the CPU — the GPU runs the compiled kernel).
 
 # %% tags=["parameters"]
