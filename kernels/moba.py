@@ -583,14 +583,20 @@ def moba_attention_triton(q: Tensor, k: Tensor, v: Tensor, hist: Tensor, block_s
 
     Args: q, k, v ``[B, H, T, D]`` (same shape, dtype fp32/fp16/bf16 and device: CUDA when compiled,
     CPU in the interpreter), ``hist`` the history selection ``[B, H, T, S]`` int32/int64 from
-    ``kimi_mini.moba.moba_select`` (block ids in ``-1 .. n_blocks - 1``; a block id must also be
-    eligible for its query — ``block < t // block_size`` — as the gate guarantees), ``block_size`` > 0.
+    ``kimi_mini.moba.moba_select`` (block ids in ``-1 .. n_blocks - 1``; ids of the query's own or later
+    blocks, and repeats, add nothing: the current block is always attended, causally), ``block_size`` > 0.
     Returns ``[B, H, T, D]`` in q's dtype. ``moba_attention(..., impl="triton")`` gates on the device
     instead (:func:`moba_attention_gated`). Raises ``ValueError`` naming the argument for anything else.
     """
     _check_inputs(q, k, v, hist, block_size)
     B, H, T, _ = q.shape
     sel = hist.reshape(B * H, T, hist.shape[-1]).to(torch.int32)
+    # A block that is not wholly in the query's past (its own block, a later one) or listed twice adds no
+    # keys to the query's set: drop it, or the schedule would attend it unmasked or twice.
+    own = (torch.arange(T, device=q.device, dtype=torch.int32) // block_size)[None, :, None]
+    sel = torch.where(sel < own, sel, -1)
+    for s in range(1, sel.shape[-1]):
+        sel[..., s].masked_fill_((sel[..., s : s + 1] == sel[..., :s]).any(-1), -1)
     return MobaFunction.apply(q, k, v, schedule_for(q, sel, block_size))
 
 

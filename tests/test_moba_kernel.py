@@ -70,6 +70,20 @@ def test_triton_with_a_given_selection_matches_naive(device):
         assert_close(a, b, rtol=2e-5, atol=2e-5, what=f"{name} given selection")
 
 
+def test_given_selection_ignores_current_later_and_repeated_blocks(device):
+    """The blocks a query may attend are its own (causal) and earlier ones: listing its own block, a later
+    block or a block twice changes nothing (they would otherwise be attended unmasked or twice)."""
+    q, k, v, _ = _inputs(1, 1, 48, 16, torch.float32, seed=6, device=device)
+    t_blk = torch.arange(48, device=device) // 8
+    clean = torch.stack([t_blk - 1, torch.full_like(t_blk, -1), torch.full_like(t_blk, -1)], -1)[None, None]
+    clean[..., 0].clamp_(min=-1)  # [1, 1, 48, 3]: the previous block only
+    messy = torch.stack([t_blk - 1, t_blk.clamp(max=5), t_blk - 1], -1)[None, None].clamp(min=-1)
+    messy[..., 16:20, 1] = 5  # a later block
+    with torch.no_grad():
+        assert_close(moba_attention_triton(q, k, v, messy, 8), moba_attention_triton(q, k, v, clean, 8),
+                     rtol=1e-6, atol=1e-6, what="own, later and repeated blocks ignored")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_device_gate_picks_the_blocks_of_moba_select(dtype):
     q, k, _, _ = _inputs(2, 3, 203, 16, dtype, seed=4)
