@@ -152,7 +152,8 @@ print(inspect.getsource(moba_efficient._moba_torch_forward))
 # ## 3 · Invariants, and three implementations that agree
 # - `impl="naive"` — the reference: a dense $T\times T$ mask from the gate, softmax in fp32.
 # - `impl="torch"` — the efficient form above. No $T\times T$ tensor.
-# - `impl="triton"` — `kernels/moba.py`, flash-style forward and backward (the CPU interpreter here).
+# - `impl="triton"` — `kernels/moba.py`: the gate on the device, then kernels scheduled by key block
+#   (the queries that chose a block gathered into tiles, partials merged by lse; the CPU interpreter here).
 #
 # If every query may keep every block ($T \le Bk$), MoBA **is** causal attention; with $k = 1$ it is
 # block-diagonal causal attention.
@@ -567,9 +568,10 @@ nb.record_claim(
 # T). The *resident set* is higher and varies from run to run: the path allocates and frees hundreds of
 # such small buckets, and glibc keeps freed pages resident for reuse, so the OS sees more than is ever
 # live at once. The paper's efficient version has the same gather-and-merge structure (flash-attn varlen
-# calls on gathered blocks, a partial output per selection slot merged by lse). A kernel that reads the
-# chosen blocks in place and produces $o$ and the exact lse in one pass — `kernels/moba.py` on a GPU,
-# which masks unselected blocks instead of gathering — needs no buckets at all.
+# calls on gathered blocks, a partial output per selection slot merged by lse). So does `kernels/moba.py`
+# on a GPU, without buckets: one program per (tile of gathered queries, key block) writes a partial output
+# per selection slot, and the current-block pass merges them — about $k-1$ extra outputs of memory, in
+# exchange for computing only the pairs MoBA needs.
 
 # %% [markdown]
 # ## Recap
