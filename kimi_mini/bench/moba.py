@@ -12,6 +12,10 @@ worst of three runs: MoBA's forward ≥ 7× faster than SDPA at 32K (the FLOP ra
 4K on, forward+backward ≥ 2× at 8K; peak memory ≤ 1.25× SDPA's at 32K and ≤ 2× at 8K (the authors'
 varlen version is known for ~3× flash attention's memory). Candidates are timed round-robin and every
 speed-up comes with the min–max of its per-round ratios.
+
+The Triton kernels' work is *counted*, not timed (:func:`triton_schedule_counts`, also on a CPU): the
+(query, key) pairs the wrapper's key-block schedule computes over the pairs MoBA needs, at 32K and 128K,
+for the random gate (summary ``triton_pairs_over_needed_32k`` / ``_128k``, target ≤ 1.15) and a coherent one.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def _compiled_flex():
 
 
 def triton_schedule_counts(Ts: tuple[int, ...] = (32768, 131072), heads: int = 4, D: int = 64,
-                           block_size: int = 512, top_k: int = 3, seed: int = 0) -> dict:
+                           block_size: int = 512, top_k: int = 3, seed: int = 0, device: str = "cpu") -> dict:
     """(query, key) pairs the Triton wrapper's schedule computes over the pairs MoBA needs — counted from
     the schedule's index tensors (``kimi_mini.kernels.moba.build_schedule`` at the GPU's bf16 tile sizes),
     no attention computed, no timing. For each T: the bench's random gate (q, k ~ N(0, 1), as the timed
@@ -95,12 +99,13 @@ def triton_schedule_counts(Ts: tuple[int, ...] = (32768, 131072), heads: int = 4
 
     bm, bn, _ = _tiles(block_size, D, torch.bfloat16, interpreted=False)
     out: dict = {"random": {}, "coherent": {}, "tile": (bm, bn)}
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     for T in Ts:
-        k = torch.randn(1, heads, T, D, generator=g)
+        k = torch.randn(1, heads, T, D, generator=g, device=device)
         n = -(-T // block_size)
-        gates = {"random": torch.randn(1, heads, T, D, generator=g),
-                 "coherent": torch.randn(1, heads, n, D, generator=g).repeat_interleave(block_size, 2)[:, :, :T]}
+        gates = {"random": torch.randn(1, heads, T, D, generator=g, device=device),
+                 "coherent": torch.randn(1, heads, n, D, generator=g, device=device)
+                 .repeat_interleave(block_size, 2)[:, :, :T]}
         for name, q in gates.items():
             sched = build_schedule(gate_select(q, k, block_size, top_k), block_size, bm)
             computed, needed = schedule_pairs(sched, bn)
@@ -228,7 +233,7 @@ def bench_moba(quick: bool = False, flex: bool | None = None) -> BenchResult:
                  f"between frees and so varies with what ran before.")
     notes.append(_LIMIT_NOTE)
     # The Triton schedule's work (counted, not timed): at the full bench's shape, one head in quick mode.
-    counts = triton_schedule_counts(heads=1 if quick else H, D=64, block_size=512, top_k=3)
+    counts = triton_schedule_counts(heads=1 if quick else H, D=64, block_size=512, top_k=3, device=device)
     for gate in ("random", "coherent"):
         tag = "" if gate == "random" else "coherent_"
         for T, ratio in counts[gate].items():
