@@ -18,7 +18,8 @@
 # 5. train a miniature multilingual translator with and without a language discriminator;
 # 6. do four exercises.
 #
-# **Run time:** `toy` ≈ 2 minutes on 2 quiet CPU cores (≈105 s of CPU time; 3 seeds, short runs); `gpu` an
+# **Run time:** `toy` ≈ 1.5–2 minutes on 2 quiet CPU cores (≈ 82 s of CPU time in the kernel; 358 s measured on
+# 2 cores shared with other jobs, load ≈ 12); `gpu` an
 # estimated 25 minutes (5 seeds, longer runs, probes on all rows; the tiny models gain little from the GPU —
 # not yet timed on one).
 
@@ -212,7 +213,8 @@ def sweep_table(rows, gammas, title):
     print(f"{title}  (mean ± sd over {len(RUN_SEEDS)} seeds; test set)")
     print(f"{'γ':>6} | {'y acc':>13} | {'s probe (logistic)':>18} | {'s probe (MLP)':>14} | {'DP gap':>13}")
     for i, g in enumerate(gammas):
-        print(f"{g:>6g} | " + " | ".join(f"{cols[k][i][0]:.3f} ± {cols[k][i][1]:.3f}".rjust(w) for k, w in
+        print(f"{g:>6g} | " + " | ".join((f"{cols[k][i][0]:.3f} ± {cols[k][i][1]:.3f}" if cols[k][i][0] == cols[k][i][0]
+                                           else "—").rjust(w) for k, w in  # NaN (undefined) prints as —
                                           (("y_acc", 13), ("probe_logistic", 18), ("probe_mlp", 14), ("dp_gap", 13))))
     return cols
 
