@@ -362,17 +362,17 @@ def gate_select(q: Tensor, k: Tensor, block_size: int, top_k: int) -> Tensor:
         return sel
     means = k[:, :, : n_hist * bs].reshape(B * H, n_hist, bs, D).mean(2, dtype=torch.float32)  # [BH, n_hist, D]
     qf = q.reshape(B * H, T, D)
+    pos_blk = (torch.arange(T, device=q.device) // bs)[:, None]  # [T, 1] each query's own block
+    blocks = torch.arange(n_hist, device=q.device)[None, :]  # [1, n_hist]
     step = -(-(T - bs) // _GATE_CHUNKS)  # block 0 has no history
-    for s in range(bs, T, step):
+    for s in range(bs, T, step):  # ~8 device ops per chunk
         e = min(T, s + step)
         cols = min(n_hist, (e - 1) // bs)  # blocks the chunk's last query may see
         scores = torch.matmul(qf[:, s:e].float(), means[:, :cols].transpose(1, 2))  # [BH, e-s, cols], fp32
-        pos_blk = torch.arange(s, e, device=q.device) // bs  # [e-s]
-        eligible = torch.arange(cols, device=q.device)[None, :] < pos_blk[:, None]
-        scores.masked_fill_(~eligible, float("-inf"))
+        scores.masked_fill_(blocks[:, :cols] >= pos_blk[s:e], float("-inf"))  # not wholly in the past
         kk = min(S, cols)
         vals, idx = scores.topk(kk, dim=-1)
-        sel[:, s:e, :kk] = idx.masked_fill_(vals == float("-inf"), -1).to(torch.int32)
+        sel[:, s:e, :kk] = idx.masked_fill_(vals == float("-inf"), -1)  # cast to int32 by the copy
     return sel
 
 
