@@ -286,7 +286,7 @@ plt.show()
 # %%
 prompt = torch.tensor([tok.encode("def ")], device=nb.device)
 out = model.generate(prompt, max_new_tokens=P.pick(toy=120, gpu=400), temperature=0.8,
-                     generator=torch.Generator().manual_seed(0))
+                     generator=torch.Generator(device=nb.device).manual_seed(0))
 print(tok.decode(out[0]))
 
 # %% [markdown]
@@ -327,7 +327,7 @@ def byte_label(b: int) -> str:
 def draw_sampling(temperature: float, top_k: int):
     p = sampling_probs(next_logits, temperature, top_k or None)  # top_k 0: no cut-off
     sample = model.generate(explore_ids, 48, temperature=temperature, top_k=top_k or None,
-                            generator=torch.Generator().manual_seed(0))[0, len(explore_ids[0]):]
+                            generator=torch.Generator(device=nb.device).manual_seed(0))[0, len(explore_ids[0]):]
     fig, ax = plt.subplots(figsize=(9, 4.2))
     xs = range(len(shown))
     ax.bar(xs, raw[shown], fill=False, edgecolor="gray", label="τ = 1, no top-k")
