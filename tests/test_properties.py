@@ -152,8 +152,8 @@ def test_token_logprobs_rejects_any_out_of_range_target(N, V, data):
 @settings(max_examples=4)
 @given(st.integers(1, 30), st.integers(1, 9), st.integers(1, 5), st.integers(0, 2**16))
 def test_central_moments_triton_equals_torch_equals_reference(N, D, K, seed):
-    from kimi_mini.rationale.cmd import central_moments_reference, central_moments_torch
     from kimi_mini.kernels.moments import central_moments
+    from kimi_mini.rationale.cmd import central_moments_reference, central_moments_torch
 
     x = _randn((N, D), seed)
     ref = central_moments_reference(x, K)

@@ -77,7 +77,7 @@ def test_offline_a_missing_archive_is_one_line_naming_it_and_make_data(tmp_path,
 
 
 def test_every_pin_is_a_sha256():
-    for (package, version, kind), (name, sha) in sources.PINS.items():
+    for (_package, version, kind), (name, sha) in sources.PINS.items():
         assert kind in ("wheel", "sdist") and version in name and len(sha) == 64 and int(sha, 16) >= 0
 
 

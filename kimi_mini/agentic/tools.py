@@ -54,6 +54,9 @@ def load_specs(api: str) -> list[dict]:
 def load_spec_dataset(apis=("math_api", "gorilla_file_system")):
     """The specs of ``apis`` as a Hugging Face ``datasets.Dataset`` (columns ``api``, ``name``, ``description``,
     ``parameters`` as JSON text), built once and cached under ``data/cache/``."""
+    if isinstance(apis, (str, bytes)) or not isinstance(apis, (tuple, list)) or not apis or \
+            any(not isinstance(a, str) or not re.fullmatch(r"[a-z_]+", a) for a in apis):
+        raise ValueError(f"apis: expected a non-empty tuple of BFCL API names like ('math_api',), got {apis!r}")
     import datasets
 
     datasets.disable_progress_bars()
@@ -267,6 +270,11 @@ def evolve_tool(tool: Tool, rule: str, name: str, **options) -> Tool:
 
 def evolve_domain(tools: list[Tool], n: int, rng: random.Random) -> list[Tool]:
     """``n`` synthetic tools: each applies a random applicable rule to a random real tool (``<base>_v<k>``)."""
+    if isinstance(tools, (str, bytes)) or not isinstance(tools, (list, tuple)) or not tools or \
+            any(not isinstance(t, Tool) for t in tools):
+        raise ValueError(f"tools: expected a non-empty list of Tool, got {tools!r}"[:200])
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10**5:
+        raise ValueError(f"n: expected an int in [0, 100000], got {n!r}")
     out = []
     for k in range(n):
         base = rng.choice(tools)
@@ -281,6 +289,8 @@ _CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\((.*)\)")
 
 def parse_call(line: str) -> tuple[str, list[str]] | None:
     """``"add(3,4)"`` → ``("add", ["3", "4"])``; None if the line is not a call."""
+    if not isinstance(line, str):
+        raise ValueError(f"line: expected a str, got {type(line).__name__}")
     m = _CALL.fullmatch(line.strip())
     if m is None:
         return None
@@ -327,9 +337,11 @@ class ToolWorld:
 
     def __init__(self, tools: dict[str, Tool], *, files: dict | None = None, flaky: dict[str, float] | None = None,
                  seed: int = 0):
+        if not isinstance(tools, dict) or any(not isinstance(t, Tool) for t in tools.values()):
+            raise ValueError(f"tools: expected a dict name -> Tool, got {type(tools).__name__}")
         flaky = dict(flaky or {})
         for name, p in flaky.items():
-            if not 0 <= p <= 1:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
                 raise ValueError(f"flaky: expected probabilities in [0, 1], got {name}={p!r}")
         self.tools, self.flaky, self.rng = dict(tools), flaky, random.Random(seed)
         self.math, self.fs = math_backend(), FileSystem(files)

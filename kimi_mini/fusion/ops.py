@@ -51,7 +51,8 @@ def tensor_fusion(hs: Sequence[Tensor]) -> Tensor:
                          f"{[tuple(h.shape) for h in hs]}")
     out = _append_one(hs[0])
     for h in hs[1:]:
-        out = (out[:, :, None] * _append_one(h)[:, None, :]).reshape(out.shape[0], -1)
+        z = _append_one(h)
+        out = (out[:, :, None] * z[:, None, :]).reshape(out.shape[0], out.shape[1] * z.shape[1])  # -1 fails at N = 0
     return out
 
 

@@ -187,8 +187,11 @@ def load_german(split: str = "train") -> InvarianceData:
 def light(images: Tensor, direction: int) -> Tensor:
     """Apply lighting ``direction`` (index into :data:`LIGHTINGS`) to ``images`` ``[N, 8, 8]`` in [0, 1]:
     a multiplicative and an additive brightness gradient along the light direction."""
-    if not 0 <= direction < len(LIGHTINGS):
+    if isinstance(direction, bool) or not isinstance(direction, int) or not 0 <= direction < len(LIGHTINGS):
         raise ValueError(f"direction: expected 0..{len(LIGHTINGS) - 1}, got {direction!r}")
+    if not torch.is_tensor(images) or images.dim() != 3 or images.shape[-1] != images.shape[-2] or \
+            not images.is_floating_point():
+        raise ValueError(f"images: expected a float [N, S, S] tensor of square images, got {describe(images)}")
     d = torch.tensor([(0.0, 0.0), (-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0)][direction]) / (2 ** 0.5)
     coords = torch.linspace(-1, 1, images.shape[-1])
     py, px = torch.meshgrid(coords, coords, indexing="ij")  # rows grow downwards: y = −1 is the top

@@ -22,8 +22,9 @@ __all__ = ["task_zoo", "Splits", "splits", "nested_training_tasks", "HELDOUT_FAM
 def task_zoo(n_examples: int = 96, seed: int = 0, include_real: bool = True) -> dict[str, Task]:
     """Every task of every registered family, name → :class:`Task` (deterministic in ``seed``).
     Generated tasks get ``n_examples`` balanced examples each; real tasks keep what their data gives."""
-    if not isinstance(n_examples, int) or n_examples < 2 or n_examples % 2:
-        raise ValueError(f"n_examples: expected an even integer >= 2, got {n_examples!r}")
+    if not isinstance(n_examples, int) or isinstance(n_examples, bool) or not 2 <= n_examples <= 10**5 or \
+            n_examples % 2:  # bounded by design (README): a typo must not generate for hours
+        raise ValueError(f"n_examples: expected an even integer in [2, 100000], got {n_examples!r}")
     zoo: dict[str, Task] = {}
     for name in FAMILIES.names():
         spec = FAMILIES.get(name)

@@ -104,6 +104,8 @@ def evaluate_tasks(model: KimiMini, examples: dict[str, list[Example]], renderer
 def chance_scores(examples: dict[str, list[Example]], draws: int = 50, seed: int = 0) -> dict[str, float]:
     """Expected metric per task type of a predictor that picks an option uniformly at random (mean of
     ``draws`` seeded draws; story scoring: a random score, Spearman ≈ 0)."""
+    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= 10**5:
+        raise ValueError(f"draws: expected an int in [1, 100000], got {draws!r}")
     rng = random.Random(seed)
     by_type: dict[str, list[Example]] = {}
     for exs in examples.values():
@@ -121,6 +123,8 @@ def generate_answer(model: KimiMini, prompt: str, max_new_tokens: int = 96) -> s
     """Greedy decoding of the answer after ``prompt`` until the newline that ends every target."""
     from kimi_mini.data import ByteTokenizer
 
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
     tok = ByteTokenizer()
     ids = tok.encode(prompt)
     room = model.config.max_seq_len - max_new_tokens
@@ -146,6 +150,8 @@ def generate_answer(model: KimiMini, prompt: str, max_new_tokens: int = 96) -> s
 
 def rouge_l_of(model: KimiMini, examples: Sequence[Example], renderer: Renderer, max_new_tokens: int = 96) -> float:
     """Mean ROUGE-L (×100) of greedy generations against the true outputs."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
     if not examples:
         return math.nan
     vals = [rouge_l(generate_answer(model, renderer(ex)[0], max_new_tokens), ex.answer) for ex in examples]

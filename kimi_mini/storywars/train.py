@@ -73,6 +73,19 @@ class TrainSpec:
     device: str = "cpu"
     optimizer: str = "adamw"  # any name of kimi_mini.optim.build_optimizer ("adamw", "muon")
 
+    def __post_init__(self) -> None:
+        from kimi_mini.checks import check_int, check_number
+        from kimi_mini.optim import OPTIMIZERS
+
+        check_int("steps", self.steps, 1, 10**7)
+        check_int("batch_size", self.batch_size, 1, 1 << 20)
+        check_int("warmup", self.warmup, 0)
+        check_int("seed", self.seed)
+        check_number("lr", self.lr, 0, lo_open=True)
+        check_number("weight_decay", self.weight_decay, 0)
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+
     def config(self) -> KimiConfig:
         return KimiConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
                           max_seq_len=self.max_seq_len)
