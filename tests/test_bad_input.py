@@ -1012,7 +1012,6 @@ OPEN_29: set[str] = {  # topic cases issue 29's pass left open (its closing note
     'prompts:render.example=None',
     'prompts:splits.seed=1.5',
     'prompts:splits.seed=None',
-    'prompts:task_zoo.n_examples=100000000',
     'storywars:boundaries_from_masses.masses=[True, 2]',
     'storywars:collate.encoded=[([1, 2], 5)]',
     'storywars:collate.encoded=[([300], 0)]',
