@@ -311,7 +311,8 @@ for E in SIZES["experts"]:
 # **The claim and its rule, fixed before the runs.** "More experts lower the loss" is *yes* here if the
 # paired per-seed difference val(least sparse) − val(most sparse) (each seed shares its data order and
 # initialisation stream across E) is above 0 with its whole 95 % interval, *no* if the whole interval is
-# below 0, and *inconclusive* when it straddles 0 — the seed noise then hides any gain. Toy runs are short (each of E = 16 experts sees ~1/8 of the tokens), so a "no" at `toy`
+# below 0, and *inconclusive* when it straddles 0 — the seed noise then hides any gain. Toy runs are short
+# (each of E = 16 experts sees ~1/8 of the tokens), so a "no" at `toy`
 # is a statement about this scale, not about K2's.
 
 # %%

@@ -68,7 +68,6 @@ from kimi_mini.exercises import check
 from kimi_mini.kernels.newton_schulz import ns_gram
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.notebooks import interactive_figure, start_notebook
-from kimi_mini.report import Evidence
 from kimi_mini.optim import (
     NS_COEFFICIENTS,
     DistributedMuon,
@@ -81,6 +80,7 @@ from kimi_mini.optim import (
     ns_polynomial,
     svd_orthogonalize,
 )
+from kimi_mini.report import Evidence
 from kimi_mini.train import train, warmup_cosine
 
 nb = start_notebook("02_muon", PRESET, RUN_DIR, SEEDS)
@@ -507,7 +507,8 @@ nb.record_check(
           f"(final val {final['Muon'][0]:.3f} vs {final['AdamW'][0]:.3f})"),
     passed=bool(0.12 < upd["Muon"][0] < 0.25 and 0.1 < upd["AdamW"][0] < 0.5
                 and all(h[-1]["val_loss"] < h[0]["loss"] for k in ("Muon", "AdamW") for h in runs[k])),
-    explanation="a check: the 0.2 scale sets Muon's RMS by construction. RMS of one hidden matrix's per-step change (weight decay removed) divided by lr, mean after "
+    explanation="a check: the 0.2 scale sets Muon's RMS by construction. RMS of one hidden matrix's per-step "
+                "change (weight decay removed) divided by lr, mean after "
                 "5 steps, mean over seeds; holds if Muon's is in (0.12, 0.25), AdamW's in (0.1, 0.5) and every "
                 "run trains. Muon's sits a little under 0.2 because NS5 leaves singular values in [0.68, 1.2] "
                 "and small ones below that, not at exactly 1",

@@ -63,7 +63,6 @@ from kimi_mini.moe import moe_bias_update_callback
 from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.optim import build_optimizer
 from kimi_mini.optim.muonclip import MuonClip
-from kimi_mini.report import Evidence, Precondition
 from kimi_mini.qk_clip import (
     attention_modules,
     max_logit_callback,
@@ -73,6 +72,7 @@ from kimi_mini.qk_clip import (
     qk_clip_gamma,
     track_max_logits,
 )
+from kimi_mini.report import Evidence, Precondition
 from kimi_mini.testing import max_rel_error
 from kimi_mini.train import train
 
@@ -518,7 +518,8 @@ nb.record_claim(
          f"(k2_mini MLA, lr {EXP['lr']}, {EXP['steps']} steps)",
     evidence=grows,
     precondition="none",
-    explanation="rule fixed before the runs: the mean over seeds exceeds τ with its 95 % interval. Provoked with an aggressive Muon lr (far above "
+    explanation="rule fixed before the runs: the mean over seeds exceeds τ with its 95 % interval. Provoked "
+                "with an aggressive Muon lr (far above "
                 "K2's) so that a short run gets there",
     paper="Kimi K2 (arXiv 2507.20534)",
 )

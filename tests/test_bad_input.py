@@ -30,6 +30,7 @@ from kimi_mini.moe import (
     sequence_aux_loss,
     sigmoid_topk_route,
 )
+from kimi_mini.notebooks import check_seeds
 from kimi_mini.optim import Muon, build_optimizer, muon_update_scale, newton_schulz
 from kimi_mini.presets import get_preset
 from kimi_mini.qk_clip import qk_clip_, qk_clip_gamma, qk_clip_mha_weights
@@ -292,10 +293,22 @@ cases("qk_clip_mha_weights.tau", "tau", lambda v: qk_clip_mha_weights(torch.rand
                                                                       torch.ones(2), v), [0, NAN])
 
 # --------------------------------------------------------------------------------------- harness
-CLAIM = dict(claim="c", paper_value="p", ours="o", holds=True, explanation="e", paper="x")
+CLAIM = dict(claim="c", paper_value="p", ours="o", explanation="e", paper="x", precondition="none",
+             evidence=report.Evidence.mean([1.0, 2.0, 3.0]))
 for field, values in (("claim", ["", "  ", None]), ("paper_value", [""]), ("ours", [""]), ("explanation", [""]),
-                      ("paper", ["", 3]), ("holds", ["yes", 1.5]), ("notebook", ["", "/", 3])):
+                      ("paper", ["", 3]), ("evidence", [True, [], [1.0], None]), ("precondition", ["", "yes", None]),
+                      ("notebook", ["", "/", 3])):
     cases(f"record_claim.{field}", field, lambda v, field=field: report.record_claim(**{**CLAIM, field: v}), values)
+cases("record_check.passed", "passed", lambda v: report.record_check("c", "p", "o", v, "e", paper="x"), ["yes", 1, None])
+cases("Evidence.mean.values", "values", lambda v: report.Evidence.mean(v), [[1.0], [1.0, NAN], [1.0, "a"]])
+cases("Evidence.paired.b", "b", lambda v: report.Evidence.paired([1.0, 2.0], v), [[1.0], [1.0, 2.0, 3.0]])
+cases("Evidence.direction", "direction", lambda v: report.Evidence.mean([1.0, 2.0], direction=v), ["up", ""])
+cases("Evidence.threshold", "threshold", lambda v: report.Evidence.mean([1.0, 2.0], threshold=v), [NAN, INF])
+cases("Evidence.proportion.successes", "successes", lambda v: report.Evidence.proportion(v, 10), [-1, 11, 2.5])
+cases("Evidence.proportion.n", "n", lambda v: report.Evidence.proportion(0, v), [0, -3, 1.5])
+cases("Precondition.met", "met", lambda v: report.Precondition("t", "m", v), ["yes", 1, None])
+cases("Precondition.text", "text", lambda v: report.Precondition(v, "m", True), ["", None])
+cases("check_seeds.seeds", "seeds", check_seeds, [(), "012", (1, 1), (-1,), (1.5,), (True,), 3])
 cases("get_preset.preset", "preset", get_preset, ["cpu", "", "GPU"])
 cases("Preset.pick", "choices", lambda v: get_preset("toy").pick(**v), [{"toy": 1}, {"toy": 1, "gpu": 2, "tpu": 3}])
 cases("register_attention.name", "name", register_attention, ["", 3])
