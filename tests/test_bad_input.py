@@ -299,7 +299,8 @@ for field, values in (("claim", ["", "  ", None]), ("paper_value", [""]), ("ours
                       ("paper", ["", 3]), ("evidence", [True, [], [1.0], None]), ("precondition", ["", "yes", None]),
                       ("notebook", ["", "/", 3])):
     cases(f"record_claim.{field}", field, lambda v, field=field: report.record_claim(**{**CLAIM, field: v}), values)
-cases("record_check.passed", "passed", lambda v: report.record_check("c", "p", "o", v, "e", paper="x"), ["yes", 1, None])
+cases("record_check.passed", "passed", lambda v: report.record_check("c", "p", "o", v, "e", paper="x"),
+      ["yes", 1, None])
 cases("Evidence.mean.values", "values", lambda v: report.Evidence.mean(v), [[1.0], [1.0, NAN], [1.0, "a"]])
 cases("Evidence.paired.b", "b", lambda v: report.Evidence.paired([1.0, 2.0], v), [[1.0], [1.0, 2.0, 3.0]])
 cases("Evidence.direction", "direction", lambda v: report.Evidence.mean([1.0, 2.0], direction=v), ["up", ""])
