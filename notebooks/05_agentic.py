@@ -23,7 +23,7 @@
 # 6. write the K1.5 loss (before its source is shown) and a rubric check yourself, and predict what the budget
 #    does to the length of sampled answers (before the run).
 #
-# **Run time:** `toy`: ≈ 250 s of CPU from a fresh clone (6 SFT runs and 12 RL runs of 20 steps — 4 in the
+# **Run time:** `toy`: ≈ 220 s of CPU from a fresh clone (6 SFT runs and 12 RL runs of 20 steps — 4 in the
 # validation sweep, one of them reused as the first seed's run — spread over two worker processes); every SFT
 # and RL checkpoint and the validation sweep are then cached under `data/cache/agentic/` by a hash of their
 # settings and code, and later runs only evaluate. `gpu`: larger sizes,
@@ -253,11 +253,12 @@ assert ours == ref
 # ## 4 · The experiment: base → SFT → SFT + RL, with ablations
 # A 2-layer, d = 64 byte-level `KimiMini` (≈ 0.13 M parameters). **Base model:** at the toy preset the random
 # initialisation. For the PTX claim, RL needs pre-training knowledge it could *forget*; two ways to give the toy
-# model some were tried in development and both broke SFT at this budget: a short stdlib pre-training first (3 %
-# held-out success after 200 SFT steps, against ≈ 60 % from scratch), and stdlib text mixed into every SFT step
-# at weight 0.2 (`SETUP.sft_ptx_weight`; 0.29 ± 0.24 over 3 seeds — one seed learnt, two hardly did). So the toy
-# SFT learns from the dialogues alone, its stdlib loss stays near chance, and the PTX claim's precondition (RL
-# without PTX raises that loss) is reported as measured; the `gpu` preset mixes stdlib text into SFT.
+# model some were tried in development and both broke SFT at this budget: a short stdlib pre-training first (seed
+# 0: 3 % held-out success after 200 SFT steps), and stdlib text mixed into every SFT step at weight 0.2
+# (`SETUP.sft_ptx_weight`; seeds 0–2: 0.29 ± 0.24 held-out success against 0.50 ± 0.09 without it — one seed
+# learnt, two hardly did). So the toy SFT learns from the dialogues alone and never learns the stdlib, and the
+# PTX claim's precondition (RL without PTX raises the stdlib loss) is reported as measured; the `gpu` preset
+# mixes stdlib text into SFT.
 # SFT uses **Muon** (notebook 03) at lr 0.01 decaying linearly to 0.
 #
 # **Protocol.** Three disjoint task sets: `train` (teacher dialogues for SFT, and RL's prompts), `val` (64
