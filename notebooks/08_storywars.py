@@ -20,7 +20,7 @@
 #    compare them fully supervised, few-shot and zero-shot over 3 seeds;
 # 5. implement boundary similarity, write an instruction for a new task, predict which type gains most.
 #
-# **Run time:** `toy` ≈ 95 s of CPU time on one core from a fresh clone (3 task types × 4 genres, 3 seeds; the
+# **Run time:** `toy` ≈ 100 s of CPU time on one core from a fresh clone (3 task types × 4 genres, 3 seeds; the
 # weights are then cached under `data/cache/storywars/` and a re-run skips training); `gpu` all 12 task types ×
 # 6 genres, larger model — sized for minutes on one H100/H200 but not yet run there.
 
