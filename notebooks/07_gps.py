@@ -14,8 +14,8 @@
 #    learning and an equal-budget random search on 8 held-out tasks of the zoo, over a seed set;
 # 5. measure how much the 32-example dev score flatters the prompts it selects (the dev–test gap).
 #
-# **Run time:** `toy` ≈ 85 s of CPU with notebook 06's frozen model in `data/cache/` (≈ 50 s more to train it when
-# the cache is empty); `gpu` a few minutes.
+# **Run time:** `toy` ≈ 55 s of CPU with notebook 06's frozen model in `data/cache/` (≈ 85 s when it must be trained
+# first); `gpu` a few minutes.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU) or "gpu" (one H100/H200)
