@@ -134,6 +134,19 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path, tmp_path):
         raise
     finally:
         page.close()
+        _shut_down_kernels(base, token)
+
+
+def _shut_down_kernels(base: str, token: str) -> None:
+    """A finished notebook's kernel would otherwise stay alive (and hold its memory) until the lab stops."""
+    import json
+
+    auth = {"Authorization": f"token {token}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/api/kernels", headers=auth), timeout=10) as r:
+        kernels = json.load(r)
+    for k in kernels:
+        req = urllib.request.Request(f"{base}/api/kernels/{k['id']}", headers=auth, method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
 
 
 def _check_widgets(page) -> None:
