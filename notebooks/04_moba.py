@@ -387,13 +387,13 @@ nb.record_claim(
 
 # %% [markdown]
 # ## 5 · The gate of the trained model, interactively
-# Now the gate means something: the queries and keys come from the trained MoBA model (seed 0) on a
+# Now the gate means something: the queries and keys come from the trained MoBA model (the first seed) on a
 # held-out sequence. Left: the key mask (dark = attended) over the causal triangle (light). Right: the gate
 # scores of one query over the blocks it may choose from — the blocks that end before its own block —
 # with the kept ones in green; its own block is always kept and has no score; future blocks are masked.
 
 # %%
-explore = models["MoBA", 0].eval()
+explore = models["MoBA", SEEDS[0]].eval()
 captured = {}
 hooks = [blk.attn.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0].detach()))
          for i, blk in enumerate(explore.blocks)]
@@ -468,7 +468,7 @@ _ = check("moba_decode_keys", my_decode_keys)
 
 # %%
 print(inspect.getsource(moba_exercises.decode_keys_prediction))
-moba_model = models["MoBA", 0]
+moba_model = models["MoBA", SEEDS[0]]
 with torch.no_grad():
     prefill, _ = moba_model(val_x[:2, :200])
     cache = moba_model.new_cache()
