@@ -354,7 +354,7 @@ def test_sft_optimizer_is_configurable(tmp_path, monkeypatch):
     adamw = pipeline.sft_model(dataclasses.replace(setup, sft_optimizer="adamw"), corpus, tasks["train"], seed=0)
     assert not all(torch.equal(a, b) for a, b in zip(muon.state_dict().values(), adamw.state_dict().values(),
                                                      strict=True))
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(ValueError, match="sft_optimizer"):  # refused by the setup, before any training
         pipeline.sft_model(dataclasses.replace(setup, sft_optimizer="sgd?"), corpus, tasks["train"], seed=0)
 
 

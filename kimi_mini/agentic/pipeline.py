@@ -32,6 +32,7 @@ from kimi_mini.agentic.rl import (
     temperature_schedule,
 )
 from kimi_mini.agentic.synthesis import Task, judge, make_agents, make_tasks, optimal_agent_bytes, synthesize
+from kimi_mini.checks import check_int, check_number, describe
 from kimi_mini.data import TokenData, atomic_path, cache_dir, code_key, load_corpus
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.optim import build_optimizer
@@ -83,6 +84,32 @@ class AgenticSetup:
     n_evolved: int = 64  # test tasks of the never-trained tool
     n_val: int = 64  # validation tasks: RL's settings are chosen on these only
 
+    def __post_init__(self) -> None:
+        from kimi_mini.optim import OPTIMIZERS
+
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len", "pretrain_batch", "pretrain_seq",
+                     "sft_batch", "rl_tasks", "rl_inner", "ptx_batch", "ptx_seq"):
+            check_int(name, getattr(self, name), 1, 1 << 20)
+        check_int("rl_k", self.rl_k, 2, 1 << 20)  # K1.5's mean reward needs at least two samples per task
+        for name in ("sft_steps", "rl_steps"):
+            check_int(name, getattr(self, name), 1, 10**7)
+        for name, hi in (("pretrain_steps", 10**7), ("tasks_per_agent", 10**6), ("n_test", 10**6),
+                         ("n_evolved", 10**6), ("n_val", 10**6)):
+            check_int(name, getattr(self, name), 0, hi)
+        check_int("max_operand", self.max_operand, 2, 10**6)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads: expected a divisor of d_model={self.d_model}, got {self.n_heads}")
+        for name in ("lr", "sft_lr", "rl_lr", "tau", "budget_slack", "t_start", "t_end"):
+            check_number(name, getattr(self, name), 0, lo_open=True)
+        for name in ("p_error", "p_long"):
+            check_number(name, getattr(self, name), 0, 1)
+        for name in ("sft_ptx_weight", "ptx_weight", "budget_weight"):
+            check_number(name, getattr(self, name), 0)
+        if self.t_end > self.t_start:
+            raise ValueError(f"t_end: expected 0 < t_end <= t_start={self.t_start}, got {self.t_end!r}")
+        if not isinstance(self.sft_optimizer, str) or self.sft_optimizer not in OPTIMIZERS:
+            raise ValueError(f"sft_optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.sft_optimizer!r}")
+
     def model_config(self) -> KimiConfig:
         return KimiConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
                           max_seq_len=self.max_seq_len)
@@ -103,6 +130,9 @@ def build_tasks(setup: AgenticSetup, seed: int = 0) -> dict[str, list[Task]]:
     ``val`` (``n_val`` tasks: every RL setting is chosen on these) and ``test_seen`` (``n_test`` other tasks:
     measured once, after every choice); ``test_evolved`` (tasks of the ``calc_evo`` agent that need its adder
     ``plus``, a tool never trained on). ``val`` and ``test_seen`` never share a plan."""
+    if not isinstance(setup, AgenticSetup):
+        raise ValueError(f"setup: expected an AgenticSetup, got {describe(setup)}")
+    check_int("seed", seed)
     agents, rng = make_agents(), random.Random(seed)
     out: dict[str, list[Task]] = {"train": [], "val": [], "test_seen": [], "test_evolved": []}
     seen = set()
@@ -260,6 +290,10 @@ def success_rate(model: KimiMini, tasks: list[Task], seed: int = 0, examples: in
     """Greedy episodes of ``tasks`` judged by their rubrics: ``success`` (fraction passed), ``agent_bytes``
     (mean bytes the agent wrote, tool-failure retries excluded) and the first ``examples`` dialogues as
     ``(text, passed)`` pairs."""
+    if not isinstance(tasks, (list, tuple)) or not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise ValueError(f"tasks: expected a non-empty list of Task, got {describe(tasks)}")
+    check_int("seed", seed)
+    check_int("examples", examples, 0)
     ro = rollout(model, tasks, seeds=[seed * 7919 + i for i in range(len(tasks))], temperature=0.0)
     return {"success": ro.passed.mean().item(), "agent_bytes": ro.agent_bytes.mean().item(),
             "examples": [(ep.text, bool(ok)) for ep, ok in zip(ro.episodes[:examples], ro.passed.tolist(),
@@ -268,6 +302,7 @@ def success_rate(model: KimiMini, tasks: list[Task], seed: int = 0, examples: in
 
 def stdlib_loss(model: KimiMini, corpus: TokenData, seq_len: int = 128, batches: int = 4) -> float:
     """The pre-training loss: mean cross-entropy on the stdlib validation split (fixed batches)."""
+    check_int("batches", batches, 1, 10**6)
     return evaluate(model, corpus, batch_size=16, seq_len=seq_len, batches=batches)
 
 

@@ -66,6 +66,12 @@ def collate(seqs: list[tuple[list[int], list[int]]], max_len: int | None = None)
     return tokens, mask
 
 
+def _check_tokens(tokens) -> None:
+    check_tensor("tokens", tokens, dims=2, kind="int")
+    if tokens.shape[1] < 2:  # one token predicts nothing: the sum would be a silent 0
+        raise ValueError(f"tokens: expected [B, T] with T >= 2 (a token and its successor), got {describe(tokens)}")
+
+
 def _token_logprobs(model: nn.Module, tokens: Tensor) -> Tensor:
     logits, _ = model(tokens[:, :-1])  # [B, T-1, V]
     return logits.log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)  # [B, T-1]
@@ -73,6 +79,7 @@ def _token_logprobs(model: nn.Module, tokens: Tensor) -> Tensor:
 
 def sequence_logprob(model: nn.Module, tokens: Tensor, mask: Tensor) -> Tensor:
     """log π(y|x) per sequence [B]: the sum of log-probabilities of the masked (agent) tokens of ``tokens [B, T]``."""
+    _check_tokens(tokens)
     if tokens.shape != mask.shape:
         raise ValueError(f"mask: expected shape {tuple(tokens.shape)}, got {tuple(mask.shape)}")
     return (_token_logprobs(model, tokens) * mask[:, 1:]).sum(-1)
@@ -80,6 +87,7 @@ def sequence_logprob(model: nn.Module, tokens: Tensor, mask: Tensor) -> Tensor:
 
 def sft_loss(model: nn.Module, tokens: Tensor, mask: Tensor) -> Tensor:
     """Mean next-token cross-entropy over the agent's tokens only (nats per agent token)."""
+    _check_tokens(tokens)
     if tokens.shape != mask.shape:
         raise ValueError(f"mask: expected shape {tuple(tokens.shape)}, got {tuple(mask.shape)}")
     m = mask[:, 1:]
@@ -96,6 +104,7 @@ def k15_policy_loss(logp_new: Tensor, logp_old: Tensor, rewards: Tensor, tau: fl
     """
     if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and tau > 0 and math.isfinite(tau)):
         raise ValueError(f"tau: expected a positive finite number, got {tau!r}")
+    check_tensor("logp_new", logp_new, kind="float")
     for name, t in (("logp_old", logp_old), ("rewards", rewards)):
         if not torch.is_tensor(t) or t.shape != logp_new.shape:
             raise ValueError(f"{name}: expected a tensor of shape {tuple(logp_new.shape)} like logp_new, "
@@ -113,7 +122,13 @@ def budget_penalty(n_tokens: Tensor, budget: Tensor, weight: float = 0.5) -> Ten
 
     Zero within the budget, then linear in the overshoot, capped at −weight (a response twice its budget)."""
     check_number("weight", weight, 0)
-    n, b = torch.as_tensor(n_tokens, dtype=torch.float32), torch.as_tensor(budget, dtype=torch.float32)
+    try:
+        n = torch.as_tensor(n_tokens, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"n_tokens: expected a tensor of token counts, got {describe(n_tokens)}") from None
+    if not bool(torch.isfinite(n).all()) or bool((n < 0).any()):
+        raise ValueError(f"n_tokens: expected finite counts >= 0, got {n.flatten()[:4].tolist()}")
+    b = torch.as_tensor(budget, dtype=torch.float32)
     if n.shape != b.shape:
         raise ValueError(f"budget: expected shape {tuple(n.shape)} like n_tokens, got {tuple(b.shape)}")
     if not bool(torch.isfinite(b).all()) or bool((b <= 0).any()):
@@ -127,8 +142,8 @@ def temperature_schedule(step: int, steps: int, t_start: float = 1.0, t_end: flo
     check_number("t_end", t_end, 0, lo_open=True)
     if not 0 < t_end <= t_start:
         raise ValueError(f"t_start, t_end: expected 0 < t_end <= t_start, got {t_start!r}, {t_end!r}")
-    if not (isinstance(steps, int) and steps >= 1 and 0 <= step < steps):
-        raise ValueError(f"step, steps: expected 0 <= step < steps, got {step!r}, {steps!r}")
+    check_int("steps", steps, 1)
+    check_int("step", step, 0, steps - 1)
     return t_start * (t_end / t_start) ** (step / max(1, steps - 1))
 
 

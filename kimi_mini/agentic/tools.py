@@ -62,8 +62,14 @@ def load_spec_dataset(apis=("math_api", "gorilla_file_system")):
     datasets.disable_progress_bars()
     target = cache_dir() / f"bfcl-{BFCL[1]}-specs-{'-'.join(apis)}"
     if not target.exists():
+        specs = {}
+        for api in apis:
+            try:
+                specs[api] = load_specs(api)
+            except ValueError as exc:
+                raise ValueError(f"apis: {exc}") from None
         rows = [{"api": api, "name": s["name"], "description": s["description"],
-                 "parameters": json.dumps(s["parameters"])} for api in apis for s in load_specs(api)]
+                 "parameters": json.dumps(s["parameters"])} for api in apis for s in specs[api]]
         save_atomically(datasets.Dataset.from_list(rows), target)  # notebooks may build it side by side
     return datasets.load_from_disk(str(target))
 
