@@ -34,7 +34,7 @@ import torch
 from kimi_mini.checks import check_int
 from kimi_mini.prompts.operators import filter_reason
 from kimi_mini.prompts.rank import rank_classify
-from kimi_mini.prompts.tasks import Example, Task, render
+from kimi_mini.prompts.tasks import Example, Task, check_template, render
 
 __all__ = ["Candidate", "GPSResult", "genetic_prompt_search", "random_search", "dev_split", "accuracy",
            "dev_scorer", "task_label_words", "task_slots", "icl_accuracy"]
@@ -155,6 +155,14 @@ def _scorer(model, task: Task, dev, scorer):
     return scorer if scorer is not None else dev_scorer(model, task, dev)
 
 
+def _check_manual(manual_prompts, slots) -> None:
+    for p in manual_prompts:  # a seed prompt without the task's input slot would score a constant prompt
+        try:
+            check_template(p, slots)
+        except ValueError as exc:
+            raise ValueError(f"manual_prompts: {exc}") from None
+
+
 def _op_name(op) -> str:
     return getattr(op, "name", getattr(op, "__name__", type(op).__name__))
 
@@ -182,6 +190,7 @@ def genetic_prompt_search(model, task: Task, dev: Sequence[Example] | None, manu
     _check(manual_prompts, keep, generations, children_per_parent, operators, max_tries, scorer)
     scorer = _scorer(model, task, dev, scorer)
     slots, label_words = task_slots(task), task_label_words(task)
+    _check_manual(manual_prompts, slots)
     rng = random.Random(seed)
     seen: set[str] = set()
     population = [Candidate(p, 0.0, 0) for p in dict.fromkeys(manual_prompts)]
@@ -227,6 +236,7 @@ def random_search(model, task: Task, dev: Sequence[Example] | None, manual_promp
     check_int("budget", budget, 1, 10**6)
     scorer = _scorer(model, task, dev, scorer)
     slots, label_words = task_slots(task), task_label_words(task)
+    _check_manual(manual_prompts, slots)
     rng = random.Random(seed)
     manual = list(dict.fromkeys(manual_prompts))[:budget]
     seen = set(manual)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kimi_mini.checks import check_int, check_number
+from kimi_mini.checks import check_int, check_number, check_tensor, describe
 from kimi_mini.data import ByteTokenizer, cache_dir
 from kimi_mini.model import KimiConfig, KimiMini, count_params
 from kimi_mini.prompts.rank import rank_classify
@@ -131,6 +131,14 @@ def answer_logits(model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
 
 def answer_only_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Mean next-byte cross-entropy over the positions whose target is not −100 (the answer bytes)."""
+    check_tensor("x", x, dims=2, kind="int")
+    check_tensor("y", y, dims=2, kind="int")
+    if y.shape != x.shape:
+        raise ValueError(f"y: expected the shape of x {tuple(x.shape)}, got {describe(y)}")
+    V = getattr(getattr(model, "config", None), "vocab_size", 2**62)
+    bad = (y != -100) & ((y < 0) | (y >= V))
+    if bool(bad.any()):
+        raise ValueError(f"y: expected targets in [0, {V}) or -100 (ignored), got {int(y[bad][0])}")
     keep = y >= 0
     if not keep.any():
         raise ValueError("y: no answer positions (every target is -100)")
@@ -142,6 +150,10 @@ def prompted_batch(tasks: Sequence[Task], batch_size: int, generator: torch.Gene
     """A training batch: ``x [B, L]`` prompt+answer bytes (right-padded with 0; L = longest sequence) and
     ``y [B, L]`` the next byte at answer positions, −100 elsewhere (prompt and padding masked). A prompt too
     long for ``max_len`` loses its first bytes (the answer always stays)."""
+    if isinstance(tasks, (str, bytes)) or not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise ValueError(f"tasks: expected a non-empty sequence of Task, got {describe(tasks)}")
+    check_int("batch_size", batch_size, 1, 1 << 20)
+    check_int("max_len", max_len, 2, 1 << 20)  # at least one prompt byte before the answer
     t_idx = torch.randint(0, len(tasks), (batch_size,), generator=generator).tolist()
     u = torch.rand(batch_size, 2, generator=generator).tolist()
     seqs, starts = [], []
@@ -150,6 +162,9 @@ def prompted_batch(tasks: Sequence[Task], batch_size: int, generator: torch.Gene
         ex = task.examples[int(a * len(task.examples))]
         prompt, options = render(task, ex, int(b * len(task.templates)))
         pb, ab = _TOK.encode(prompt), _TOK.encode(options[ex.label])
+        if len(ab) + 1 > max_len:
+            raise ValueError(f"max_len: {max_len} leaves no prompt byte before the {len(ab)}-byte answer "
+                             f"{options[ex.label]!r} of {task.name!r}")
         pb = pb[max(0, len(pb) + len(ab) - max_len):]
         seqs.append(pb + ab)
         starts.append(len(pb))

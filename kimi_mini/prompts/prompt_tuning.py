@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kimi_mini.checks import check_int, check_number
+from kimi_mini.checks import check_int, check_number, check_tensor
 from kimi_mini.model import KimiMini
 from kimi_mini.prompts.rank import encode_pairs
 from kimi_mini.prompts.tasks import Example, Task, render
@@ -32,6 +32,10 @@ __all__ = ["forward_embeds", "SoftPrompt", "soft_rank_classify", "tune_soft_prom
 def forward_embeds(model: KimiMini, soft: Tensor | None, tokens: Tensor) -> Tensor:
     """Logits ``[B, P + T, V]`` fp32 of ``model`` on ``[soft; tok_emb(tokens)]``: ``soft [P, d]`` (or None),
     ``tokens [B, T]`` int64. With ``soft=None`` this equals ``model(tokens)[0]``."""
+    check_tensor("tokens", tokens, dims=2, kind="int")
+    V = model.config.vocab_size
+    if tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < V):
+        raise ValueError(f"tokens: expected ids in [0, {V}), got values in [{int(tokens.min())}, {int(tokens.max())}]")
     x = model.tok_emb(tokens)  # [B, T, d]
     if soft is not None:
         if soft.dim() != 2 or soft.shape[1] != x.shape[-1]:

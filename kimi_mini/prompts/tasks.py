@@ -20,11 +20,13 @@ from them and its splits live one level up, in :mod:`kimi_mini.prompts.zoo`, so 
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from kimi_mini.checks import check_int
 from kimi_mini.registry import Registry
 
 __all__ = ["Example", "Task", "FamilySpec", "FAMILIES", "register_family", "render", "check_template",
@@ -114,6 +116,8 @@ def render(task: Task, example: Example, template: str | int = 0) -> tuple[str, 
     ``prompt_text + c``; ``option_strings[example.label]`` is the right answer."""
     if not isinstance(task, Task):
         raise ValueError(f"task: expected a Task, got {type(task).__name__}")
+    if not isinstance(example, Example):
+        raise ValueError(f"example: expected an Example, got {type(example).__name__}")
     if isinstance(template, int) and not isinstance(template, bool):
         if not 0 <= template < len(task.templates):
             raise ValueError(f"template: index {template} out of range for {len(task.templates)} templates")
@@ -144,7 +148,13 @@ def register_family(name: str, kind: str = "generated", description: str = "") -
         raise ValueError(f"kind: expected 'generated' or 'real', got {kind!r}")
 
     def decorator(build: Callable[[int, int], list[Task]]) -> Callable[[int, int], list[Task]]:
-        FAMILIES.add(name, FamilySpec(name, build, kind, description or (build.__doc__ or "").strip()))
-        return build
+        @functools.wraps(build)
+        def checked(n: int, seed: int) -> list[Task]:  # the public boundary of every family
+            check_int("n", n, 1, 100_000)
+            check_int("seed", seed)
+            return build(n, seed)
+
+        FAMILIES.add(name, FamilySpec(name, checked, kind, description or (build.__doc__ or "").strip()))
+        return checked
 
     return decorator

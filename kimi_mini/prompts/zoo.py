@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from kimi_mini.checks import check_int
 from kimi_mini.prompts import families, numeric, real  # noqa: F401  (registers the task families)
 from kimi_mini.prompts.tasks import FAMILIES, Task
 
@@ -63,6 +64,7 @@ def splits(zoo: Mapping[str, Task], heldout_fraction: float = 0.2, seed: int = 0
     least one when the family has ≥ 2) is held out; the training pool is ordered round-robin over families
     (families and tasks shuffled with ``seed``), so its first N tasks spread over as many families as possible
     and the N-task sets are nested."""
+    check_int("seed", seed)
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction: expected 0 < f < 1, got {heldout_fraction!r}")
     unknown = [f for f in heldout_families if f not in {t.family for t in zoo.values()}]
