@@ -9,17 +9,26 @@ from scipy.stats import spearmanr
 from sklearn.metrics import f1_score
 
 from kimi_mini.model import KimiConfig, KimiMini
-from kimi_mini.storywars.corpus import CONNECTIVES, CorpusConfig, author_style_stats, generate_corpus, load_corpus
+from kimi_mini.storywars.corpus import (
+    CONNECTIVES,
+    CorpusConfig,
+    author_style_stats,
+    generate_corpus,
+    load_corpus,
+    load_corpus_dataset,
+)
 from kimi_mini.storywars.evaluate import option_logprobs, score_type
 from kimi_mini.storywars.metrics import boundaries_from_masses, boundary_similarity, macro_f1, rouge_l, spearman
 from kimi_mini.storywars.tasks import (
     GENERATION,
+    HELD_OUT,
     TASK_TYPES,
     UNDERSTANDING,
     Task,
     ground_truth,
     make_examples,
     render,
+    story_view,
     task_splits,
 )
 from kimi_mini.storywars.train import answer_only_loss, collate, encode_example
@@ -39,9 +48,28 @@ def test_corpus_is_deterministic_and_cached(corpus, tmp_path):
     other = generate_corpus(CorpusConfig(n_stories=120, n_authors=8, seed=4))
     assert [s.text for s in other.stories] != [s.text for s in corpus.stories]
     first = load_corpus(SMALL, cache=tmp_path)
-    assert list(tmp_path.glob("storywars-*.json"))
-    second = load_corpus(SMALL, cache=tmp_path)  # read back from JSON
+    assert [p.name for p in tmp_path.glob("storywars-*/authors.json")]
+    second = load_corpus(SMALL, cache=tmp_path)  # read back from the saved DatasetDict
     assert second.stories == first.stories and second.authors == first.authors
+    assert second.stories == corpus.stories and second.authors == corpus.authors and second.config == SMALL
+
+
+def test_corpus_dataset_splits_rows_and_torch_format(corpus, tmp_path):
+    dd = load_corpus_dataset(SMALL, cache=tmp_path)
+    assert set(dd) == {"train", "test"}
+    for split in ("train", "test"):
+        stories = corpus.split(split)
+        assert dd[split].num_rows == len(stories) > 0
+        assert list(dd[split]["id"]) == [s.id for s in stories]
+    row, story = dd["test"][3], corpus.split("test")[3]
+    assert (row["genre"], row["hero"], row["place"], row["likes"], row["score"], row["text"]) == (
+        story.genre, story.hero, story.place, story.likes, story.score, story.text)
+    assert [c["author"] for c in row["chapters"]] == list(story.authors)
+    assert [c["day"] for c in row["chapters"]] == [c.day for c in story.chapters]  # None where no explicit cue
+    scores = dd["train"].with_format("torch", columns=["score"])[:]["score"]
+    assert scores.dtype == torch.int64 and scores.tolist() == [s.score for s in corpus.split("train")]
+    cached = load_corpus_dataset(SMALL, cache=tmp_path)  # read back, not generated again
+    assert cached["train"].cache_files and list(cached["train"]["text"]) == list(dd["train"]["text"])
 
 
 def test_story_structure(corpus):
@@ -92,12 +120,12 @@ def test_corpus_rejects_bad_config():
 # ------------------------------------------------------------------------------------------- tasks
 def test_twelve_task_types():
     assert len(UNDERSTANDING) == 7 and len(GENERATION) == 5
-    assert set(TASK_TYPES.names()) == set(UNDERSTANDING + GENERATION)
+    assert set(TASK_TYPES.names()) == set(UNDERSTANDING + GENERATION + HELD_OUT)  # + our two held-out types
     for name in UNDERSTANDING + GENERATION:
         assert "{genre}" in TASK_TYPES.get(name).instruction
 
 
-@pytest.mark.parametrize("type_name", UNDERSTANDING + GENERATION)
+@pytest.mark.parametrize("type_name", UNDERSTANDING + GENERATION + HELD_OUT)
 def test_ground_truth_recomputed_from_structure(corpus, type_name):
     for genre in SMALL.genres[:3]:
         examples = make_examples(corpus, Task(type_name, genre), "train", 25, seed=1)
@@ -105,6 +133,31 @@ def test_ground_truth_recomputed_from_structure(corpus, type_name):
             assert ex.answer in ex.options and len(set(ex.options)) == len(ex.options)
             assert ground_truth(corpus, ex) == ex.answer
         assert make_examples(corpus, Task(type_name, genre), "train", 25, seed=1) == examples
+
+
+def test_held_out_labels_are_balanced_and_independent_of_the_other_input(corpus):
+    # chapter_genre: the label is A's genre, B's genre tells nothing; story_in_order: half shown in order
+    exs = make_examples(corpus, Task("chapter_genre", "fantasy"), "test", 400, seed=2)
+    yes = [e for e in exs if e.answer == "yes"]
+    assert 0.4 < len(yes) / len(exs) < 0.6
+    assert all(corpus.story(e.meta["a"][0]).genre == "fantasy" for e in yes)
+    b_fantasy = [corpus.story(e.meta["b"][0]).genre == "fantasy" for e in exs]
+    p_yes = sum(f for f, e in zip(b_fantasy, exs, strict=True) if e.answer == "yes") / max(1, len(yes))
+    p_no = sum(f for f, e in zip(b_fantasy, exs, strict=True) if e.answer == "no") / max(1, len(exs) - len(yes))
+    assert abs(p_yes - p_no) < 0.12
+    order = make_examples(corpus, Task("story_in_order", "western"), "test", 400, seed=2)
+    assert 0.4 < sum(e.answer == "yes" for e in order) / len(order) < 0.6
+    for ttype in HELD_OUT:
+        assert "{genre}" in TASK_TYPES.get(ttype).instruction and ttype not in UNDERSTANDING + GENERATION
+
+
+@pytest.mark.parametrize("type_name", UNDERSTANDING + GENERATION + HELD_OUT)
+def test_story_view_reads_the_story(corpus, type_name):
+    ex = story_view(corpus, 7, type_name)
+    assert ground_truth(corpus, ex) == ex.answer and ex.genre == corpus.story(7).genre
+    assert 7 in {ex.meta.get("story"), ex.meta.get("a", (None,))[0], ex.meta.get("b", (None,))[0]}
+    with pytest.raises(ValueError, match="type_name"):
+        story_view(corpus, 7, "poetry")
 
 
 def test_ground_truth_catches_a_wrong_label(corpus):

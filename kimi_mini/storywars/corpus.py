@@ -16,8 +16,9 @@ authors) cannot be had offline, so this module writes stories whose every hidden
 - **popularity**: ``log likes = 2 + 1.5·vivid_rate + 0.25·n_chapters + 0.35·ε``, ``ε ~ N(0, 1)``,
   normalised to an integer score 0–10 over the corpus (the paper normalises likes to 0–10).
 
-Everything is drawn from one ``random.Random(seed)``; :func:`load_corpus` caches the corpus as JSON under
-``data/cache/`` keyed by a hash of its configuration.
+Everything is drawn from one ``random.Random(seed)``; :func:`load_corpus_dataset` saves the corpus as a
+``datasets.DatasetDict`` (splits ``train`` / ``test``, one row per story) under ``data/cache/``, keyed by a hash of
+its configuration and of the generator's code, and :func:`load_corpus` reads the :class:`Corpus` back from it.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kimi_mini.checks import check_int, check_number
-from kimi_mini.data import atomic_path, cache_dir, code_key
+from kimi_mini.data import cache_dir, code_key, save_atomically
 
 __all__ = ["GENRES", "CONNECTIVES", "ENDINGS", "PHRASES", "Genre", "Author", "Chapter", "Story", "Corpus",
-           "CorpusConfig", "generate_corpus", "load_corpus", "author_style_stats", "STAGES"]
+           "CorpusConfig", "generate_corpus", "load_corpus", "load_corpus_dataset", "author_style_stats", "STAGES"]
 
 STAGES = ("setup", "trouble", "struggle", "ending")
 MAX_STORIES = 10**6  # bounded by design (README): a typo cannot make the generator run for hours
@@ -301,40 +302,82 @@ def generate_corpus(config: CorpusConfig | None = None) -> Corpus:
     return Corpus(cfg, authors, stories)
 
 
-def _to_json(corpus: Corpus) -> dict:
-    return {"config": dataclasses.asdict(corpus.config),
-            "authors": [dataclasses.asdict(a) for a in corpus.authors.values()],
-            "stories": [dataclasses.asdict(s) for s in corpus.stories]}
+def _check_config(config) -> CorpusConfig:
+    if config is not None and not isinstance(config, CorpusConfig):
+        raise ValueError(f"config: expected a CorpusConfig or None, got {type(config).__name__}")
+    return config or CorpusConfig()
 
 
-def _from_json(d: dict) -> Corpus:
-    cfg = CorpusConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()})
-    authors = {a["name"]: Author(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
-               for a in d["authors"]}
-    stories = []
-    for s in d["stories"]:
-        chapters = tuple(Chapter(**{**c, "sentences": tuple(c["sentences"])}) for c in s["chapters"])
-        stories.append(Story(**{**s, "chapters": chapters}))
-    return Corpus(cfg, authors, stories)
+def _dataset_path(cfg: CorpusConfig, cache: Path | None) -> Path:
+    return (cache or cache_dir()) / f"storywars-{cfg.key()}-{code_key(generate_corpus, _sentence, _make_authors)}"
+
+
+def _story_features():
+    import datasets
+
+    v = datasets.Value
+    chapter = {"author": v("string"), "stage": v("int64"), "day": v("int64"),
+               "sentences": datasets.List(v("string")), "vivid": v("int64")}
+    return datasets.Features({"id": v("int64"), "genre": v("string"), "hero": v("string"), "place": v("string"),
+                              "likes": v("int64"), "score": v("int64"), "text": v("string"),
+                              "chapters": datasets.List(chapter)})
+
+
+def _story_row(s: Story) -> dict:
+    chapters = [{"author": c.author, "stage": c.stage, "day": c.day, "sentences": list(c.sentences), "vivid": c.vivid}
+                for c in s.chapters]
+    return {"id": s.id, "genre": s.genre, "hero": s.hero, "place": s.place, "likes": s.likes, "score": s.score,
+            "text": s.text, "chapters": chapters}
+
+
+def _story_from_row(row: dict, split: str) -> Story:
+    chapters = tuple(Chapter(row["id"], j, c["author"], c["stage"], c["day"], tuple(c["sentences"]), c["vivid"])
+                     for j, c in enumerate(row["chapters"]))
+    return Story(row["id"], row["genre"], row["hero"], row["place"], chapters, row["likes"], row["score"], split)
+
+
+def load_corpus_dataset(config: CorpusConfig | None = None, cache: Path | None = None):
+    """The corpus of ``config`` as a ``datasets.DatasetDict`` with the splits ``train`` and ``test`` (by story,
+    as :attr:`Story.split` says), one row per story in id order: ``id``, ``genre``, ``hero``, ``place``,
+    ``likes``, ``score`` (0–10), ``text`` (the chapters joined) and ``chapters`` (a list of
+    ``{author, stage, day, sentences, vivid}``; ``day`` is None when the chapter has no explicit cue).
+
+    Generated once and saved under ``data/cache/storywars-<config hash>-<code hash>/`` (the generator's code is
+    part of the key, so an edited generator never reads a stale corpus), with the authors' styles in
+    ``authors.json`` beside the splits; a later call only reads it back. ``dd.with_format("torch",
+    columns=["score"])`` gives the popularity targets as an int64 tensor.
+    """
+    import datasets
+
+    cfg = _check_config(config)
+    datasets.disable_progress_bars()
+    target = _dataset_path(cfg, cache)
+    if not target.exists():
+        corpus = generate_corpus(cfg)
+        features = _story_features()
+        dd = datasets.DatasetDict({
+            split: datasets.Dataset.from_list([_story_row(s) for s in corpus.split(split)], features=features)
+            for split in ("train", "test")})
+        authors = json.dumps([dataclasses.asdict(a) for a in corpus.authors.values()])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_atomically(dd, target, files={"authors.json": authors})
+    return datasets.load_from_disk(str(target))
 
 
 def load_corpus(config: CorpusConfig | None = None, cache: Path | None = None) -> Corpus:
-    """The corpus of ``config``, generated once and then read from ``data/cache/storywars-<hash>.json``."""
-    if config is not None and not isinstance(config, CorpusConfig):
-        raise ValueError(f"config: expected a CorpusConfig or None, got {type(config).__name__}")
-    cfg = config or CorpusConfig()
-    path = (cache or cache_dir()) / f"storywars-{cfg.key()}-{code_key(generate_corpus, _sentence, _make_authors)}.json"
-    if path.exists():
-        try:
-            return _from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"cache: {path} is damaged ({type(exc).__name__}); delete it and it will be "
-                             f"generated again") from None
-    corpus = generate_corpus(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_to_json(corpus)))
-    return corpus
+    """The corpus of ``config`` as :class:`Corpus` objects, read from :func:`load_corpus_dataset` (its two splits
+    and ``authors.json``): equal, field for field, to :func:`generate_corpus` of the same config."""
+    cfg = _check_config(config)
+    dd = load_corpus_dataset(cfg, cache)
+    path = _dataset_path(cfg, cache)
+    try:
+        authors = {a["name"]: Author(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+                   for a in json.loads((path / "authors.json").read_text())}
+        stories = [_story_from_row(row, split) for split in ("train", "test") for row in dd[split]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cache: {path} is damaged ({type(exc).__name__}); delete it and it will be "
+                         f"generated again") from None
+    return Corpus(cfg, authors, sorted(stories, key=lambda s: s.id))
 
 
 def author_style_stats(corpus: Corpus) -> dict[str, dict[str, float]]:
