@@ -963,21 +963,6 @@ OPEN_29: set[str] = {  # topic cases issue 29's pass left open (its closing note
     'invariance:rewrite.words=[3]',
     'kernels:fusion.z=float32[3, 5]',
     'kernels:logprob.block_v=1099511627776',
-    'storywars:boundaries_from_masses.masses=[True, 2]',
-    'storywars:collate.encoded=[([1, 2], 5)]',
-    'storywars:collate.encoded=[([300], 0)]',
-    'storywars:collate.encoded=[([], 0)]',
-    'storywars:make_batch_fn.batch_size=0',
-    'storywars:make_batch_fn.batch_size=1.5',
-    'storywars:pretrained_lm.steps=1000000000000',
-    'storywars:sample_pool.k=1.5',
-    'storywars:sample_pool.k=True',
-    "storywars:score_type.predictions=['x', 'y']",
-    'storywars:score_type.predictions=[1.0]',
-    'storywars:score_type.predictions=[nan, 1.0]',
-    "storywars:score_type.type_name='nope'",
-    'storywars:score_type.type_name=None',
-    "storywars:type_metric.type_name='nope'",
 }
 
 

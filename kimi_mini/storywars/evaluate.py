@@ -53,6 +53,8 @@ def option_logprobs(model: KimiMini, prompts: Sequence[str], options: Sequence[S
 
 
 def type_metric(type_name: str) -> str:
+    if not isinstance(type_name, str) or type_name not in TASK_TYPES:
+        raise ValueError(f"type_name: expected one of {TASK_TYPES.names()}, got {type_name!r}")
     return TASK_TYPES.get(type_name).metric
 
 
@@ -76,14 +78,28 @@ def predict(model: KimiMini, examples: Sequence[Example], renderer: Renderer) ->
     return [ex.options[int(s.argmax())] for s, ex in zip(scores, examples, strict=True)]
 
 
+def _scores(predictions: Sequence, type_name: str) -> list[float]:
+    """Scores (numbers or option strings like ``"7"``) as finite floats; ``ValueError`` naming ``predictions``."""
+    try:
+        out = [float(p) if not isinstance(p, bool) else math.nan for p in predictions]
+    except (TypeError, ValueError):
+        out = [math.nan]
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"predictions: expected finite scores for {type_name}, got {list(predictions)[:4]!r}")
+    return out
+
+
 def score_type(type_name: str, examples: Sequence[Example], predictions: Sequence) -> float:
     """The paper's metric for one task type, on a 0–100 scale (Spearman ×100 can be negative)."""
-    gold = [ex.answer for ex in examples]
     metric = type_metric(type_name)
+    gold = [ex.answer for ex in examples]
+    if isinstance(predictions, (str, bytes)) or not isinstance(predictions, Sequence) or \
+            len(predictions) != len(gold):
+        raise ValueError(f"predictions: expected one prediction per example ({len(gold)}), got {predictions!r:.80}")
     if metric == "f1":
         return 100 * macro_f1(gold, list(predictions))
     if metric == "spearman":
-        return 100 * spearman([float(g) for g in gold], [float(p) for p in predictions])
+        return 100 * spearman([float(g) for g in gold], _scores(predictions, type_name))
     if metric == "boundary":
         def parse(s):
             return [int(v) for v in str(s).split()]

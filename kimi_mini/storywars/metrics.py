@@ -74,7 +74,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 def boundaries_from_masses(masses: Sequence[int]) -> list[int]:
     """Segment sizes → boundary positions: ``[2, 3, 6]`` (11 units) → ``[2, 5]``."""
-    if not masses or any(not isinstance(m, int) or m < 1 for m in masses):
+    if not masses or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in masses):
         raise ValueError(f"masses: expected positive segment sizes, got {masses!r}")
     out, pos = [], 0
     for m in masses[:-1]:

@@ -106,11 +106,17 @@ def collate(encoded: Sequence[tuple[list[int], int]], device: torch.device | str
     padding, so only answer tokens are scored."""
     if not encoded:
         raise ValueError("encoded: expected at least one example")
+    for ids, n_prompt in encoded:  # what encode_example returns: >= 2 bytes, a prompt and an answer
+        if len(ids) < 2 or isinstance(n_prompt, bool) or not isinstance(n_prompt, int) or not 1 <= n_prompt < len(ids):
+            raise ValueError(f"encoded: expected (byte ids, prompt length) pairs with >= 2 ids and "
+                             f"1 <= prompt length < len(ids), got ({ids!r:.60}, {n_prompt!r})")
     T = max(len(ids) for ids, _ in encoded) - 1
     x = torch.zeros(len(encoded), T, dtype=torch.int64)
     y = torch.full((len(encoded), T), IGNORE, dtype=torch.int64)
     for i, (ids, n_prompt) in enumerate(encoded):
         seq = torch.tensor(ids)
+        if seq.dtype != torch.int64 or int(seq.min()) < 0 or int(seq.max()) > 255:
+            raise ValueError(f"encoded: expected byte ids (ints in [0, 256)), got {ids!r:.60}")
         x[i, :len(ids) - 1] = seq[:-1]
         y[i, n_prompt - 1:len(ids) - 1] = seq[n_prompt:]
     return x.to(device), y.to(device)
@@ -125,6 +131,10 @@ def answer_only_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 def make_batch_fn(pools: dict[str, list[Example]], renderer: Renderer, batch_size: int, max_len: int):
     """``batch_fn(step, generator, device)`` for :func:`kimi_mini.train.train`: each row draws a task
     uniformly, then one of its examples (so every task gets the same share of tokens)."""
+    from kimi_mini.checks import check_int
+
+    check_int("batch_size", batch_size, 1, 1 << 20)
+    check_int("max_len", max_len, 2, 1 << 20)
     names = sorted(k for k, v in pools.items() if v)
     if not names:
         raise ValueError("pools: expected at least one task with examples")
@@ -194,6 +204,9 @@ def pretrained_lm(texts: Sequence[str], spec: TrainSpec, steps: int, seq_len: in
     """The shared starting point: a KimiMini trained as a plain language model on ``texts`` (the training
     stories, one per line) for ``steps`` steps — the stand-in for the pretrained T5 every StoryWars model
     starts from. Cached like :func:`cached_model`."""
+    from kimi_mini.checks import check_int
+
+    check_int("steps", steps, 1, 10**7)
     if not texts:
         raise ValueError("texts: expected at least one story text")
     h = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
@@ -231,8 +244,8 @@ def _state_hash(model: nn.Module) -> str:
 def sample_pool(examples: list[Example], k: int, seed: int) -> list[Example]:
     """``k`` examples of a few-shot task, drawn without replacement and stratified by answer (answers taken in
     turn, as in balanced k-shot sets), so that k examples of a binary task are not all one label."""
-    if not 1 <= k <= len(examples):
-        raise ValueError(f"k: expected 1 <= k <= {len(examples)}, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(examples):
+        raise ValueError(f"k: expected an int in [1, {len(examples)}], got {k!r}")
     rng = random.Random(seed)
     by_answer: dict[str, list[Example]] = {}
     for ex in rng.sample(examples, len(examples)):
