@@ -69,11 +69,32 @@ bench: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m kimi_mini.notebooks sync
 
-# On one H100/H200, in under ten minutes: pytest -m gpu, every notebook at PRESET=gpu (each within a time
-# limit), the GPU benchmark rows -> runs/gpu/GPU_REPORT.md. Without a GPU: one line, exit status 2.
-.PHONY: gpu-check
-gpu-check: $(STAMP)
-	$(BIN)/python -m kimi_mini.gpu_check
+# gpu-check: on one H100/H200, in at most eight minutes: kimi-mini installed without touching the machine's
+# torch/triton (what it lacks from the wheel folder, offline), the kernel tests on the GPU, the GPU benchmark
+# rows, the notebooks at PRESET=gpu that fit -> runs/gpu/GPU_REPORT.md. Without a GPU: one line, exit status 2.
+# GPU_PYTHON: the Python that has the machine's torch (python3 on a bare GPU machine; the course venv where
+# there is one). `make gpu-check GPU_CHECK_ARGS=--dry-run` prints the plan on any machine.
+GPU_WHEELS ?= wheels
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check gpu-wheels
+gpu-check:
+	$(GPU_PYTHON) kimi_mini/gpu_check.py $(if $(wildcard $(GPU_WHEELS)/*.whl),--wheels $(GPU_WHEELS)) $(GPU_CHECK_ARGS)
+
+# gpu-wheels (here, with network): requirements-gpu.txt — what a bare GPU machine (Python 3.12, its own torch and
+# triton, no network) lacks — as cp312 manylinux wheels, each named and pinned, --no-deps, into wheels/ (ignored
+# by git; copy it beside the checkout, or name it in the device tool's carry), then checked: one wheel per pin,
+# at most 60 MiB, and pip resolves them offline for CPython 3.12.
+GPU_PLATFORMS := --python-version 3.12 --implementation cp --abi cp312 --platform manylinux_2_28_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+gpu-wheels:
+	rm -f $(GPU_WHEELS)/*.whl
+	$(PYTHON) -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: $(GPU_PLATFORMS) \
+		-d $(GPU_WHEELS) -r requirements-gpu.txt
+	$(PYTHON) -m pip install --disable-pip-version-check -q --dry-run --ignore-installed --no-index --no-deps \
+		--find-links $(GPU_WHEELS) --only-binary=:all: $(GPU_PLATFORMS) --target "$$(mktemp -d)" -r requirements-gpu.txt
+	$(PYTHON) kimi_mini/gpu_check.py --dry-run --wheels $(GPU_WHEELS)
+	@du -sh $(GPU_WHEELS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check kimi_mini kernels tests

@@ -223,34 +223,3 @@ def test_audit_findings_on_the_compiled_kernels(tmp_path):
                           text=True, timeout=900)
     print(proc.stdout)
     assert proc.returncode == 0 and proc.stdout.rstrip().endswith("OK"), proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def test_gpu_check_fails_clearly_without_a_gpu(tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is here: `make gpu-check` runs for real")
-    proc = subprocess.run([sys.executable, "-m", "kimi_mini.gpu_check", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "needs a CUDA GPU" in proc.stderr, proc.stderr
-    assert not (tmp_path / "GPU_REPORT.md").exists()  # no report of numbers that were not measured
-
-
-def test_gpu_check_report_with_the_steps_stubbed(tmp_path, monkeypatch):
-    """The report writer, exercised before a GPU day: every step stubbed, one notebook over its limit."""
-    from kimi_mini import gpu_check
-
-    def fake_run(cmd, limit, env=None):
-        if "02" in cmd:
-            return f"FAIL (over the {limit:.0f} s limit)", limit, "cell 7 ..."
-        if "bench" in cmd:
-            return "pass", 1.0, '{"rows": [{"T": 8192, "speed-up": 3.5}], "summary": {}}'
-        return "pass", 2.0, "5 passed"
-
-    monkeypatch.setattr(gpu_check, "_run", fake_run)
-    monkeypatch.setattr(gpu_check, "_machine", lambda: "stub GPU")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert gpu_check.main(["--out", str(tmp_path), "--only", "00,02"]) == 1
-    text = (tmp_path / "GPU_REPORT.md").read_text()
-    assert "**FAIL**" in text and "Machine: stub GPU" in text
-    assert "| 02_muon | FAIL (over the 45 s limit) |" in text and "| 00_tour | pass |" in text
-    assert "### bench moba" in text and "8192" in text and "pytest -m gpu" in text
