@@ -230,8 +230,11 @@ def polynomial_fusion(z: Tensor, factors: Tensor) -> Tensor:
                              f"got device {t.device}")
     if z.dim() != 2 or z.shape[1] < 1:
         raise ValueError(f"z: expected an [N, D] tensor with D >= 1, got shape {tuple(z.shape)}")
-    if factors.dim() != 4 or factors.shape[2] != z.shape[1] or min(factors.shape) < 1:
+    if factors.dim() != 4 or min(factors.shape) < 1:
         raise ValueError(f"factors: expected [P, R, {z.shape[1]}, K] with P, R, K >= 1, got {tuple(factors.shape)}")
+    if factors.shape[2] != z.shape[1]:
+        raise ValueError(f"z: expected [N, {factors.shape[2]}] (the D of factors {tuple(factors.shape)}), "
+                         f"got shape {tuple(z.shape)}")
     if factors.shape[0] > MAX_ORDER:
         raise ValueError(f"factors: the kernel supports order P <= {MAX_ORDER}, got P = {factors.shape[0]}")
     if factors.numel() >= 2**31:

@@ -74,11 +74,15 @@ def _logprob_bwd_kernel(X, T, LSE, DLOGP, DX, stride_x, stride_dx, V, ignore_ind
         tl.store(dx_row + idx, dx.to(DX.dtype.element_ty), mask=mask)
 
 
+MAX_BLOCK_V = 1 << 16
+
+
 def _block_v(V: int, block_v: int | None) -> int:
     if block_v is None:  # the interpreter pays per op, so fewer, bigger chunks; a GPU wants registers free
         return min(triton.next_power_of_2(V), 8192 if INTERPRETED else 4096)
-    if not isinstance(block_v, int) or block_v < 16 or block_v & (block_v - 1):
-        raise ValueError(f"block_v: expected a power of two >= 16, got {block_v!r}")
+    if isinstance(block_v, bool) or not isinstance(block_v, int) or not 16 <= block_v <= MAX_BLOCK_V or \
+            block_v & (block_v - 1):  # Triton's largest block is 2**20 elements; wider chunks only spill registers
+        raise ValueError(f"block_v: expected a power of two in [16, {MAX_BLOCK_V}], got {block_v!r}")
     return block_v
 
 

@@ -950,24 +950,7 @@ def test_the_battery_is_large_and_ids_are_unique():
     assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1][:5]
 
 
-OPEN_29: set[str] = {  # topic cases issue 29's pass left open (its closing note lists them): strict xfail
-    'fusion:polynomial_fusion.z=float32[3, 5]',
-    'fusion:svm_baseline.y_train=array([0, 1, 0])',
-    'fusion:svm_baseline.y_train=array([0.5, 1.5, 0.5, 1.5, 0.5, 1.5])',
-    'invariance:probe_accuracy.h_train=float32[4, 2]',
-    'invariance:probe_accuracy.max_train=-1',
-    'invariance:probe_accuracy.max_train=0',
-    'invariance:probe_accuracy.max_train=1.5',
-    'invariance:probe_accuracy.s_train=float32[4]=[0.5, 1.0, 0.0, 1.0]',
-    "invariance:rewrite.words='abc'",
-    'invariance:rewrite.words=[3]',
-    'kernels:fusion.z=float32[3, 5]',
-    'kernels:logprob.block_v=1099511627776',
-}
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="issue 29: open"))
-                                  if c.id in OPEN_29 else c for c in CASES], ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])  # issue 29: no case is left open
 def test_bad_input_is_a_value_error_naming_the_argument(case):
     with pytest.raises(ValueError) as err:
         case.call()

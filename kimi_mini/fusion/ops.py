@@ -63,8 +63,11 @@ def _check_poly(z: Tensor, factors: Tensor) -> None:
         raise ValueError(f"factors: expected z's dtype and device ({z.dtype}, {z.device}), got {describe(factors)}")
     if z.dim() != 2:
         raise ValueError(f"z: expected [N, D], got shape {tuple(z.shape)}")
-    if factors.dim() != 4 or factors.shape[2] != z.shape[1]:
+    if factors.dim() != 4:
         raise ValueError(f"factors: expected [P, R, {z.shape[1]}, K], got shape {tuple(factors.shape)}")
+    if factors.shape[2] != z.shape[1]:
+        raise ValueError(f"z: expected [N, {factors.shape[2]}] (the D of factors {tuple(factors.shape)}), "
+                         f"got shape {tuple(z.shape)}")
     if min(factors.shape) < 1:
         raise ValueError(f"factors: expected order P >= 1, rank R >= 1 and K >= 1, got shape {tuple(factors.shape)}")
 
@@ -261,30 +264,32 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _as_tensors(xs, y=None, model=None):
+def _as_tensors(xs, y=None, model=None, names=("xs", "y")):
     """``xs`` (a list of ``[N, in_m]`` arrays) as float32 tensors and ``y`` (``[N]`` integer class ids) as int64,
-    checked against each other and against ``model`` — never a float label truncated to a class id."""
+    checked against each other and against ``model`` — never a float label truncated to a class id. ``names``: the
+    caller's argument names for the messages."""
+    xn, yn = names
     if isinstance(xs, (str, bytes, np.ndarray, Tensor)) or not isinstance(xs, Sequence) or not xs:
-        raise ValueError(f"xs: expected a non-empty list of [N, in_m] arrays (one per modality), got {describe(xs)}")
+        raise ValueError(f"{xn}: expected a non-empty list of [N, in_m] arrays (one per modality), got {describe(xs)}")
     try:
         xs = [torch.as_tensor(np.asarray(x, dtype=np.float32)) for x in xs]
     except (TypeError, ValueError):
-        raise ValueError("xs: expected numeric [N, in_m] arrays") from None
+        raise ValueError(f"{xn}: expected numeric [N, in_m] arrays") from None
     if any(x.dim() != 2 for x in xs) or len({x.shape[0] for x in xs}) != 1:
-        raise ValueError(f"xs: expected [N, in_m] arrays with one N, got shapes {[tuple(x.shape) for x in xs]}")
+        raise ValueError(f"{xn}: expected [N, in_m] arrays with one N, got shapes {[tuple(x.shape) for x in xs]}")
     if model is not None and (len(xs) != len(model.in_dims) or
                               any(x.shape[1] != d for x, d in zip(xs, model.in_dims, strict=False))):
-        raise ValueError(f"xs: expected widths {list(model.in_dims)}, got {[x.shape[1] for x in xs]}")
+        raise ValueError(f"{xn}: expected widths {list(model.in_dims)}, got {[x.shape[1] for x in xs]}")
     if y is None:
         return xs
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != xs[0].shape[0]:
-        raise ValueError(f"y: expected [N={xs[0].shape[0]}] class ids, got shape {y.shape}")
+        raise ValueError(f"{yn}: expected [N={xs[0].shape[0]}] class ids, got shape {y.shape}")
     if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-        raise ValueError(f"y: expected integer class ids, got dtype {y.dtype} (values like {y[:3].tolist()})")
+        raise ValueError(f"{yn}: expected integer class ids, got dtype {y.dtype} (values like {y[:3].tolist()})")
     y = torch.as_tensor(y.astype(np.int64))
     if model is not None and len(y) and (int(y.min()) < 0 or int(y.max()) >= model.n_classes):
-        raise ValueError(f"y: expected class ids in [0, {model.n_classes}), got [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(f"{yn}: expected class ids in [0, {model.n_classes}), got [{int(y.min())}, {int(y.max())}]")
     return xs, y
 
 
@@ -348,8 +353,8 @@ def svm_baseline(xs_train: Sequence, y_train, xs_test: Sequence, y_test, C: floa
     from sklearn.svm import SVC
 
     check_number("C", C, 0, lo_open=True)
-    xs_train, y_train = _as_tensors(xs_train, y_train)
-    xs_test, y_test = _as_tensors(xs_test, y_test)
+    xs_train, y_train = _as_tensors(xs_train, y_train, names=("xs_train", "y_train"))
+    xs_test, y_test = _as_tensors(xs_test, y_test, names=("xs_test", "y_test"))
     if [x.shape[1] for x in xs_train] != [x.shape[1] for x in xs_test]:
         raise ValueError(f"xs_test: expected widths {[x.shape[1] for x in xs_train]} like xs_train, got "
                          f"{[x.shape[1] for x in xs_test]}")

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kimi_mini.checks import check_int
+
 __all__ = ["ProbeResult", "probe_accuracy", "demographic_parity_gap"]
 
 PROBE_KINDS = ("logistic", "mlp")
@@ -57,6 +59,16 @@ def probe_accuracy(h_train: Tensor, s_train: Tensor, h_test: Tensor, s_test: Ten
     if len(htr) != len(str_) or len(hte) != len(ste):
         raise ValueError(f"h_train, s_train, h_test, s_test: expected matching lengths, got {len(htr)}, "
                          f"{len(str_)}, {len(hte)}, {len(ste)}")
+    for name, arr in (("h_train", htr), ("h_test", hte)):
+        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+            raise ValueError(f"{name}: expected finite numbers, got dtype {arr.dtype} with non-finite or "
+                             f"non-numeric values")
+    for name, arr in (("s_train", str_), ("s_test", ste)):
+        if not np.issubdtype(arr.dtype, np.integer) or (arr.size and arr.min() < 0):
+            raise ValueError(f"{name}: expected class ids (non-negative integers), got dtype {arr.dtype} "
+                             f"(values like {arr[:4].tolist()})")
+    if max_train is not None:
+        check_int("max_train", max_train, 2)
     if htr.shape[1] != hte.shape[1]:
         raise ValueError(f"h_test: expected {htr.shape[1]} features like h_train, got {hte.shape[1]}")
     if len(htr) < 2 or len(hte) < 1:

@@ -59,6 +59,9 @@ def rewrite(words: list[str], language: str, vocabulary: str = "own") -> list[st
     language has its own word substitution (they share only words of ≤ 2 letters); ``"shared"``: both use the
     same one (reversed spelling) and differ only in word order — like related languages sharing most of their
     surface vocabulary, so an encoder *can* map both to the same states."""
+    if isinstance(words, (str, bytes)) or not isinstance(words, (list, tuple)) or \
+            not all(isinstance(w, str) for w in words):
+        raise ValueError(f"words: expected a list of word strings, got {words!r:.80}")
     if language not in LANGUAGES:
         raise ValueError(f"language: expected one of {LANGUAGES}, got {language!r}")
     if vocabulary not in VOCABULARIES:
