@@ -21,7 +21,7 @@ from kimi_mini.invariance import (
     probe_accuracy,
     train_invariant,
 )
-from kimi_mini.invariance.data import light
+from kimi_mini.invariance.data import light, load_invariance_dataset
 from kimi_mini.invariance.translation import (
     LANGUAGES,
     encoder_states,
@@ -72,6 +72,32 @@ def test_lit_digits_counts_and_lighting():
     left, right = light(img, 1), light(img, 2)  # light from the upper left vs upper right
     assert left[0, 0, 0] > left[0, 0, -1] and right[0, 0, -1] > right[0, 0, 0]
     assert torch.allclose(light(img, 0), img + 0.175)  # front: uniform
+
+
+@pytest.mark.parametrize("name,loader,sizes", [("german", load_german, (700, 300)),
+                                               ("lit_digits", load_lit_digits, (1000, 797))], ids=["german", "digits"])
+def test_invariance_dataset_dict(name, loader, sizes):
+    dd = load_invariance_dataset(name)
+    assert set(dd) == {"train", "test"} and (dd["train"].num_rows, dd["test"].num_rows) == sizes
+    for split in ("train", "test"):
+        cols, data = dd[split][:], loader(split)
+        assert cols["x"].dtype == torch.float32 and cols["y"].dtype == cols["s"].dtype == torch.int64
+        assert torch.equal(cols["x"], data.x) and torch.equal(cols["y"], data.y) and torch.equal(cols["s"], data.s)
+
+
+def test_lit_digits_row_is_a_real_digit():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    row = next(r for r in load_invariance_dataset("lit_digits")["test"] if r["s"] == 0)  # front light: x/16 + 0.175
+    pixels = ((row["x"] - 0.175) * 16).round()
+    match = (torch.tensor(digits.data, dtype=torch.float32) == pixels).all(1).nonzero().flatten()
+    assert len(match) and int(row["y"]) in digits.target[match.numpy()].tolist()
+
+
+def test_invariance_dataset_rejects_unknown_name():
+    with pytest.raises(ValueError, match="name"):
+        load_invariance_dataset("yale_b")
 
 
 @pytest.mark.parametrize("loader", [load_adult, load_german, load_lit_digits], ids=["adult", "german", "digits"])

