@@ -23,6 +23,7 @@ from kimi_mini.fusion import (
     watch_dataset,
     watch_windows,
 )
+from kimi_mini.fusion.data import watch_splits
 from kimi_mini.testing import assert_close
 
 
@@ -103,6 +104,39 @@ def test_watch_splits_are_subject_disjoint():
         assert len(np.unique(d["subject"][test])) == 3
     with pytest.raises(ValueError, match="n_test"):
         subject_split(d["subject"], n_test=10)
+
+
+def test_watch_splits_dataset_dict():
+    d = watch_windows()
+    dd = watch_splits(seed=2)
+    assert list(dd) == ["train", "validation", "test"]
+    subjects = {k: set(dd[k][:]["subject"].tolist()) for k in dd}
+    assert (len(subjects["test"]), len(subjects["validation"])) == (3, 1) and len(subjects["train"]) == 6
+    assert not subjects["train"] & subjects["test"]
+    assert not subjects["validation"] & (subjects["train"] | subjects["test"])
+    assert sum(dd[k].num_rows for k in dd) == len(d["y"])
+    _, test = subject_split(d["subject"], n_test=3, seed=2)  # the same subjects as subject_split draws
+    assert subjects["test"] == set(d["subject"][test].tolist()) and dd["test"].num_rows == int(test.sum())
+    cols = dd["test"][:]
+    assert cols["gyroscope"].dtype == torch.float32 and cols["label"].dtype == torch.int64
+    assert cols["gyroscope"].shape == (int(test.sum()), 17)
+    first = int(np.flatnonzero(test)[0])  # rows keep the raw windows' order and values
+    assert np.array_equal(cols["gyroscope"][0].numpy(), d["gyroscope"][first])
+    assert int(cols["label"][0]) == d["y"][first]
+
+
+def test_watch_task_reads_the_subject_split():
+    """watch_task takes its arrays from watch_splits: the same rows as masking watch_windows by subject."""
+    from kimi_mini.fusion.experiment import watch_task
+
+    d, split = watch_windows(), watch_task()(1)
+    train, test = subject_split(d["subject"], n_test=3, seed=1)
+    val = train & (d["subject"] == np.random.default_rng(1001).choice(np.unique(d["subject"][train])))
+    for labels, mask in ((split.y_train, train & ~val), (split.y_val, val), (split.y_test, test)):
+        assert np.array_equal(labels, d["y"][mask])
+    mean, sd = d["gyroscope"][train & ~val].mean(0), d["gyroscope"][train & ~val].std(0)
+    assert_close(torch.from_numpy(split.test["gyroscope"]),
+                 torch.from_numpy(((d["gyroscope"][test] - mean) / sd).astype(np.float32)), rtol=1e-4, atol=1e-4)
 
 
 def test_simulator_interactions_switch():

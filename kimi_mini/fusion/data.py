@@ -6,7 +6,8 @@ simulator (three modalities, with and without cross-modal interactions).
   at 50 Hz — accelerometer ``ax, ay, az`` (modality 1) and gyroscope ``wx, wy, wz`` (modality 2). Read with
   numpy from the wheel (the package is never imported), cut into non-overlapping windows, summarised
   per window (:data:`WINDOW_FEATURES`) and cached as a Hugging Face dataset; ``watch_windows`` gives numpy.
-- :func:`subject_split` — train / test masks that never put one subject on both sides.
+- :func:`subject_split` — train / test masks that never put one subject on both sides; :func:`watch_splits` —
+  the seeded train / validation / test subject split as a ``datasets.DatasetDict`` (what the experiment reads).
 - :func:`driver_simulator` — face-, speech- and car-like feature vectors whose binary "distracted" label
   depends on weak unimodal signals plus cross-modal products; ``interactions=False`` is the control.
 """
@@ -22,7 +23,7 @@ from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.sources import package_file
 
 __all__ = ["WATCH", "WATCH_MODALITIES", "WINDOW_FEATURES", "SIM_MODALITIES", "watch_dataset", "watch_windows",
-           "subject_split",
+           "watch_splits", "subject_split",
            "standardize", "driver_simulator"]
 
 WATCH = ("seglearn", "1.2.5", "seglearn/data/watch_dataset.npy")
@@ -102,6 +103,27 @@ def subject_split(subjects: np.ndarray, n_test: int = 3, seed: int = 0) -> tuple
     held = np.random.default_rng(seed).choice(ids, size=n_test, replace=False)
     test = np.isin(subjects, held)
     return ~test, test
+
+
+def watch_splits(seed: int, n_test: int = 3, window: int = 100, hop: int = 100):
+    """The smartwatch windows split by subject as a ``datasets.DatasetDict`` with splits ``train``,
+    ``validation`` and ``test``: ``n_test`` test subjects drawn with ``seed`` (:func:`subject_split`), one
+    validation subject drawn from the rest with ``seed + 1000``, every other subject train — no subject in two
+    splits. Each split is a ``Dataset.select`` of :func:`watch_dataset`'s rows in their stored order (so
+    ``datasets`` fingerprints it from the cached set and the indices; nothing is copied), formatted
+    ``"torch"``: ``dd["test"][:]["gyroscope"]`` is float32 ``[n, 17]``, ``label`` int64 ``[n]``.
+    """
+    import datasets
+
+    check_int("seed", seed)
+    ds = watch_dataset(window, hop)
+    subjects = np.asarray(ds.with_format("numpy")[:]["subject"])
+    train, test = subject_split(subjects, n_test=n_test, seed=seed)
+    val_subject = np.random.default_rng(seed + 1000).choice(np.unique(subjects[train]))
+    val = train & (subjects == val_subject)
+    masks = {"train": train & ~val, "validation": val, "test": test}
+    dd = datasets.DatasetDict({k: ds.select(np.flatnonzero(m)) for k, m in masks.items()})
+    return dd.with_format("torch")
 
 
 def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

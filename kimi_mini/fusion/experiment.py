@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kimi_mini.fusion.data import driver_simulator, standardize, subject_split, watch_windows
+from kimi_mini.fusion.data import driver_simulator, standardize, watch_dataset, watch_splits
 from kimi_mini.fusion.ops import FusionClassifier, accuracy, fit_fusion, n_params, svm_baseline
 
 __all__ = ["Split", "watch_task", "simulator_task", "run_grid", "summarize", "paired_gap", "paired_gaps", "cell_values",
@@ -48,17 +48,13 @@ def _standardized(parts: dict[str, list[np.ndarray]]) -> list[dict[str, np.ndarr
 def watch_task(n_test: int = 3) -> Callable[[int], Split]:
     """Smartwatch windows split by subject: ``n_test`` test subjects and one validation subject drawn with
     the seed, the rest train (z-scored with the train statistics)."""
-    d = watch_windows()
+    n_classes = watch_dataset().features["label"].num_classes
 
     def task(seed: int) -> Split:
-        train, test = subject_split(d["subject"], n_test=n_test, seed=seed)
-        pool = np.unique(d["subject"][train])
-        val_subject = np.random.default_rng(seed + 1000).choice(pool)
-        val = train & (d["subject"] == val_subject)
-        train = train & ~val
-        parts = {m: [d[m][train], d[m][val], d[m][test]] for m in ("accelerometer", "gyroscope")}
-        tr, va, te = _standardized(parts)
-        return Split(tr, va, te, d["y"][train], d["y"][val], d["y"][test], int(d["y"].max()) + 1)
+        dd = watch_splits(seed, n_test=n_test).with_format("numpy")
+        cols = [dd[k][:] for k in ("train", "validation", "test")]
+        tr, va, te = _standardized({m: [c[m] for c in cols] for m in ("accelerometer", "gyroscope")})
+        return Split(tr, va, te, *(c["label"] for c in cols), n_classes)
 
     return task
 
