@@ -101,3 +101,64 @@ def test_code_key_changes_with_the_code():
         return 2
 
     assert data.code_key(a) == data.code_key(a) != data.code_key(b)
+
+
+# --------------------------------------------------------------------------------------- code-keyed topic caches
+def test_zeroprompt_checkpoint_follows_the_training_code(monkeypatch):
+    import importlib
+
+    pre = importlib.import_module("kimi_mini.prompts.pretrain")  # the package exports a pretrain() function
+    cfg = pre.PretrainConfig()
+    before = pre.checkpoint_path(cfg)
+    assert pre.checkpoint_path(cfg) == before  # stable between calls (and processes: the key is a source hash)
+
+    def prompted_batch(tasks, batch_size, generator, max_len):  # an "edit" of the batch builder
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(pre, "prompted_batch", prompted_batch)
+    assert pre.checkpoint_path(cfg) != before and pre.checkpoint_path(cfg).parent == before.parent
+
+
+def test_storywars_model_key_follows_the_training_code(monkeypatch):
+    from kimi_mini.storywars import train as sw
+
+    args = (sw.TrainSpec(), {"t": []}, "instruct", 3, None)
+    before = sw._key(*args)
+    assert sw._key(*args) == before
+
+    def collate(encoded, device="cpu"):  # an "edit" of the batch collation
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(sw, "collate", collate)
+    assert sw._key(*args) != before
+
+
+def test_storywars_damaged_model_cache_is_one_value_error_naming_the_path(tmp_path):
+    from kimi_mini.storywars.corpus import CorpusConfig, generate_corpus
+    from kimi_mini.storywars.tasks import Task, make_examples
+    from kimi_mini.storywars.train import TrainSpec, cached_model, instruct_renderer
+
+    spec = TrainSpec(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_seq_len=768, steps=2, batch_size=2, lr=1e-3,
+                     warmup=1)
+    corpus = generate_corpus(CorpusConfig(n_stories=24, n_authors=4, seed=5))
+    pools = {"t": make_examples(corpus, Task("temporal_inference", "fantasy"), "train", 4)}
+    cached_model("x", pools, instruct_renderer, "instruct", spec, cache=tmp_path)
+    (path,) = (tmp_path / "storywars").glob("x-*.pt")
+    path.write_bytes(path.read_bytes()[:100])  # truncated, as a killed writer of an older format would leave it
+    with pytest.raises(ValueError, match="path") as err:
+        cached_model("x", pools, instruct_renderer, "instruct", spec, cache=tmp_path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["empty folder", "garbage params", "no embeddings"])
+def test_dmr_damaged_data_cache_is_one_value_error_naming_the_path(tmp_path, damage):
+    from kimi_mini.rationale import data as dmr
+
+    folder = tmp_path / "dmr-reviews-damaged"
+    folder.mkdir()
+    if damage != "empty folder":
+        (folder / "params.json").write_text("{not json" if damage == "garbage params" else
+                                            '{"target": "movie", "distractors": ["amazon"]}')
+    with pytest.raises(ValueError, match="delete it") as err:
+        dmr._load(folder)
+    assert str(folder) in str(err.value)

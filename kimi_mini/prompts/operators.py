@@ -207,11 +207,11 @@ def train_generator_lm(templates: Sequence[str], *, d_model: int = 96, n_layers:
                        cache: bool = True) -> GeneratorLM:
     """The operators' generator: a KimiMini trained (next-byte loss) on ``templates`` joined by newlines —
     instruction text with its slots written literally, so it learns what an instruction looks like. Cached
-    under ``data/cache/gps/`` by a hash of the templates and the settings."""
+    under ``data/cache/gps/`` by a hash of the templates, the settings and this function's code."""
     import hashlib
     import json
 
-    from kimi_mini.data import cache_dir
+    from kimi_mini.data import cache_dir, code_key
     from kimi_mini.model import KimiConfig
     from kimi_mini.train import load_checkpoint, train
 
@@ -223,6 +223,7 @@ def train_generator_lm(templates: Sequence[str], *, d_model: int = 96, n_layers:
     config = KimiConfig(d_model=d_model, n_layers=n_layers, n_heads=4, d_ff=d_model * 8 // 3 // 32 * 32,
                         max_seq_len=128)
     settings = dict(config=config.to_dict(), steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed)
+    settings["code"] = code_key(train_generator_lm)  # an edit of the training code never serves a stale model
     key = hashlib.sha1((json.dumps(settings, sort_keys=True) + "\n".join(templates)).encode()).hexdigest()[:16]
     path = cache_dir() / "gps" / f"generator-{key}.pt"
     torch.manual_seed(seed)

@@ -9,7 +9,8 @@ Tasks are drawn uniformly among the N training tasks, the example and template u
 number of training sequences is fixed, so models trained on more tasks see the same number of training
 examples (and about the same number of tokens) spread over more tasks. Training compute is counted as
 ``FLOPs = 6 · params · tokens`` (every processed byte, padding included). Trained models are cached under
-``data/cache/zeroprompt/<config hash>.pt`` so that later runs and the GPS notebook load the frozen model.
+``data/cache/zeroprompt/<config hash>-<code hash>.pt`` (the code hash covers the functions that train the model,
+so an edit of them never serves a stale model) so that later runs and the GPS notebook load the frozen model.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kimi_mini.checks import check_int, check_number, check_tensor, describe
-from kimi_mini.data import ByteTokenizer, cache_dir
+from kimi_mini.data import ByteTokenizer, cache_dir, code_key
 from kimi_mini.model import KimiConfig, KimiMini, count_params
 from kimi_mini.prompts.rank import rank_classify
 from kimi_mini.prompts.tasks import ZOO_VERSION, Task, render
@@ -114,7 +115,8 @@ class Pretrained(NamedTuple):
 
 
 def checkpoint_path(config: PretrainConfig) -> Path:
-    return cache_dir() / "zeroprompt" / f"{config.key()}.pt"
+    code = code_key(PretrainConfig, pretrain, prompted_batch, answer_only_loss, answer_logits, render)
+    return cache_dir() / "zeroprompt" / f"{config.key()}-{code}.pt"
 
 
 def answer_logits(model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:

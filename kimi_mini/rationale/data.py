@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kimi_mini.data import cache_dir
+from kimi_mini.data import cache_dir, code_key
 from kimi_mini.realdata import VADER_DOMAINS, vader_sentences, word_vectors
 
 __all__ = ["tokenize", "build_reviews", "ReviewBenchmark", "ReviewTensors", "PAD"]
@@ -226,7 +226,8 @@ def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon
     if train_repeats != 1:  # keeps the cache key of earlier builds
         params["train_repeats"] = train_repeats
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    path = (cache or cache_dir()) / f"dmr-reviews-{key}"
+    code = code_key(tokenize, _pools, _normal_scores, _compose, _embeddings, _build, vader_sentences, word_vectors)
+    path = (cache or cache_dir()) / f"dmr-reviews-{key}-{code}"  # code: an edit of the build never serves stale data
     if not path.exists():
         _build(params, path)
     return _load(path)
@@ -260,11 +261,17 @@ def _build(params: dict, path: Path) -> None:
 
 
 def _load(path: Path) -> ReviewBenchmark:
+    import pickle
+
     import datasets
 
     datasets.disable_progress_bars()
-    params = json.loads((path / "params.json").read_text())
-    return ReviewBenchmark(dataset=datasets.load_from_disk(str(path / "dataset")),
-                           vocab=json.loads((path / "vocab.json").read_text()),
-                           embeddings=torch.load(path / "embeddings.pt", weights_only=True),
-                           domains=(params["target"], *params["distractors"]), params=params)
+    try:
+        params = json.loads((path / "params.json").read_text())
+        return ReviewBenchmark(dataset=datasets.load_from_disk(str(path / "dataset")),
+                               vocab=json.loads((path / "vocab.json").read_text()),
+                               embeddings=torch.load(path / "embeddings.pt", weights_only=True),
+                               domains=(params["target"], *params["distractors"]), params=params)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"cache: {path} is damaged ({type(exc).__name__}); delete it and it will be built "
+                         f"again") from None

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from kimi_mini.data import ByteTokenizer, TokenData, cache_dir
+from kimi_mini.data import ByteTokenizer, TokenData, cache_dir, code_key
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.optim import build_optimizer
 from kimi_mini.storywars.tasks import Example, render
@@ -162,6 +162,9 @@ def train_on_examples(model: KimiMini, pools: dict[str, list[Example]], renderer
 def _key(spec: TrainSpec, pools: dict[str, list[Example]], renderer_name: str, steps: int, base: str | None) -> str:
     h = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
     h.update(f"{renderer_name}|{steps}|{base}".encode())
+    # the code that builds the entry: an edit of the training path never serves a stale model
+    h.update(code_key(TrainSpec, train_on_examples, make_batch_fn, encode_example, collate, answer_only_loss,
+                      render).encode())
     for k in sorted(pools):
         h.update(k.encode())
         for ex in pools[k]:
@@ -210,7 +213,7 @@ def pretrained_lm(texts: Sequence[str], spec: TrainSpec, steps: int, seq_len: in
     if not texts:
         raise ValueError("texts: expected at least one story text")
     h = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
-    h.update(f"lm|{steps}|{seq_len}".encode())
+    h.update(f"lm|{steps}|{seq_len}|{code_key(TrainSpec, pretrained_lm)}".encode())
     for t in texts:
         h.update(t.encode())
     path = None
