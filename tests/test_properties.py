@@ -225,3 +225,147 @@ def test_rationale_metrics_are_fractions_and_perfect_on_gold(B, T, seed):
     assert all(0.0 <= v <= 1.0 for v in m.values())
     if gold.any():
         assert rationale_metrics(gold, gold)["f1"] == 1.0
+
+
+@settings(max_examples=3)
+@given(st.integers(1, 7), st.integers(1, 70), st.sampled_from([None, 16, 32]), st.integers(0, 2**16))
+def test_logprob_kernel_is_log_softmax_gather_in_value_and_gradient(N, V, block_v, seed):
+    from kimi_mini.kernels.logprob import token_logprobs
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, V, generator=g, requires_grad=True)
+    t = torch.randint(0, V, (N,), generator=g)
+    t[0] = -100  # an ignored row: 0, and no gradient
+    w = torch.randn(N, generator=g)
+    got = token_logprobs(x, t, block_v=block_v)
+    (got * w).sum().backward()
+    dx, x.grad = x.grad.clone(), None
+    want = torch.log_softmax(x, -1).gather(-1, t.clamp_min(0)[:, None])[:, 0] * (t != -100)
+    (want * w).sum().backward()
+    assert got[0] == 0.0 and bool((dx[0] == 0).all())
+    assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
+    assert_close(dx, x.grad, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=4)
+@given(st.integers(2, 20), st.integers(1, 5), st.floats(-100, 100), st.integers(0, 2**16))
+def test_central_moments_kernel_shift_moves_only_the_mean(N, D, shift, seed):
+    from kimi_mini.kernels.moments import central_moments
+
+    x = _randn((N, D), seed)
+    a, b = central_moments(x, 4), central_moments(x + shift, 4)  # central moments c_k (k >= 2) ignore a shift
+    assert_close(b[0], a[0] + shift, rtol=1e-5, atol=1e-4)
+    assert_close(b[1:], a[1:], rtol=1e-3, atol=1e-3 * (1 + abs(shift)) ** 2)
+    assert bool((a[1] >= 0).all())  # c_2 is a variance
+
+
+@given(st.integers(0, 8), st.integers(1, 6), st.integers(1, 3), st.integers(1, 4), st.integers(0, 2**16))
+def test_polynomial_fusion_of_order_one_is_linear(N, D, R, K, seed):
+    from kimi_mini.fusion.ops import polynomial_fusion
+
+    z, factors = _randn((N, D), seed), _randn((1, R, D, K), seed + 1)
+    assert_close(polynomial_fusion(z, factors), z @ factors[0].sum(0), rtol=1e-5, atol=1e-5)  # P = 1: Σ_r W_r z
+
+
+labels = st.lists(st.sampled_from("abc"), min_size=1, max_size=12)
+
+
+@given(labels, st.data())
+def test_macro_f1_is_a_fraction_one_on_itself_and_blind_to_label_names(gold, data):
+    from kimi_mini.storywars.metrics import macro_f1
+
+    pred = data.draw(st.lists(st.sampled_from("abc"), min_size=len(gold), max_size=len(gold)))
+    f = macro_f1(gold, pred)
+    assert 0.0 <= f <= 1.0 and macro_f1(gold, gold) == 1.0
+    assert f == pytest.approx(macro_f1(pred, gold))  # per-class F1 is symmetric in (gold, pred); the union too
+    rename = dict(zip("abc", data.draw(st.permutations("xyz")), strict=True))
+    assert f == pytest.approx(macro_f1([rename[v] for v in gold], [rename[v] for v in pred]))
+
+
+words = st.lists(st.sampled_from(["the", "cat", "sat", "on", "a", "mat"]), max_size=10).map(" ".join)
+
+
+@given(words, words)
+def test_rouge_l_token_f1_is_a_symmetric_fraction_and_one_on_itself(a, b):
+    from kimi_mini.storywars.metrics import rouge_l
+
+    r = rouge_l(a, b)
+    assert 0.0 <= r <= 1.0 and r == pytest.approx(rouge_l(b, a))
+    assert rouge_l(a, a) == (1.0 if a else 0.0)
+    assert rouge_l(a.upper(), b) == r  # lower-cased word tokens
+
+
+@given(st.lists(st.integers(-50, 50), min_size=2, max_size=15), st.data())
+def test_spearman_is_invariant_under_monotone_maps_and_flips_sign_under_reversal(x, data):
+    from kimi_mini.storywars.metrics import spearman
+
+    y = data.draw(st.lists(st.integers(-50, 50), min_size=len(x), max_size=len(x)))
+    rho = spearman(x, y)
+    assert spearman([v ** 3 + 7 for v in x], y) == pytest.approx(rho)  # strictly increasing: same ranks
+    assert spearman(x, [math.exp(v / 10) for v in y]) == pytest.approx(rho)
+    assert spearman(x, [-v for v in y]) == pytest.approx(-rho)
+    assert spearman(y, x) == pytest.approx(rho)
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), min_size=2, max_size=20).filter(
+    lambda r: len({s for _, s in r}) == 2))
+def test_demographic_parity_gap_is_a_fraction_blind_to_which_group_is_which(rows):
+    from kimi_mini.invariance.probe import demographic_parity_gap
+
+    y, s = torch.tensor([a for a, _ in rows]), torch.tensor([b for _, b in rows])
+    gap = demographic_parity_gap(y, s)
+    assert 0.0 <= gap <= 1.0 and gap == pytest.approx(demographic_parity_gap(y, 1 - s))
+    assert demographic_parity_gap(torch.zeros_like(y), s) == 0.0  # a constant prediction is parity
+
+
+@given(st.lists(st.floats(0, 1e4), min_size=1, max_size=8), st.floats(1, 1e3), st.floats(0, 5))
+def test_budget_penalty_is_zero_within_budget_capped_and_monotone(n, budget, weight):
+    from kimi_mini.agentic.rl import budget_penalty
+
+    n_t = torch.tensor(n)
+    b = torch.full_like(n_t, budget)
+    p = budget_penalty(n_t, b, weight)
+    assert bool((p <= 0).all()) and bool((p >= -weight - 1e-6).all())
+    assert bool((p[n_t <= b] == 0).all())
+    assert bool((budget_penalty(n_t + 1.0, b, weight) <= p + 1e-6).all())  # a longer answer never earns more
+
+
+@given(st.integers(1, 3), st.integers(2, 5), st.floats(0.01, 2.0), st.floats(-5, 5), st.integers(0, 2**16))
+def test_k15_loss_is_non_negative_and_blind_to_a_per_task_reward_offset(N, K, tau, offset, seed):
+    from kimi_mini.agentic.rl import k15_policy_loss
+
+    g = torch.Generator().manual_seed(seed)
+    new, old, r = torch.randn(N, K, generator=g), torch.randn(N, K, generator=g), torch.rand(N, K, generator=g)
+    loss = k15_policy_loss(new, old, r, tau)
+    assert float(loss) >= 0.0
+    assert_close(k15_policy_loss(new, old, r + offset, tau), loss, rtol=1e-4, atol=1e-5)  # only r − r̄ counts
+    assert float(k15_policy_loss(old, old, torch.ones(N, K), tau)) == 0.0  # π = π_old, equal rewards: nothing to do
+
+
+@given(st.integers(1, 12), st.integers(0, 2**16))
+def test_success_rate_is_the_share_of_greedy_episodes_the_judge_passes(n, seed):
+    from kimi_mini.agentic import pipeline
+    from kimi_mini.agentic.rl import rollout
+
+    tasks, model = _agentic_fixture()
+    picked = tasks[:n]
+    out = pipeline.success_rate(model, picked, seed=seed % 5, examples=2)
+    ro = rollout(model, picked, seeds=[(seed % 5) * 7919 + i for i in range(len(picked))], temperature=0.0)
+    assert 0.0 <= out["success"] <= 1.0 and out["success"] == pytest.approx(ro.passed.float().mean().item())
+    assert len(out["examples"]) == min(2, len(picked))
+
+
+_AGENTIC = []
+
+
+def _agentic_fixture():
+    if not _AGENTIC:
+        import random
+
+        from kimi_mini.agentic.synthesis import make_agents, make_tasks
+        from kimi_mini.model import KimiConfig, KimiMini
+
+        torch.manual_seed(0)
+        model = KimiMini(KimiConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_seq_len=96))
+        _AGENTIC.extend([make_tasks(make_agents()["calc"], 12, random.Random(0)), model])
+    return _AGENTIC
