@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import importlib
 import io
-import math
 import os
 import re
 import sys
@@ -227,6 +226,8 @@ def _moe_configs():
         ExpertTiles,
         grouped_gemm,
         grouped_gemm_dw,
+        max_tiles,
+        swiglu_gemm,
     )
 
     sizes = {"01 gpu d384 h192 E64 k4": (8192, 384, 192, 64, 4),
@@ -236,16 +237,19 @@ def _moe_configs():
         for label, (N, d, h, E, k) in sizes.items():
             def run(dt=dt, N=N, d=d, h=h, E=E, k=k):
                 bm = 64
-                n_tiles = math.ceil(N * k / bm) + E
+                n_tiles = max_tiles(N * k, E, bm)
                 i32 = torch.int32
                 plan = ExpertTiles(meta(n_tiles * bm, dtype=i32), meta(n_tiles, dtype=i32), meta(E, dtype=i32),
                                    meta(E, dtype=i32), N, k, E, bm)
                 x, w1, w2 = meta(N, d, dtype=_DT[dt]), meta(E, d, h, dtype=_DT[dt]), meta(E, h, d, dtype=_DT[dt])
                 rw = meta(N * k, dtype=_DT[dt])
-                hid = grouped_gemm(x, w1, plan, ROWS_TOKEN, ROWS_SORTED)  # up/gate projections
+                hid, g, u = swiglu_gemm(x, w1, w1, plan)  # fused gate/up projections, SwiGLU epilogue
                 y = grouped_gemm(hid, w2, plan, ROWS_SORTED, ROWS_PAIR, rw)  # weighted down projection
-                grouped_gemm(y, w2.transpose(1, 2), plan, ROWS_PAIR, ROWS_SORTED)  # backward dX
-                grouped_gemm_dw(hid, y, plan, ROWS_SORTED, ROWS_PAIR, rw)  # backward dW
+                grouped_gemm(y, w2.transpose(1, 2), plan, ROWS_PAIR, ROWS_SORTED)  # backward d hidden
+                w1t = w1.transpose(1, 2)
+                grouped_gemm(g, w1t, plan, ROWS_SORTED, ROWS_PAIR, x2=u, w2=w1t)  # backward dX: dg W1ᵀ + du W3ᵀ
+                grouped_gemm_dw(x, g, plan, ROWS_TOKEN, ROWS_SORTED)  # backward dW1 / dW3
+                grouped_gemm_dw(hid, y, plan, ROWS_SORTED, ROWS_PAIR, rw)  # backward dW2
             yield f"{dt} {label}", run
 
 

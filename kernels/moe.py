@@ -4,13 +4,22 @@ Each of the N tokens is sent to k experts, giving P = N·k *token–expert pairs
 j-th choice. Running expert e on its pairs is one small matmul per expert, with ragged, data-dependent
 row counts. In the style of vLLM's ``fused_moe`` and scattermoe we turn it into *one* kernel launch:
 
-1. **Align** (host, :func:`align_to_tiles`): sort the pairs by expert and pad each expert's run to a
-   multiple of the tile height ``BLOCK_M``. Row r of the padded layout holds pair ``sorted_pair[r]``
-   (or the sentinel P on padding rows), and every ``BLOCK_M``-row tile belongs to one expert
-   ``tile_expert[r // BLOCK_M]``. Experts with no pair get no tile.
-2. **Grouped GEMM** (:func:`_grouped_gemm_fwd_kernel`): program (m, n) loads its tile's expert id, gathers
-   its ``BLOCK_M`` input rows by index, and computes ``Y[rows, n-block] = X[rows] @ W[e][:, n-block]``,
-   optionally multiplied by the routing weight of each pair, and stores (scatters) the rows.
+1. **Align** (:func:`align_to_tiles`, device ops only — no host sync): sort the pairs by expert and pad
+   each expert's run to a multiple of the tile height ``BLOCK_M``. Row r of the padded layout holds pair
+   ``sorted_pair[r]`` (or the sentinel P on padding rows), and every ``BLOCK_M``-row tile belongs to one
+   expert ``tile_expert[r // BLOCK_M]``. Experts with no pair get no tile. The number of tiles depends on
+   the routing, so the layout is sized by its upper bound ``⌊(P + min(E, P)·(BLOCK_M − 1)) / BLOCK_M⌋``
+   (known without reading the routing back); the tiles past the real ones have expert ``E`` and run
+   zero K-iterations (their rows are written as zeros).
+2. **Grouped GEMM** (:func:`_grouped_gemm_fwd_kernel`): a 1-D grid in *grouped* order — ``GROUP_M`` row
+   tiles × every column tile, row tile fastest — so a row tile's gathered activations and an expert's
+   weight tile are both reused from L2 across neighbouring programs. Program (m, n) loads its tile's
+   expert id, gathers its ``BLOCK_M`` input rows by index, and computes
+   ``Y[rows, n-block] = X[rows] @ W[e][:, n-block]`` (``+ X₂[rows] @ W₂[e][:, n-block]`` for the
+   backward of the fused gate/up projection), optionally multiplied by the routing weight of each pair,
+   and stores (scatters) the rows. :func:`_swiglu_gemm_fwd_kernel` is the fused gate/up projection: both
+   ``X W₁[e]`` and ``X W₃[e]`` from one gathered X tile, ``silu(g) ⊙ u`` in the epilogue.
+   Tiles, warps and stages come from a per-architecture table (:func:`gemm_config`).
 
 Input rows are addressed in one of three *row spaces* (``ROWS_*``): the padded sorted layout itself
 (row r), pair order (row p), or token order (row p // k, the gather that avoids copying x k times).
@@ -34,25 +43,58 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
 
 import kimi_mini.kernels as K
 
-__all__ = ["ExpertTiles", "align_to_tiles", "grouped_gemm", "grouped_gemm_dw", "GroupedGemm",
-           "moe_swiglu_experts", "ROWS_SORTED", "ROWS_PAIR", "ROWS_TOKEN"]
+__all__ = ["ExpertTiles", "align_to_tiles", "max_tiles", "gemm_config", "grouped_gemm", "grouped_gemm_dw",
+           "swiglu_gemm", "GroupedGemm", "SwiGLUGroupedGemm", "moe_swiglu_experts", "ROWS_SORTED", "ROWS_PAIR",
+           "ROWS_TOKEN"]
 
 ROWS_SORTED, ROWS_PAIR, ROWS_TOKEN = 0, 1, 2
 _ROW_NAMES = {ROWS_SORTED: "sorted", ROWS_PAIR: "pair", ROWS_TOKEN: "token"}
 
 
 def _default_blocks(device: torch.device | None = None) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K): GPU-sized tiles, or big-but-cheap ones for the slow interpreter."""
-    if not K.INTERPRETED:
-        return 64, 64, 32
-    return 16, 64, 64
+    """(BLOCK_M, BLOCK_N, BLOCK_K) of the forward GEMM for bf16 on this machine (the interpreter's are
+    big-but-cheap: it is slow per program, not per element)."""
+    cfg = gemm_config(torch.bfloat16)
+    return 64 if not K.INTERPRETED else 16, cfg["BLOCK_N"], cfg["BLOCK_K"]
+
+
+# Tiles, warps and stages per architecture (compute capability major), for 16-bit and fp32 inputs. The
+# forward's dot is [BLOCK_M = 64, BLOCK_K] @ [BLOCK_K, BLOCK_N]; the dW kernel's is
+# [DW_BLOCK_K, BLOCK_M]ᵀ-side @ [BLOCK_M, DW_BLOCK_N], so DW_BLOCK_K is the MMA's M: ≥ 64 for wgmma on
+# sm_90. fp32 (tf32x3: three MMAs and 4-byte tiles) keeps smaller tiles and fewer stages. Shared memory per
+# stage (16-bit, fused gate/up: one X tile and two W tiles) on sm_90: (64·64 + 2·64·128)·2 B = 40 KiB. The
+# fused gate/up kernel holds two fp32 accumulators: 8 warps (4 warps need 254 registers a thread at 64×128).
+# Every entry is compiled ahead of time by tests/test_kernels_compile.py (kimi_mini.kernels.aot).
+_GPU_CONFIGS = {
+    (9, 16): dict(BLOCK_N=128, BLOCK_K=64, GROUP_M=8, DW_BLOCK_K=64, DW_BLOCK_N=128, num_warps=4, num_stages=4,
+                  swiglu_warps=8),
+    (9, 32): dict(BLOCK_N=64, BLOCK_K=32, GROUP_M=8, DW_BLOCK_K=64, DW_BLOCK_N=64, num_warps=4, num_stages=2,
+                  swiglu_warps=8),
+    (8, 16): dict(BLOCK_N=128, BLOCK_K=32, GROUP_M=8, DW_BLOCK_K=64, DW_BLOCK_N=128, num_warps=4, num_stages=3,
+                  swiglu_warps=8),
+    (8, 32): dict(BLOCK_N=64, BLOCK_K=32, GROUP_M=8, DW_BLOCK_K=32, DW_BLOCK_N=64, num_warps=4, num_stages=2,
+                  swiglu_warps=8),
+}
+_INTERPRETER_CONFIG = dict(BLOCK_N=64, BLOCK_K=64, GROUP_M=4, DW_BLOCK_K=64, DW_BLOCK_N=64, num_warps=4,
+                           num_stages=1, swiglu_warps=4)
+
+
+def gemm_config(dtype: torch.dtype) -> dict:
+    """The tile/warp/stage configuration for ``dtype`` on the current target: the compiling GPU's compute
+    capability (the stand-in target under :func:`kimi_mini.kernels.aot.compile_only`), sm_90's table above
+    sm_90, sm_80's below sm_80; one fixed configuration in the interpreter."""
+    if K.INTERPRETED:
+        return dict(_INTERPRETER_CONFIG)
+    from triton.runtime import driver
+
+    major = min(max(driver.active.get_current_target().arch // 10, 8), 9)
+    return dict(_GPU_CONFIGS[(major, 32 if dtype == torch.float32 else 16)])
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -66,7 +108,8 @@ class ExpertTiles:
     """The routing plan shared by every grouped GEMM of one MoE forward/backward.
 
     sorted_pair: ``[M_pad]`` int32, the pair id at each row of the padded expert-sorted layout
-        (``n_pairs`` on padding rows). tile_expert: ``[M_pad / BLOCK_M]`` int32, the expert of each row tile.
+        (``n_pairs`` on padding rows). tile_expert: ``[M_pad / BLOCK_M]`` int32, the expert of each row tile
+        (``n_experts`` on the tiles past the real ones: M_pad is an upper bound, see :func:`max_tiles`).
     expert_tile_start, expert_tile_count: ``[E]`` int32, each expert's first tile and number of tiles.
     """
 
@@ -96,7 +139,10 @@ class ExpertTiles:
 
 
 def align_to_tiles(indices: Tensor, n_experts: int, block_m: int) -> ExpertTiles:
-    """Sort the token–expert pairs of ``indices [N, k]`` by expert and pad each expert to ``block_m`` rows."""
+    """Sort the token–expert pairs of ``indices [N, k]`` by expert and pad each expert to ``block_m`` rows.
+
+    Device ops only: no host sync. Expert ids out of range raise a ``ValueError`` on the CPU and a device-side
+    assertion on CUDA (``torch._assert_async``; a host-side check would wait for the GPU)."""
     if indices.dim() != 2:
         raise ValueError(f"indices: expected [N, k], got {tuple(indices.shape)}")
     if not isinstance(block_m, int) or block_m < 1:
@@ -106,24 +152,35 @@ def align_to_tiles(indices: Tensor, n_experts: int, block_m: int) -> ExpertTiles
     N, k = indices.shape
     dev = indices.device
     flat = indices.reshape(-1).long()  # [P]
-    if flat.numel():
-        lo, hi = torch.stack(torch.aminmax(flat)).tolist()  # one device sync for both
+    P = flat.numel()
+    if P and dev.type == "cuda":  # checked on the device: a host-side check would wait for the GPU
+        torch._assert_async(((flat >= 0) & (flat < n_experts)).all(),
+                            f"indices: expected expert ids in 0..{n_experts - 1}")
+    elif P and dev.type != "meta":
+        lo, hi = torch.stack(torch.aminmax(flat)).tolist()
         if lo < 0 or hi >= n_experts:
             raise ValueError(f"indices: expected expert ids in 0..{n_experts - 1}, got {lo}..{hi}")
-    counts = torch.bincount(flat, minlength=n_experts)  # [E]
+    counts = torch.zeros(n_experts, dtype=torch.long, device=dev).scatter_add_(0, flat, torch.ones_like(flat))
     tiles = (counts + block_m - 1) // block_m  # [E]
-    tile_start = torch.cumsum(tiles, 0) - tiles
+    tile_end = torch.cumsum(tiles, 0)
+    tile_start = tile_end - tiles
     order = flat.argsort(stable=True)  # pair ids grouped by expert
     expert_sorted = flat[order]
-    rank = torch.arange(flat.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[expert_sorted]
+    rank = torch.arange(P, device=dev) - (torch.cumsum(counts, 0) - counts)[expert_sorted]
     row = tile_start[expert_sorted] * block_m + rank  # where each sorted pair lands in the padded layout
-    n_tiles = int(tiles.sum())
-    sorted_pair = torch.full((n_tiles * block_m,), flat.numel(), dtype=torch.int32, device=dev)
+    n_tiles = max_tiles(P, n_experts, block_m)  # from the sizes alone: no sync
+    sorted_pair = torch.full((n_tiles * block_m,), P, dtype=torch.int32, device=dev)
     sorted_pair[row] = order.to(torch.int32)
-    tile_expert = torch.repeat_interleave(torch.arange(n_experts, device=dev, dtype=torch.int32), tiles,
-                                          output_size=n_tiles)
+    # tile t belongs to the expert whose [tile_start, tile_end) holds it; E past the last real tile
+    tile_expert = torch.searchsorted(tile_end, torch.arange(n_tiles, device=dev), right=True).to(torch.int32)
     return ExpertTiles(sorted_pair, tile_expert, tile_start.to(torch.int32), tiles.to(torch.int32),
                        N, k, n_experts, block_m)
+
+
+def max_tiles(n_pairs: int, n_experts: int, block_m: int) -> int:
+    """Upper bound of the row tiles of any routing of ``n_pairs`` pairs to ``n_experts`` experts: each of
+    the at most min(E, P) experts with a pair pads its run by at most ``block_m − 1`` rows."""
+    return (n_pairs + min(n_experts, n_pairs) * (block_m - 1)) // block_m
 
 
 # -------------------------------------------------------------------------------------- kernels
@@ -140,35 +197,55 @@ def _row_index(offs, pair, TOP_K: tl.constexpr, ROWS: tl.constexpr):
 
 
 @triton.jit
+def _grouped_tile(pid, n_tiles_m, n_tiles_n, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of program ``pid`` in grouped order: the programs walk GROUP_M row tiles
+    (row fastest) for one column tile, then the same row tiles for the next column tile, … — so the
+    GROUP_M gathered X tiles and the column's weight tile are each re-read from L2, not from memory."""
+    per_group = GROUP_M * n_tiles_n
+    first_m = (pid // per_group) * GROUP_M
+    rows_here = tl.minimum(n_tiles_m - first_m, GROUP_M)  # the last group may be short
+    local = pid % per_group
+    return first_m + local % rows_here, local // rows_here
+
+
+@triton.jit
 def _grouped_gemm_fwd_kernel(
-    x_ptr, w_ptr, y_ptr, route_w_ptr, sorted_pair_ptr, tile_expert_ptr,
-    n_pairs, K, N,
+    x_ptr, w_ptr, x2_ptr, w2_ptr, y_ptr, route_w_ptr, sorted_pair_ptr, tile_expert_ptr,
+    n_pairs, n_experts, n_tiles, K, N,
     stride_xm, stride_xk, stride_we, stride_wk, stride_wn, stride_ym, stride_yn,
     TOP_K: tl.constexpr, X_ROWS: tl.constexpr, Y_ROWS: tl.constexpr, MUL_WEIGHT: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_SECOND: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """Y[y_row(r)] = (w_pair(r) ·) X[x_row(r)] @ W[e] for the BLOCK_M padded rows r of one tile."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    """Y[y_row(r)] = (w_pair(r) ·) (X[x_row(r)] @ W[e] (+ X₂[x_row(r)] @ W₂[e])) for the BLOCK_M padded rows
+    r of one tile. X₂/W₂ (HAS_SECOND) share X/W's strides."""
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), n_tiles, tl.cdiv(N, BLOCK_N), GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     pair = tl.load(sorted_pair_ptr + offs_m)  # [BM]; n_pairs marks padding
     valid = pair < n_pairs
-    expert = tl.load(tile_expert_ptr + pid_m).to(tl.int64)
+    expert = tl.load(tile_expert_ptr + pid_m)
+    k_end = tl.where(expert < n_experts, K, 0)  # a tile past the real ones: no K-iteration, zeros out
+    expert = tl.minimum(expert, n_experts - 1).to(tl.int64)
     x_row = _row_index(offs_m, pair, TOP_K, X_ROWS)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(0, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K
-        a = tl.load(x_ptr + x_row[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                    mask=valid[:, None] & mask_k[None, :], other=0.0)  # [BM, BK] gathered rows
-        b = tl.load(w_ptr + expert * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn,
-                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)  # [BK, BN] of expert e
+        x_off = x_row[:, None] * stride_xm + offs_k[None, :] * stride_xk
+        w_off = expert * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        a = tl.load(x_ptr + x_off, mask=valid[:, None] & mask_k[None, :], other=0.0)  # [BM, BK] gathered
+        b = tl.load(w_ptr + w_off, mask=mask_k[:, None] & mask_n[None, :], other=0.0)  # [BK, BN] of expert e
         if UPCAST:
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if HAS_SECOND:
+            a2 = tl.load(x2_ptr + x_off, mask=valid[:, None] & mask_k[None, :], other=0.0)
+            b2 = tl.load(w2_ptr + w_off, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            if UPCAST:
+                a2, b2 = a2.to(tl.float32), b2.to(tl.float32)
+            acc = tl.dot(a2, b2, acc, input_precision=PRECISION)
     if MUL_WEIGHT:
         rw = tl.load(route_w_ptr + pair, mask=valid, other=0.0).to(tl.float32)
         acc = acc * rw[:, None]
@@ -179,6 +256,52 @@ def _grouped_gemm_fwd_kernel(
         row_ok = valid
     tl.store(y_ptr + y_row[:, None] * stride_ym + offs_n[None, :] * stride_yn,
              acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _swiglu_gemm_fwd_kernel(
+    x_ptr, w1_ptr, w3_ptr, h_ptr, g_ptr, u_ptr, sorted_pair_ptr, tile_expert_ptr,
+    n_pairs, n_experts, n_tiles, K, N,
+    stride_xm, stride_xk, stride_we, stride_wk, stride_wn, stride_hm, stride_hn,
+    TOP_K: tl.constexpr, X_ROWS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """The fused gate/up projection of one tile, sorted layout out: g = X W₁[e], u = X W₃[e] from one
+    gathered X tile, h = silu(g) ⊙ u in the epilogue; g and u are stored too (the backward needs them).
+    W₁ and W₃ share strides."""
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), n_tiles, tl.cdiv(N, BLOCK_N), GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pair = tl.load(sorted_pair_ptr + offs_m)
+    valid = pair < n_pairs
+    expert = tl.load(tile_expert_ptr + pid_m)
+    k_end = tl.where(expert < n_experts, K, 0)
+    expert = tl.minimum(expert, n_experts - 1).to(tl.int64)
+    x_row = _row_index(offs_m, pair, TOP_K, X_ROWS)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, k_end, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        a = tl.load(x_ptr + x_row[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+                    mask=valid[:, None] & mask_k[None, :], other=0.0)  # [BM, BK], gathered once for both
+        w_off = expert * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        b1 = tl.load(w1_ptr + w_off, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        b3 = tl.load(w3_ptr + w_off, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if UPCAST:
+            a, b1, b3 = a.to(tl.float32), b1.to(tl.float32), b3.to(tl.float32)
+        acc_g = tl.dot(a, b1, acc_g, input_precision=PRECISION)
+        acc_u = tl.dot(a, b3, acc_u, input_precision=PRECISION)
+    # rounded to the storage dtype first, so h is exactly silu(g)·u of the g and u the backward reads
+    g = acc_g.to(g_ptr.dtype.element_ty).to(tl.float32)
+    u = acc_u.to(u_ptr.dtype.element_ty).to(tl.float32)
+    h = g * tl.sigmoid(g) * u
+    off = offs_m[:, None].to(tl.int64) * stride_hm + offs_n[None, :] * stride_hn
+    mask = (offs_m >= 0)[:, None] & mask_n[None, :]  # padding rows: zeros (later kernels read them)
+    tl.store(g_ptr + off, g.to(g_ptr.dtype.element_ty), mask=mask)
+    tl.store(u_ptr + off, u.to(u_ptr.dtype.element_ty), mask=mask)
+    tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -242,14 +365,16 @@ def _check_rows(name: str, t: Tensor, plan: ExpertTiles, rows: int) -> None:
 
 def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: int,
                  route_weights: Tensor | None = None, block_n: int | None = None,
-                 block_k: int | None = None) -> Tensor:
-    """``Y[y_row] = (w_pair ·) X[x_row] @ W[expert]`` over every row of the plan (no autograd).
+                 block_k: int | None = None, x2: Tensor | None = None, w2: Tensor | None = None) -> Tensor:
+    """``Y[y_row] = (w_pair ·) (X[x_row] @ W[expert] (+ X₂[x_row] @ W₂[expert]))`` over every row of the
+    plan (no autograd).
 
     Args:
         x: ``[rows, K]`` addressed in row space ``x_rows`` (ROWS_SORTED / ROWS_PAIR / ROWS_TOKEN).
         w: ``[E, K, N]``, any strides (pass ``w.transpose(1, 2)`` for Wᵀ).
         y_rows: ROWS_SORTED (output ``[M_pad, N]``, padding rows zero) or ROWS_PAIR (``[N·k, N]``).
         route_weights: optional ``[N·k]`` routing weight per pair multiplying its output row.
+        x2, w2: an optional second product summed into the same accumulator (x2 like x, w2 like w).
     Returns: Y in x.dtype, accumulated in fp32.
     """
     _check_plan(plan, x)
@@ -264,23 +389,69 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
         raise ValueError(f"w: expected [{plan.n_experts}, {x.shape[1]}, N], got {tuple(w.shape)}")
     if route_weights is not None and route_weights.shape != (plan.n_pairs,):
         raise ValueError(f"route_weights: expected [{plan.n_pairs}], got {tuple(route_weights.shape)}")
+    if (x2 is None) != (w2 is None):
+        raise ValueError("x2, w2: expected both or neither")
+    if x2 is not None:
+        K.check_tensor("x2", x2, like=x)
+        K.check_tensor("w2", w2, like=x)
+        if x2.shape != x.shape or w2.shape != w.shape:
+            raise ValueError(f"x2, w2: expected the shapes of x {tuple(x.shape)} and w {tuple(w.shape)}, "
+                             f"got {tuple(x2.shape)} and {tuple(w2.shape)}")
     k_dim, N = w.shape[1], w.shape[2]
     y = x.new_empty(plan.n_rows(y_rows), N) if y_rows == ROWS_SORTED else x.new_zeros(plan.n_pairs, N)
     if plan.n_tiles == 0 or N == 0:
         return y
-    bm, bn, bk = _default_blocks(x.device)
-    bn, bk = block_n or bn, block_k or bk
+    cfg = gemm_config(x.dtype)
+    bn, bk = block_n or cfg["BLOCK_N"], block_k or cfg["BLOCK_K"]
     w = w.to(x.dtype)
+    if x2 is not None:  # the kernel addresses the second product with the first's strides
+        x2, w2 = x2.to(x.dtype), w2.to(x.dtype)
+        if x2.stride() != x.stride():
+            x, x2 = x.contiguous(), x2.contiguous()
+        if w2.stride() != w.stride():
+            w, w2 = w.contiguous(), w2.contiguous()
     rw = route_weights if route_weights is not None else plan.sorted_pair  # dummy pointer when unused
-    grid = (plan.n_tiles, triton.cdiv(N, bn))
+    grid = (plan.n_tiles * triton.cdiv(N, bn),)
     _grouped_gemm_fwd_kernel[grid](
-        x, w, y, rw, plan.sorted_pair, plan.tile_expert,
-        plan.n_pairs, k_dim, N,
+        x, w, x2 if x2 is not None else x, w2 if w2 is not None else w, y, rw, plan.sorted_pair,
+        plan.tile_expert, plan.n_pairs, plan.n_experts, plan.n_tiles, k_dim, N,
         x.stride(0), x.stride(1), w.stride(0), w.stride(1), w.stride(2), y.stride(0), y.stride(1),
         TOP_K=plan.top_k, X_ROWS=x_rows, Y_ROWS=y_rows, MUL_WEIGHT=route_weights is not None,
-        PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk,
+        HAS_SECOND=x2 is not None, PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED,
+        BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return y
+
+
+def swiglu_gemm(x: Tensor, w1: Tensor, w3: Tensor, plan: ExpertTiles, x_rows: int = ROWS_TOKEN
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """The fused gate/up projection (no autograd): ``g = X[x_row] @ W₁[e]``, ``u = X[x_row] @ W₃[e]`` and
+    ``h = silu(g) ⊙ u``, each ``[M_pad, H]`` in the sorted layout (padding rows zero), from one kernel that
+    gathers each X tile once. x: ``[rows, d]`` in row space ``x_rows``; w1, w3: ``[E, d, H]``.
+    Returns: (h, g, u) in x.dtype."""
+    _check_plan(plan, x)
+    K.check_tensor("x", x)
+    _check_rows("x", x, plan, x_rows)
+    for name, w in (("w1", w1), ("w3", w3)):
+        K.check_tensor(name, w, ndim=3, like=x)
+        if w.shape[0] != plan.n_experts or w.shape[1] != x.shape[1] or w.shape != w1.shape:
+            raise ValueError(f"{name}: expected [{plan.n_experts}, {x.shape[1]}, H] like w1, got {tuple(w.shape)}")
+    k_dim, H = w1.shape[1], w1.shape[2]
+    w1, w3 = w1.to(x.dtype).contiguous(), w3.to(x.dtype).contiguous()
+    h, g, u = (x.new_empty(plan.padded_rows, H) for _ in range(3))
+    if plan.n_tiles == 0 or H == 0:
+        return h, g, u
+    cfg = gemm_config(x.dtype)
+    grid = (plan.n_tiles * triton.cdiv(H, cfg["BLOCK_N"]),)
+    _swiglu_gemm_fwd_kernel[grid](
+        x, w1, w3, h, g, u, plan.sorted_pair, plan.tile_expert, plan.n_pairs, plan.n_experts, plan.n_tiles,
+        k_dim, H, x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0), h.stride(1),
+        TOP_K=plan.top_k, X_ROWS=x_rows, PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED,
+        BLOCK_M=plan.block_m, BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
+        num_warps=cfg["swiglu_warps"], num_stages=cfg["num_stages"],
+    )
+    return h, g, u
 
 
 def grouped_gemm_dw(x: Tensor, dy: Tensor, plan: ExpertTiles, x_rows: int, dy_rows: int,
@@ -300,8 +471,8 @@ def grouped_gemm_dw(x: Tensor, dy: Tensor, plan: ExpertTiles, x_rows: int, dy_ro
     dw = x.new_zeros(plan.n_experts, k_dim, N)
     if plan.n_experts == 0 or k_dim == 0 or N == 0:
         return dw
-    _, bn, bk = _default_blocks(x.device)
-    bn, bk = block_n or bn, block_k or bk
+    cfg = gemm_config(x.dtype)
+    bn, bk = block_n or cfg["DW_BLOCK_N"], block_k or cfg["DW_BLOCK_K"]
     dy = dy.to(x.dtype)
     rw = route_weights if route_weights is not None else plan.sorted_pair
     grid = (triton.cdiv(k_dim, bk) * triton.cdiv(N, bn), plan.n_experts)
@@ -311,6 +482,7 @@ def grouped_gemm_dw(x: Tensor, dy: Tensor, plan: ExpertTiles, x_rows: int, dy_ro
         x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dw.stride(0), dw.stride(1), dw.stride(2),
         TOP_K=plan.top_k, X_ROWS=x_rows, DY_ROWS=dy_rows, MUL_WEIGHT=route_weights is not None,
         PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return dw
 
@@ -371,6 +543,38 @@ class GroupedGemm(torch.autograd.Function):
         return dx, dw, drw, None, None, None
 
 
+class SwiGLUGroupedGemm(torch.autograd.Function):
+    """Differentiable :func:`swiglu_gemm` (token-row input x): ``h = silu(X W₁) ⊙ X W₃`` per expert, sorted
+    layout out. Backward: ``dg = dh ⊙ u ⊙ σ(g)(1 + g(1 − σ(g)))``, ``du = dh ⊙ silu(g)``;
+    ``dX = dg W₁ᵀ + du W₃ᵀ`` in one grouped GEMM (two products, one accumulator) per pair, summed over
+    each token's k pairs; ``dW₁ = Xᵀ dg``, ``dW₃ = Xᵀ du``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w1: Tensor, w3: Tensor, plan: ExpertTiles) -> Tensor:
+        h, g, u = swiglu_gemm(x, w1, w3, plan, ROWS_TOKEN)
+        ctx.save_for_backward(x, w1, w3, g, u)
+        ctx.plan = plan
+        return h
+
+    @staticmethod
+    def backward(ctx, dh: Tensor):
+        x, w1, w3, g, u = ctx.saved_tensors
+        plan = ctx.plan
+        gf, uf, dhf = g.float(), u.float(), dh.float()
+        sg = torch.sigmoid(gf)
+        dg = (dhf * uf * sg * (1 + gf * (1 - sg))).to(x.dtype)  # [M_pad, H]; 0 on padding rows
+        du = (dhf * gf * sg).to(x.dtype)
+        dx = dw1 = dw3 = None
+        if ctx.needs_input_grad[0]:
+            dx = grouped_gemm(dg, w1.transpose(1, 2), plan, ROWS_SORTED, ROWS_PAIR, x2=du, w2=w3.transpose(1, 2))
+            dx = dx.view(plan.n_tokens, plan.top_k, -1).sum(1)
+        if ctx.needs_input_grad[1]:
+            dw1 = grouped_gemm_dw(x, dg, plan, ROWS_TOKEN, ROWS_SORTED).to(w1.dtype)
+        if ctx.needs_input_grad[2]:
+            dw3 = grouped_gemm_dw(x, du, plan, ROWS_TOKEN, ROWS_SORTED).to(w3.dtype)
+        return dx, dw1, dw3, None
+
+
 def moe_swiglu_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, w3: Tensor, w2: Tensor,
                        block_m: int | None = None) -> Tensor:
     """Routed SwiGLU experts with the grouped GEMM: ``Σ_j w_j · (silu(x W₁[e_j]) ⊙ x W₃[e_j]) W₂[e_j]``.
@@ -402,9 +606,7 @@ def moe_swiglu_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, 
         x, weights, w1, w3, w2 = (t.to(dt) for t in (x, weights, w1, w3, w2))
     plan = align_to_tiles(indices, E, block_m or _default_blocks()[0])
     x = x.contiguous()
-    gate = GroupedGemm.apply(x, w1, None, plan, ROWS_TOKEN, ROWS_SORTED)  # [M_pad, h]
-    up = GroupedGemm.apply(x, w3, None, plan, ROWS_TOKEN, ROWS_SORTED)  # [M_pad, h]
-    hidden = F.silu(gate) * up  # padding rows stay 0
+    hidden = SwiGLUGroupedGemm.apply(x, w1, w3, plan)  # [M_pad, h]: silu(x W₁) ⊙ x W₃, padding rows 0
     pair_w = weights.reshape(-1).to(x.dtype)
     y = GroupedGemm.apply(hidden, w2, pair_w, plan, ROWS_SORTED, ROWS_PAIR)  # [N·k, d], weighted
     return y.view(N, k, d).sum(1)

@@ -4,6 +4,8 @@ ValueError naming the argument. Tensors come from the ``device`` fixture (CUDA w
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import kimi_mini.kernels as K
 from kimi_mini.kernels.moe import (
@@ -11,9 +13,11 @@ from kimi_mini.kernels.moe import (
     ROWS_SORTED,
     ROWS_TOKEN,
     GroupedGemm,
+    _grouped_tile,
     align_to_tiles,
     grouped_gemm,
     grouped_gemm_dw,
+    max_tiles,
     moe_swiglu_experts,
 )
 from kimi_mini.moe import MoE, moe_experts
@@ -170,6 +174,9 @@ BAD = [  # (argument named, changes to the valid inputs)
 
 @pytest.mark.parametrize("arg,change", BAD, ids=[f"{a}-{i}" for i, (a, _) in enumerate(BAD)])
 def test_bad_inputs_name_the_argument(arg, change, device):
+    ids = change.get("indices")
+    if device == "cuda" and ids is not None and ids.dtype == torch.long and ids.shape == (4, 2):
+        pytest.skip("on CUDA an expert id out of range is a device-side assertion (no host sync), not a ValueError")
     kwargs = _valid(device)
     kwargs.update({k: v.to(device) if torch.is_tensor(v) and v.device.type != "meta" else v
                    for k, v in change.items()})
@@ -218,3 +225,57 @@ def test_swiglu_experts_kernel_bf16_on_gpu():
     assert_close(y, yr, rtol=2e-2, atol=2e-2, what="y")
     for name, a, b in zip(["dx", "dweights", "dw1", "dw3", "dw2"], got, want, strict=True):
         assert_close(a, b, rtol=3e-2, atol=3e-2, what=name)
+
+
+def test_align_to_tiles_sizes_the_layout_from_shapes_alone():
+    """No host sync: on meta tensors (nothing to read back) the plan has max_tiles(P, E, BLOCK_M) tiles; on
+    real routings the real tiles never exceed that bound and the tiles past them belong to expert E."""
+    plan = align_to_tiles(torch.empty(37, 2, dtype=torch.long, device="meta"), 6, 16)
+    assert plan.n_tiles == max_tiles(74, 6, 16) == (74 + 6 * 15) // 16 and plan.padded_rows == 16 * plan.n_tiles
+    g = torch.Generator().manual_seed(0)
+    for N, E, k, bm in [(37, 6, 2, 16), (5, 64, 4, 16), (100, 3, 1, 16), (64, 8, 2, 64), (1, 1, 1, 16)]:
+        routings = [torch.rand(N, E, generator=g).topk(k, dim=-1).indices,  # spread
+                    torch.arange(k).expand(N, k).clone()]  # everyone to the same k experts
+        for idx in routings:
+            plan = align_to_tiles(idx, E, bm)
+            real = int(plan.expert_tile_count.sum())
+            assert plan.n_tiles == max_tiles(N * k, E, bm) >= real
+            assert (plan.tile_expert[real:] == E).all() and (plan.tile_expert[:real] < E).all()
+            assert (plan.sorted_pair[real * bm:] == N * k).all()
+
+
+@triton.jit
+def _tile_order_kernel(out_ptr, n_tiles_m, n_tiles_n, GROUP_M: tl.constexpr):
+    pid = tl.program_id(0)
+    m, n = _grouped_tile(pid, n_tiles_m, n_tiles_n, GROUP_M)
+    tl.store(out_ptr + 2 * pid, m)
+    tl.store(out_ptr + 2 * pid + 1, n)
+
+
+@pytest.mark.parametrize("n_m,n_n,group", [(5, 3, 2), (8, 4, 8), (3, 7, 4), (1, 1, 8)])
+def test_grouped_tile_order_visits_every_tile_once_row_tiles_first(n_m, n_n, group, device):
+    out = torch.full((n_m * n_n, 2), -1, dtype=torch.int32, device=device)
+    _tile_order_kernel[(n_m * n_n,)](out, n_m, n_n, GROUP_M=group)
+    pairs = [tuple(r) for r in out.cpu().tolist()]
+    assert sorted(pairs) == [(m, n) for m in range(n_m) for n in range(n_n)]  # a permutation of the tiles
+    first = pairs[:min(group, n_m)]  # the first programs: consecutive row tiles of column tile 0
+    assert first == [(m, 0) for m in range(min(group, n_m))]
+    for i in range(0, len(pairs), group):  # within a group, every column tile of the same GROUP_M row tiles
+        rows = {m for m, _ in pairs[i:i + group]}
+        assert max(rows) - min(rows) < group
+
+
+def test_second_product_and_the_tiles_past_the_real_ones(device):
+    N, E, k, d_in, Nout = 23, 5, 2, 24, 40
+    idx = _ragged_indices(N, E, k, empty=(2,)).to(device)
+    plan = align_to_tiles(idx, E, 16)
+    g = torch.Generator().manual_seed(3)
+    x, x2 = (torch.randn(N, d_in, generator=g).to(device) for _ in "ab")
+    w, w2 = (torch.randn(E, d_in, Nout, generator=g).to(device) for _ in "ab")
+    both = grouped_gemm(x, w, plan, ROWS_TOKEN, ROWS_SORTED, x2=x2, w2=w2)
+    ref = grouped_gemm(x, w, plan, ROWS_TOKEN, ROWS_SORTED) + grouped_gemm(x2, w2, plan, ROWS_TOKEN, ROWS_SORTED)
+    assert_close(both, ref, rtol=1e-5, atol=1e-5, what="X W + X2 W2")
+    real = int(plan.expert_tile_count.sum())
+    assert real < plan.n_tiles and (both[real * 16:] == 0).all()  # written as zeros, not left uninitialised
+    with pytest.raises(ValueError, match="^x2, w2"):
+        grouped_gemm(x, w, plan, ROWS_TOKEN, ROWS_SORTED, x2=x2)
