@@ -440,7 +440,8 @@ cases("prompts:zero_shot_accuracy.n_per_task", "n_per_task",
 cases("prompts:zero_shot_accuracy.tasks", "tasks", lambda v: _pre.zero_shot_accuracy(_lm(), v, 2), [[], [None]])
 cases("prompts:answer_only_loss.y", "y", lambda v: _pre.answer_only_loss(_lm(), torch.zeros(1, 4, dtype=torch.long),
                                                                          v),
-      [torch.full((1, 4), -100), torch.full((1, 4), 300), torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 4)])
+      [torch.full((1, 4), -100), torch.full((1, 4), 300), torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 4),
+       torch.full((1, 4), -5)])
 cases("prompts:prompted_batch.batch_size", "batch_size",
       lambda v: _pre.prompted_batch([_ptask()], v, torch.Generator(), 64), [0, -1, 1.5])
 cases("prompts:prompted_batch.tasks", "tasks", lambda v: _pre.prompted_batch(v, 2, torch.Generator(), 64), [[]])
@@ -585,6 +586,9 @@ cases("invariance:probe_accuracy.h_train", "h_train", lambda v: _probe.probe_acc
                                                                               torch.randn(4)])
 cases("invariance:probe_accuracy.max_train", "max_train", lambda v: _probe.probe_accuracy(
     torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), torch.randn(2, 2), torch.tensor([0, 1]), max_train=v), [0, 1.5, -1])
+cases("invariance:probe_accuracy.s_test", "s_test", lambda v: _probe.probe_accuracy(
+    torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), torch.randn(2, 2), v), [torch.tensor([0, -1]),
+                                                                             torch.tensor([0.0, 1.0])])
 cases("invariance:demographic_parity_gap.s", "s", lambda v: _probe.demographic_parity_gap(torch.tensor([0, 1, 1]), v),
       [torch.tensor([0, 0, 0]), torch.tensor([0, 1]), torch.tensor([0.0, 1.0, NAN])])
 cases("invariance:demographic_parity_gap.y_pred", "y_pred", lambda v: _probe.demographic_parity_gap(
@@ -755,6 +759,9 @@ cases("storywars:TrainSpec.optimizer", "optimizer", lambda v: _swtrain.TrainSpec
 cases("storywars:make_batch_fn.batch_size", "batch_size", lambda v: _swtrain.make_batch_fn(
     {"t": _swtasks.make_examples(_sw_corpus(), _swtasks.Task("temporal_inference", "fantasy"), "train", 1)},
     _swtrain.instruct_renderer, v, 256), [0, 1.5])
+cases("storywars:make_batch_fn.max_len", "max_len", lambda v: _swtrain.make_batch_fn(
+    {"t": _swtasks.make_examples(_sw_corpus(), _swtasks.Task("temporal_inference", "fantasy"), "train", 1)},
+    _swtrain.instruct_renderer, 2, v), [0, 1, 1.5])
 cases("storywars:make_batch_fn.pools", "pools", lambda v: _swtrain.make_batch_fn(v, _swtrain.instruct_renderer, 2, 256),
       [{}, {"t": []}])
 cases("storywars:pretrained_lm.steps", "steps", lambda v: _swtrain.pretrained_lm(["a story"], _swtrain.TrainSpec(), v),
@@ -868,6 +875,15 @@ cases("agentic:AgenticSetup.budget_slack", "budget_slack", lambda v: _pipe().Age
 cases("agentic:AgenticSetup.t_end", "t_end", lambda v: _pipe().AgenticSetup(t_end=v), [0, 2.0, NAN])
 cases("agentic:AgenticSetup.sft_optimizer", "sft_optimizer", lambda v: _pipe().AgenticSetup(sft_optimizer=v),
       ["sgd", None])
+cases("agentic:AgenticSetup.rl_k", "rl_k", lambda v: _pipe().AgenticSetup(rl_k=v), [1, 0, 2.0])
+cases("agentic:AgenticSetup.rl_steps", "rl_steps", lambda v: _pipe().AgenticSetup(rl_steps=v), [0, 10**12])
+cases("agentic:AgenticSetup.p_long", "p_long", lambda v: _pipe().AgenticSetup(p_long=v), [NAN, 1.5])
+cases("agentic:AgenticSetup.max_operand", "max_operand", lambda v: _pipe().AgenticSetup(max_operand=v), [1, 10**30])
+cases("agentic:AgenticSetup.budget_weight", "budget_weight", lambda v: _pipe().AgenticSetup(budget_weight=v),
+      [-1.0, NAN])
+cases("agentic:AgenticSetup.t_start", "t_start", lambda v: _pipe().AgenticSetup(t_start=v), [INF, 0.25])
+cases("agentic:sft_loss.tokens[T=1]", "tokens", lambda v: _rl.sft_loss(_lm(), v, torch.ones(1, 1)),
+      [torch.zeros(1, 1, dtype=torch.long)])
 cases("agentic:success_rate.examples", "examples", lambda v: _pipe().success_rate(_lm(), _atasks(), examples=v),
       [-1, 1.5])
 cases("agentic:success_rate.tasks", "tasks", lambda v: _pipe().success_rate(_lm(), v), [[], None])
