@@ -93,9 +93,9 @@ class AgenticSetup:
         check_int("rl_k", self.rl_k, 2, 1 << 20)  # K1.5's mean reward needs at least two samples per task
         for name in ("sft_steps", "rl_steps"):
             check_int(name, getattr(self, name), 1, 10**7)
-        for name, hi in (("pretrain_steps", 10**7), ("tasks_per_agent", 10**6), ("n_test", 10**6),
-                         ("n_evolved", 10**6), ("n_val", 10**6)):
-            check_int(name, getattr(self, name), 0, hi)
+        check_int("pretrain_steps", self.pretrain_steps, 0, 10**7)  # 0: the base model is the seeded init
+        for name in ("tasks_per_agent", "n_test", "n_evolved", "n_val"):  # every split is measured: none empty
+            check_int(name, getattr(self, name), 1, 10**6)
         check_int("max_operand", self.max_operand, 2, 10**6)
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads: expected a divisor of d_model={self.d_model}, got {self.n_heads}")
