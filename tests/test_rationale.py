@@ -103,6 +103,26 @@ def test_highlight_marks_selected_and_gold():
     assert "&lt;b&gt;" in out and "<b>" not in out.replace('<span', '')
 
 
+def test_draw_review_boxes_the_selection_and_underlines_the_gold():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kimi_mini.rationale.plots import draw_review
+
+    tokens = ["a", "good", "film", "bad", "phone"] * 6  # 30 tokens: wraps at width 20
+    sel = {"RNP": [i % 3 == 0 for i in range(30)], "DMR": torch.tensor([i < 4 for i in range(30)])}
+    gold = [i < 5 for i in range(30)]
+    fig = draw_review(tokens, sel, gold, width=20)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 10 + 4  # one box per selected token
+    assert len(ax.lines) == 2 * 5  # one underline per gold token, in each block
+    assert "RNP: 10 tokens selected, 2 of them gold" in [t.get_text() for t in ax.texts][0]
+    with pytest.raises(ValueError, match="gold"):
+        draw_review(tokens, sel, gold[:3])
+    with pytest.raises(ValueError, match="selections"):
+        draw_review(tokens, {}, gold)
+
+
 def test_straight_through_is_hard_forward_with_softmax_gradient():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 3.0]], requires_grad=True)
     z = straight_through_select(logits)
@@ -129,6 +149,28 @@ def test_generator_selection_is_hard_masked_and_differentiable():
     assert gen.embed.weight.grad is None  # frozen embeddings
     with pytest.raises(ValueError, match="mask"):
         gen(ids, mask.float())
+
+
+def test_gumbel_generator_samples_in_training_and_is_the_argmax_in_eval():
+    torch.manual_seed(0)
+    emb = torch.randn(20, 8)
+    gen = Generator(emb, 4, tau=1.0)
+    ids = torch.randint(1, 20, (64, 9))
+    mask = torch.ones(64, 9, dtype=torch.bool)
+    with torch.no_grad():
+        gen.head.bias.copy_(torch.tensor([0.3, 0.0]))  # argmax alone would drop every token
+        gen.head.weight.zero_()
+        gen.eval()
+        assert not gen(ids, mask).any()
+        gen.train()
+        z = gen(ids, mask)
+    # keep-probability of the Gumbel-max sample = softmax(0 − 0.3) = 0.43 per token
+    assert set(z.unique().tolist()) == {0.0, 1.0} and abs(float(z.mean()) - 0.4256) < 0.05
+    assert Generator(emb, 4).tau is None
+    with pytest.raises(ValueError, match="tau"):
+        Generator(emb, 4, tau=0.0)
+    with pytest.raises(ValueError, match="gumbel_tau"):
+        RationaleConfig(gumbel_tau=-1.0)
 
 
 def test_sparsity_and_continuity_losses():

@@ -5,4 +5,5 @@
 - :mod:`.models` — generator (straight-through hard selection), predictor, teacher;
 - :mod:`.train` — ``train_teacher``, ``train_rnp``, ``train_dmr``, ``evaluate`` (on ``kimi_mini.train.run_steps``);
 - :mod:`.metrics` — token precision / recall / F1 / sparsity and an HTML highlighter.
+- :mod:`.plots` — a review drawn as a figure, selections boxed against the gold rationale (09's browser).
 """

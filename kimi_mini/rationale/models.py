@@ -4,7 +4,10 @@
 
 - **Generator** g: frozen embeddings → BiGRU → per-token 2-way logits → hard selection z ∈ {0, 1}^T with
   a straight-through estimator: forward the argmax (one-hot), backward the softmax's gradient,
-  z = onehot(argmax ℓ) − stopgrad(softmax ℓ) + softmax ℓ (channel 1 = keep).
+  z = onehot(argmax ℓ) − stopgrad(softmax ℓ) + softmax ℓ (channel 1 = keep). With ``tau`` set, training
+  *samples* the selection, as RNP's generator samples z ~ p(z | x): the logits get Gumbel(0, 1) noise and are
+  divided by τ before the argmax (the Gumbel-max trick; its straight-through form is the "hard" Gumbel-softmax).
+  The noise explores selections the current argmax would never try; evaluation (``eval()``) stays deterministic.
 - **Predictor** p: frozen embeddings masked by the rationale, z ⊙ x → BiGRU → max-pool over the
   review's real tokens → φ(z ⊙ x) ``[B, 2H]`` (DMR's feature space) → linear → class logits.
 - **Teacher** t: the predictor's architecture on the full text (z = 1), trained first, then frozen;
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kimi_mini.checks import check_int, describe
+from kimi_mini.checks import check_int, check_number, describe
 
 __all__ = ["ENCODERS", "straight_through_select", "Generator", "Predictor"]
 
@@ -80,12 +83,15 @@ class _Encoder(nn.Module):
 
 class Generator(_Encoder):
     """Selects a rationale: ``(ids [B, T], mask [B, T] bool) → z [B, T]`` float in {0, 1} (0 on padding),
-    differentiable through the straight-through estimator; ``logits`` (``[B, T, 2]``) are kept on
-    ``self.last_logits`` for inspection."""
+    differentiable through the straight-through estimator, sampled in training when ``tau`` is set; ``logits``
+    (``[B, T, 2]``, before any noise) are kept on ``self.last_logits`` for inspection."""
 
-    def __init__(self, embeddings: Tensor, hidden: int = 16, encoder: str = "gru"):
+    def __init__(self, embeddings: Tensor, hidden: int = 16, encoder: str = "gru", tau: float | None = None):
         super().__init__(embeddings, hidden, encoder)
+        if tau is not None:
+            check_number("tau", tau, 0, lo_open=True)
         self.head = nn.Linear(2 * hidden, 2)
+        self.tau = tau
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         _check_batch(ids, mask)
@@ -93,6 +99,9 @@ class Generator(_Encoder):
         h, _ = self.gru(self.embed(ids))  # [B, T, 2H]
         logits = self.head(h)  # [B, T, 2]
         self.last_logits = logits
+        if self.training and self.tau is not None:  # sample z (Gumbel-max), from the global torch RNG
+            gumbel = -torch.empty_like(logits).exponential_().log()
+            logits = (logits + gumbel) / self.tau
         return straight_through_select(logits) * mask
 
 

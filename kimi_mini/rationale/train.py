@@ -51,6 +51,7 @@ class RationaleConfig:
     K: int = 5
     cmd_impl: str = "torch"
     encoder: str = "gru"  # "gru" (the paper's BiGRU) or "conv" (a width-5 convolution: CPU-cheap)
+    gumbel_tau: float | None = None  # None: train on the argmax z; τ > 0: sample z (Gumbel-max, as RNP samples)
 
     def __post_init__(self):
         for name, hi in (("hidden", 1 << 16), ("steps", 10**7), ("teacher_steps", 10**7), ("batch_size", 1 << 20),
@@ -63,6 +64,8 @@ class RationaleConfig:
             check_number(name, getattr(self, name), 0)
         if self.cmd_impl not in ("reference", "torch", "triton"):
             raise ValueError(f"cmd_impl: expected 'reference', 'torch' or 'triton', got {self.cmd_impl!r}")
+        if self.gumbel_tau is not None:
+            check_number("gumbel_tau", self.gumbel_tau, 0, lo_open=True)
         if self.encoder not in ("gru", "conv"):
             raise ValueError(f"encoder: expected 'gru' or 'conv', got {self.encoder!r}")
 
@@ -128,7 +131,7 @@ def _train(data: ReviewTensors, embeddings: Tensor, config: RationaleConfig, see
            progress: bool, desc: str) -> tuple[Generator, Predictor, list[dict]]:
     _check_data(data)
     torch.manual_seed(seed)
-    generator = Generator(embeddings, config.hidden, encoder=config.encoder).to(data.ids.device)
+    generator = Generator(embeddings, config.hidden, encoder=config.encoder, tau=config.gumbel_tau).to(data.ids.device)
     predictor = Predictor(embeddings, config.hidden, encoder=config.encoder).to(data.ids.device)
     g_params = [p for p in generator.parameters() if p.requires_grad]
     p_params = [p for p in predictor.parameters() if p.requires_grad]
