@@ -4,7 +4,12 @@ One quintic NS step on ``X [m, n]`` (m ≤ n) is::
 
     A = X·Xᵀ                    [m, m]  symmetric               → _ns_gram_fwd_kernel
     B = b·A + c·A·A             [m, m]  symmetric (A·A = A·Aᵀ)  → _ns_poly_fwd_kernel
-    X ← a·X + B·X               [m, n]                          → one torch matmul (addmm)
+    X ← a·X + B·X               [m, n]                          → _ns_update_fwd_kernel (a·X in the epilogue)
+
+Three launches per step and nothing else: the inputs are checked once per step, A and B live in a
+workspace kept per (batch, m, dtype, device) — a step allocates only its output — and the tile lists
+are built once per size. Tiles are visited in *grouped* order (GROUP row blocks, then the next column):
+neighbouring programs share row and column blocks, which stay in L2 at 8192².
 
 Both kernels exploit symmetry: with square ``BLOCK×BLOCK`` tiles, a program is launched only for the
 tiles on or above the diagonal (``T·(T+1)/2`` of the ``T²``, T = ⌈m / BLOCK⌉ — about half the FLOPs),
@@ -104,15 +109,57 @@ def _ns_poly_fwd_kernel(A, C, TILE_I, TILE_J, stride_ab, stride_am, stride_an,
     _store_symmetric(C + bid * stride_cb, stride_cm, stride_cn, out, ti, tj, M, BLOCK)
 
 
+@triton.jit
+def _ns_update_fwd_kernel(B, X, Y, stride_bb, stride_bm, stride_bk, stride_xb, stride_xm, stride_xn,
+                          stride_yb, stride_ym, stride_yn, M, N, coef_a, TILES_M, TILES_N,
+                          BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """``Y = a·X + B·X`` for ``B [batch, M, M]``, ``X [batch, M, N]``: one [BLOCK, BLOCK_N] tile of Y per
+    program, in grouped order (GROUP_M row blocks, then the next column block); a·X in the epilogue."""
+    per_matrix = TILES_M * TILES_N
+    bid = (tl.program_id(0) // per_matrix).to(tl.int64)
+    pid = tl.program_id(0) % per_matrix
+    per_group = GROUP_M * TILES_N
+    first_m = (pid // per_group) * GROUP_M
+    rows_here = tl.minimum(TILES_M - first_m, GROUP_M)
+    ti = first_m + (pid % per_group) % rows_here
+    tn = (pid % per_group) // rows_here
+    rm = ti * BLOCK + tl.arange(0, BLOCK)
+    rn = tn * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    Bb, Xb = B + bid * stride_bb, X + bid * stride_xb
+    acc = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, M, BLOCK_K):
+        kk = k0 + rk
+        b = tl.load(Bb + rm[:, None] * stride_bm + kk[None, :] * stride_bk,
+                    mask=(rm[:, None] < M) & (kk[None, :] < M), other=0.0)  # [BLOCK, BLOCK_K]
+        x = tl.load(Xb + kk[:, None] * stride_xm + rn[None, :] * stride_xn,
+                    mask=(kk[:, None] < M) & (rn[None, :] < N), other=0.0)  # [BLOCK_K, BLOCK_N]
+        if UPCAST:
+            b, x = b.to(tl.float32), x.to(tl.float32)
+        acc = tl.dot(b, x, acc, input_precision=PRECISION)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    x_own = tl.load(Xb + rm[:, None] * stride_xm + rn[None, :] * stride_xn, mask=mask, other=0.0)
+    out = coef_a * x_own.to(tl.float32) + acc
+    tl.store(Y + bid * stride_yb + rm[:, None] * stride_ym + rn[None, :] * stride_yn,
+             out.to(Y.dtype.element_ty), mask=mask)
+
+
 # ----------------------------------------------------------------------------------------------------
 # host wrappers
 # ----------------------------------------------------------------------------------------------------
 
 
+GROUP = 8  # row blocks per group of the grouped tile order
+
+
 @functools.lru_cache(maxsize=64)
 def _upper_tiles(n_tiles: int, device: str) -> tuple[Tensor, Tensor]:
-    """Block coordinates ``(i, j)`` with ``i ≤ j``, row-major: the programs the kernels launch."""
+    """Block coordinates ``(i, j)`` with ``i ≤ j``: the programs the symmetric kernels launch, in grouped
+    order — GROUP row blocks at a time, column by column — so neighbouring programs read the same blocks."""
     i, j = torch.triu_indices(n_tiles, n_tiles)
+    order = torch.argsort((i // GROUP) * n_tiles * n_tiles + j * n_tiles + i)
+    i, j = i[order], j[order]
     return i.to(torch.int32).to(device), j.to(torch.int32).to(device)
 
 
@@ -183,14 +230,72 @@ def ns_poly(A: Tensor, b: float, c: float, block: int | None = None) -> Tensor:
     return C.view(A.shape)
 
 
+_WORKSPACE: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _workspace(batch: int, m: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A and B of a step, [batch, m, m] each, kept per (batch, m, dtype, device) and reused by every later
+    step of that size (launches on one stream run in order, so a step's A and B are free when it returns)."""
+    key = (batch, m, dtype, str(device))
+    if key not in _WORKSPACE:
+        if len(_WORKSPACE) >= 16:  # a few layer shapes at a time; forget the oldest
+            _WORKSPACE.pop(next(iter(_WORKSPACE)))
+        _WORKSPACE[key] = (torch.empty(batch, m, m, device=device, dtype=dtype),
+                           torch.empty(batch, m, m, device=device, dtype=dtype))
+    return _WORKSPACE[key]
+
+
+def ns_update(B: Tensor, X: Tensor, a: float, block: int | None = None, out: Tensor | None = None) -> Tensor:
+    """``a·X + B·X`` for ``B [..., m, m]``, ``X [..., m, n]`` → ``[..., m, n]`` in X's dtype, in one kernel
+    (a·X in the epilogue); ``out`` (optional) receives it."""
+    B3, X3 = _check(B, "B"), _check(X, "X")
+    batch, m, n = X3.shape
+    if B3.shape != (batch, m, m):
+        raise ValueError(f"B: expected [..., {m}, {m}] matching X {tuple(X.shape)}, got {tuple(B.shape)}")
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
+        raise ValueError(f"a: expected a finite float, got {a!r}")
+    Y = torch.empty_like(X3, memory_format=torch.contiguous_format) if out is None else out.view(batch, m, n)
+    _launch_update(B3, X3, Y, float(a), block)
+    return Y.view(X.shape)
+
+
+def _launch_update(B3: Tensor, X3: Tensor, Y: Tensor, a: float, block: int | None) -> None:
+    batch, m, n = X3.shape
+    if Y.numel() == 0:
+        return
+    BLOCK, BLOCK_K, num_warps = _config(m, block, X3.dtype)
+    BLOCK_N = 64 if K.INTERPRETED or X3.dtype == torch.float32 else 128
+    tiles_m, tiles_n = triton.cdiv(m, BLOCK), triton.cdiv(n, BLOCK_N)
+    _ns_update_fwd_kernel[(batch * tiles_m * tiles_n,)](
+        B3, X3, Y, B3.stride(0), B3.stride(1), B3.stride(2), X3.stride(0), X3.stride(1), X3.stride(2),
+        Y.stride(0), Y.stride(1), Y.stride(2), m, n, a, tiles_m, tiles_n, BLOCK=BLOCK, BLOCK_N=BLOCK_N,
+        BLOCK_K=BLOCK_K, GROUP_M=GROUP, UPCAST=K.INTERPRETED, PRECISION=_precision(X3.dtype), num_warps=num_warps)
+
+
 def newton_schulz_step_triton(X: Tensor, coefficients: tuple[float, float, float], block: int | None = None
                               ) -> Tensor:
-    """One NS step ``a·X + (b·A + c·A·A)·X``, ``A = X·Xᵀ``, with the two symmetric kernels + one matmul.
-    ``X [..., m, n]`` with m ≤ n (what :func:`kimi_mini.optim.newton_schulz` passes)."""
+    """One NS step ``a·X + (b·A + c·A·A)·X``, ``A = X·Xᵀ``: three launches (X·Xᵀ, the polynomial, the
+    update with a·X fused), A and B in a reused workspace. ``X [..., m, n]`` with m ≤ n (what
+    :func:`kimi_mini.optim.newton_schulz` passes)."""
     a, b, c = coefficients
-    B = ns_poly(ns_gram(X, block), b, c, block)  # [..., m, m]
-    out = B @ X
-    return out.add_(X, alpha=a)
+    X3 = _check(X, "X")
+    batch, m, k = X3.shape
+    if X3.numel() == 0 or k == 0:  # empty shapes: the checked, unfused path
+        return ns_update(ns_poly(ns_gram(X, block), b, c, block), X, a, block)
+    A, B = _workspace(batch, m, X.dtype, X.device)
+    BLOCK, BLOCK_K, num_warps = _config(m, block, X.dtype)
+    ti, tj = _upper_tiles(triton.cdiv(m, BLOCK), str(X.device))
+    common = dict(BLOCK=BLOCK, BLOCK_K=BLOCK_K, UPCAST=K.INTERPRETED, PRECISION=_precision(X.dtype),
+                  num_warps=num_warps)
+    _ns_gram_fwd_kernel[(ti.numel() * batch,)](
+        X3, A, ti, tj, X3.stride(0), X3.stride(1), X3.stride(2), A.stride(0), A.stride(1), A.stride(2),
+        m, k, ti.numel(), **common)
+    _ns_poly_fwd_kernel[(ti.numel() * batch,)](
+        A, B, ti, tj, A.stride(0), A.stride(1), A.stride(2), B.stride(0), B.stride(1), B.stride(2),
+        m, float(b), float(c), ti.numel(), **common)
+    Y = torch.empty(batch, m, k, device=X.device, dtype=X.dtype)
+    _launch_update(B, X3, Y, float(a), block)
+    return Y.view(X.shape)
 
 
 if __name__ == "__main__":  # python -m kimi_mini.kernels.newton_schulz: the kernels vs torch, side by side

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import kimi_mini.kernels as K
-from kimi_mini.kernels.newton_schulz import newton_schulz_step_triton, ns_gram, ns_poly
+from kimi_mini.kernels import newton_schulz as nsk
+from kimi_mini.kernels.newton_schulz import newton_schulz_step_triton, ns_gram, ns_poly, ns_update
 from kimi_mini.optim import NS_COEFFICIENTS, Muon, newton_schulz, newton_schulz_step
 from kimi_mini.testing import assert_close
 
@@ -67,6 +68,44 @@ def test_kernel_step_matches_reference_step():
     X = rand(2, 24, 40, dtype=torch.float32, seed=2) / 40**0.5
     assert_close(newton_schulz_step_triton(X, NS_COEFFICIENTS, block=16), newton_schulz_step(X), rtol=1e-5,
                  atol=1e-6, what="one NS step")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("shape", [(1, 40, 70), (2, 17, 150), (1, 3, 5)], ids=str)
+def test_update_matches_torch(shape, dtype):
+    batch, m, n = shape
+    X = rand(batch, m, n, dtype=dtype, seed=4) / n**0.5
+    B = rand(batch, m, m, dtype=dtype, seed=5) / m**0.5
+    assert_close(ns_update(B, X, 3.4445, block=16), 3.4445 * X.float() + B.float() @ X.float(), **TOL[dtype],
+                 what="a·X + B·X")
+
+
+def test_a_step_is_three_launches_on_a_reused_workspace(monkeypatch):
+    from triton.runtime.jit import KernelInterface
+
+    launched = []
+    getitem = KernelInterface.__getitem__
+
+    def counting(self, grid):
+        launched.append(getattr(self, "__name__", str(self)))
+        return getitem(self, grid)
+
+    monkeypatch.setattr(KernelInterface, "__getitem__", counting)
+    X = rand(2, 24, 40, dtype=torch.float32, seed=6) / 40**0.5
+    Y = newton_schulz_step_triton(X, NS_COEFFICIENTS, block=16)
+    assert launched == ["_ns_gram_fwd_kernel", "_ns_poly_fwd_kernel", "_ns_update_fwd_kernel"], launched
+    A, _ = nsk._workspace(2, 24, torch.float32, X.device)
+    newton_schulz_step_triton(Y, NS_COEFFICIENTS, block=16)
+    assert nsk._workspace(2, 24, torch.float32, X.device)[0].data_ptr() == A.data_ptr()  # not reallocated
+
+
+@pytest.mark.parametrize("n_tiles", [1, 5, 20])
+def test_upper_tiles_in_grouped_order_cover_each_upper_tile_once(n_tiles):
+    i, j = (t.cpu().tolist() for t in nsk._upper_tiles(n_tiles, "cpu"))
+    assert sorted(zip(i, j, strict=True)) == [(a, b) for a in range(n_tiles) for b in range(a, n_tiles)]
+    groups = [a // nsk.GROUP for a in i]
+    assert groups == sorted(groups)  # one group of row blocks after the other, each column by column
+    assert all(j[t] <= j[t + 1] for t in range(len(j) - 1) if groups[t] == groups[t + 1])
 
 
 NS_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=2e-2, atol=1e-2),
