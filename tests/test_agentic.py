@@ -1,6 +1,7 @@
 """Kimi K2's agentic post-training in miniature (kimi_mini.agentic): tool world, synthesis, judge, RL objective."""
 
 import importlib.util
+import json
 import math
 import random
 import sys
@@ -367,6 +368,30 @@ def test_validation_and_test_tasks_never_share_a_plan():
     val, test, train = ({t.key for t in tasks[k]} for k in ("val", "test_seen", "train"))
     assert not val & test and not (val | test) & train
     assert pipeline.build_tasks(setup)["val"] == tasks["val"]  # deterministic
+
+
+def test_task_dataset_splits_rows_and_read_back(tmp_path, monkeypatch):
+    import kimi_mini.agentic.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "cache_dir", lambda: tmp_path)
+    setup = pipeline.AgenticSetup(tasks_per_agent=40, n_test=16, n_val=8, n_evolved=8)
+    generated = pipeline._generate_tasks(setup, 2)
+    dd = pipeline.task_dataset(setup, seed=2)
+    assert list(dd) == ["train", "val", "test_seen", "test_evolved"]
+    assert {k: dd[k].num_rows for k in dd} == {k: len(v) for k, v in generated.items()}
+    t, row = generated["test_seen"][5], dd["test_seen"][5]
+    assert (row["agent"], row["level"], row["persona"], row["requests"], row["answer"]) == (
+        t.agent.name, t.level, t.persona, list(t.requests), t.rubric.answer)
+    assert json.loads(row["files"]) == t.files
+    assert [c[0] for c in json.loads(row["calls"])] == [c[0] for c in t.rubric.calls]
+    assert dd["train"].with_format("torch")[:]["level"].dtype == torch.int64
+    read = pipeline.build_tasks(setup, seed=2)  # from the saved DatasetDict: the same tasks, types included
+
+    def fields(ts):
+        return repr([(t.agent.name, t.level, t.persona, t.requests, t.plans, t.files, t.rubric) for t in ts])
+
+    assert read == generated and {k: fields(v) for k, v in read.items()} == {k: fields(v) for k, v in generated.items()}
+    assert [p.name.startswith("tasks-") for p in (tmp_path / "agentic").iterdir() if p.is_dir()] == [True]
 
 
 def test_rl_sweep_chooses_on_validation_and_is_cached(tmp_path, monkeypatch):

@@ -33,12 +33,12 @@ from kimi_mini.agentic.rl import (
 )
 from kimi_mini.agentic.synthesis import Task, judge, make_agents, make_tasks, optimal_agent_bytes, synthesize
 from kimi_mini.checks import check_int, check_number, describe
-from kimi_mini.data import TokenData, atomic_path, cache_dir, code_key, load_corpus
+from kimi_mini.data import TokenData, atomic_path, cache_dir, code_key, load_corpus, save_atomically
 from kimi_mini.model import KimiConfig, KimiMini
 from kimi_mini.optim import build_optimizer
 from kimi_mini.train import evaluate, run_steps, train
 
-__all__ = ["AgenticSetup", "build_tasks", "sft_dataset", "pretrained_model", "sft_model", "task_budget",
+__all__ = ["AgenticSetup", "build_tasks", "task_dataset", "sft_dataset", "pretrained_model", "sft_model", "task_budget",
            "rl_finetune", "rl_model", "rl_sweep", "choose_rl", "success_rate", "stdlib_loss", "run_experiment",
            "VARIANTS"]
 
@@ -125,14 +125,67 @@ _SFT_FIELDS = _PRETRAIN_FIELDS + ("tasks_per_agent", "max_operand", "p_error", "
                                   "sft_optimizer", "sft_lr", "sft_ptx_weight", "ptx_batch", "ptx_seq")
 
 
+_TASK_FIELDS = ("tasks_per_agent", "max_operand", "n_val", "n_test", "n_evolved")
+_TASK_SPLITS = ("train", "val", "test_seen", "test_evolved")
+
+
+def _task_row(t: Task) -> dict:
+    return {"agent": t.agent.name, "level": t.level, "persona": t.persona, "requests": list(t.requests),
+            "plans": json.dumps(t.plans), "files": json.dumps(t.files), "calls": json.dumps(t.rubric.calls),
+            "tree": json.dumps(t.rubric.tree), "answer": t.rubric.answer}
+
+
+def _task_from_row(row: dict, agents: dict) -> Task:
+    plans = tuple(tuple((tool, tuple(args)) for tool, args in plan) for plan in json.loads(row["plans"]))
+    calls = tuple((name, tuple(args)) for name, args in json.loads(row["calls"]))
+    return Task(agents[row["agent"]], row["level"], row["persona"], tuple(row["requests"]), plans,
+                json.loads(row["files"]), synthesis.Rubric(calls, json.loads(row["tree"]), row["answer"]))
+
+
+def task_dataset(setup: AgenticSetup, seed: int = 0):
+    """The tasks of :func:`build_tasks` as a ``datasets.DatasetDict`` with the splits ``train``, ``val``,
+    ``test_seen`` and ``test_evolved``, one row per task: ``agent`` (its name), ``level``, ``persona``,
+    ``requests`` (one per user turn), ``answer`` (the rubric's expected answer, None for any) and, as JSON text,
+    ``plans`` (the calls that fulfil each request, ``"$"`` = the previous result), ``files`` (the initial file
+    system), ``calls`` and ``tree`` (the rubric's expected calls and final file system).
+
+    Generated once per (task sizes of ``setup``, ``seed``) and saved under ``data/cache/agentic/tasks-<hash>/``
+    (the hash also covers the code that makes the tasks); :func:`build_tasks` reads the tasks back from it."""
+    if not isinstance(setup, AgenticSetup):
+        raise ValueError(f"setup: expected an AgenticSetup, got {describe(setup)}")
+    check_int("seed", seed)
+    import datasets
+
+    datasets.disable_progress_bars()
+    sizes = json.dumps({f: getattr(setup, f) for f in _TASK_FIELDS} | {"seed": seed}, sort_keys=True)
+    key = hashlib.sha256(sizes.encode()).hexdigest()[:12]
+    target = cache_dir() / "agentic" / f"tasks-{key}-{code_key(_generate_tasks, _task_row, synthesis)}"
+    if not target.exists():
+        tasks = _generate_tasks(setup, seed)
+        features = datasets.Features({
+            "agent": datasets.Value("string"), "level": datasets.Value("int64"), "persona": datasets.Value("string"),
+            "requests": datasets.List(datasets.Value("string")), "plans": datasets.Value("string"),
+            "files": datasets.Value("string"), "calls": datasets.Value("string"), "tree": datasets.Value("string"),
+            "answer": datasets.Value("string")})
+        dd = datasets.DatasetDict({k: datasets.Dataset.from_list([_task_row(t) for t in tasks[k]], features=features)
+                                   for k in _TASK_SPLITS})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_atomically(dd, target)
+    return datasets.load_from_disk(str(target))
+
+
 def build_tasks(setup: AgenticSetup, seed: int = 0) -> dict[str, list[Task]]:
     """``train`` (tasks of calc, calc2, calc3, fs on the train split); from the held-out plans of the same agents,
     ``val`` (``n_val`` tasks: every RL setting is chosen on these) and ``test_seen`` (``n_test`` other tasks:
     measured once, after every choice); ``test_evolved`` (tasks of the ``calc_evo`` agent that need its adder
-    ``plus``, a tool never trained on). ``val`` and ``test_seen`` never share a plan."""
-    if not isinstance(setup, AgenticSetup):
-        raise ValueError(f"setup: expected an AgenticSetup, got {describe(setup)}")
-    check_int("seed", seed)
+    ``plus``, a tool never trained on). ``val`` and ``test_seen`` never share a plan. Read from the splits of
+    :func:`task_dataset` (equal, task for task, to generating them)."""
+    dd = task_dataset(setup, seed)
+    agents = make_agents()
+    return {k: [_task_from_row(row, agents) for row in dd[k]] for k in _TASK_SPLITS}
+
+
+def _generate_tasks(setup: AgenticSetup, seed: int) -> dict[str, list[Task]]:
     agents, rng = make_agents(), random.Random(seed)
     out: dict[str, list[Task]] = {"train": [], "val": [], "test_seen": [], "test_evolved": []}
     seen = set()
