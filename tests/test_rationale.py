@@ -2,6 +2,7 @@
 generator, the benchmark builder's gold rationale, and a tiny training run."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,6 +221,19 @@ def test_builder_gold_rationale_is_exactly_the_target_sentence(bench):
             assert tuple(gold_words) in sentences[bench.domains[0]]
             assert t.gold[i].sum() == (aspect == 0).sum() and not (t.gold[i] & ~t.mask[i]).any()
             assert abs(row["ratings"][0]) >= 0.5 and row["label"] == int(row["ratings"][0] > 0)
+
+
+def test_tensors_come_from_the_datasetdict_by_map(bench):
+    assert set(bench.dataset) == {"train", "test"}
+    t = bench.tensors("test")
+    row = bench.dataset["test"][4]  # the stored review: its words, per-token aspect, label
+    n = len(row["tokens"])
+    assert t.ids[4, :n].tolist() == [bench.vocab.index(w) for w in row["tokens"]] and not t.ids[4, n:].any()
+    assert t.aspect[4, :n].tolist() == row["aspect"] and (t.aspect[4, n:] == -1).all()
+    assert int(t.label[4]) == row["label"] and t.ids.dtype == t.aspect.dtype == t.label.dtype == torch.int64
+    assert t.ids.shape == (bench.dataset["test"].num_rows, max(len(w) for w in bench.dataset["test"]["tokens"]))
+    folder = Path(bench.dataset["test"].cache_files[0]["filename"]).parent  # the map's result is cached beside it
+    assert any(f.name.startswith("cache-") and f.suffix == ".arrow" for f in folder.iterdir())
 
 
 def test_builder_correlates_the_aspects_and_is_cached(bench):

@@ -81,6 +81,11 @@ class ReviewTensors:
         return ReviewTensors(*(t.to(device) for t in (self.ids, self.mask, self.gold, self.aspect, self.label)))
 
 
+def _token_ids(batch: dict, index: dict[str, int]) -> dict:
+    """``Dataset.map`` function (batched): each review's words as vocabulary ids."""
+    return {"ids": [[index[w] for w in words] for words in batch["tokens"]]}
+
+
 @dataclass
 class ReviewBenchmark:
     """The benchmark: ``dataset`` (DatasetDict), ``vocab`` (index 0 = ``<pad>``), frozen ``embeddings``
@@ -95,17 +100,16 @@ class ReviewBenchmark:
     def tensors(self, split: str) -> ReviewTensors:
         if split not in self.dataset:
             raise ValueError(f"split: expected one of {sorted(self.dataset)}, got {split!r}")
-        ds = self.dataset[split]
+        # words -> vocabulary ids with Dataset.map (fingerprinted: cached beside the saved set, so a second call
+        # only reads it back), then the torch format hands over one int64 tensor per review to pad
         index = {w: i for i, w in enumerate(self.vocab)}
-        toks, asp = ds["tokens"], ds["aspect"]
-        n, t = len(toks), max(len(x) for x in toks)
-        ids = torch.zeros(n, t, dtype=torch.long)
-        aspect = torch.full((n, t), -1, dtype=torch.long)
-        for i, (words, a) in enumerate(zip(toks, asp, strict=True)):
-            ids[i, :len(words)] = torch.tensor([index[w] for w in words])
-            aspect[i, :len(a)] = torch.tensor(a)
+        ds = self.dataset[split].map(_token_ids, batched=True, fn_kwargs={"index": index})
+        cols = ds.with_format("torch", columns=["ids", "aspect", "label"])[:]
+        pad = torch.nn.utils.rnn.pad_sequence
+        ids = pad(list(cols["ids"]), batch_first=True, padding_value=0).long()
+        aspect = pad(list(cols["aspect"]), batch_first=True, padding_value=-1).long()
         mask = aspect >= 0
-        return ReviewTensors(ids, mask, aspect == 0, aspect, torch.tensor(ds["label"], dtype=torch.long))
+        return ReviewTensors(ids, mask, aspect == 0, aspect, cols["label"].long())
 
     def aspect_correlation(self, split: str = "train") -> list[float]:
         """Pearson correlation of the target's rating with each distractor's rating (one per distractor)."""
