@@ -17,10 +17,11 @@
 # 3. compute the paper's metrics offline: F1, Spearman, **boundary similarity**, ROUGE-L and
 #    candidate-ranking accuracy (and see why BERTScore is out of reach);
 # 4. train InstructStory, single-task models and a no-instruction multitask model (KimiMini, bytes), and
-#    compare them fully supervised, few-shot and zero-shot over 3 seeds;
+#    compare them fully supervised, few-shot and zero-shot — zero-shot on task types no model was trained on —
+#    over 3 seeds;
 # 5. implement boundary similarity, write an instruction for a new task, predict which type gains most.
 #
-# **Run time:** `toy` ≈ 100 s of CPU time on one core from a fresh clone (3 task types × 4 genres, 3 seeds; the
+# **Run time:** `toy` ≈ 100–110 s of CPU time on one core from a fresh clone (3 task types × 4 genres, 3 seeds; the
 # weights are then cached under `data/cache/storywars/` and a re-run skips training); `gpu` all 12 task types ×
 # 6 genres, larger model — sized for minutes on one H100/H200 but not yet run there.
 
@@ -56,20 +57,22 @@ import torch
 
 from kimi_mini.exercises import check
 from kimi_mini.exercises.storywars import set_measured_gains
-from kimi_mini.notebooks import start_notebook
+from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.report import Evidence, Precondition
 from kimi_mini.storywars.corpus import CorpusConfig, author_style_stats, generate_corpus, load_corpus
 from kimi_mini.storywars.evaluate import generate_answer, predict, score_type
-from kimi_mini.storywars.experiment import REGIMES, ExperimentConfig, run_experiment, summarise
+from kimi_mini.storywars.experiment import REGIMES, ExperimentConfig, regime_tasks, run_experiment, summarise
 from kimi_mini.storywars.metrics import boundaries_from_masses, boundary_similarity, rouge_l, spearman
 from kimi_mini.storywars.tasks import (
     GENERATION,
+    HELD_OUT,
     TASK_TYPES,
     UNDERSTANDING,
     Task,
     ground_truth,
     make_examples,
     render,
+    story_view,
     task_splits,
 )
 from kimi_mini.storywars.train import TrainSpec, collate, encode_example, pretrained_lm
@@ -94,7 +97,7 @@ PAPER = "StoryWars (arXiv 2305.08152)"
 # | popularity | `log likes = 2 + 1.5·vivid rate + 0.25·chapters + noise`, normalised to 0–10 | story scoring |
 #
 # The toy preset writes shorter stories (one sentence per chapter, one clause per sentence, 4 genres) so that a
-# byte-level model reads a whole example in ≈ 100 bytes; the gpu preset uses the full generator.
+# byte-level model reads a whole example within its 192-byte context; the gpu preset uses the full generator.
 
 # %%
 FULL = CorpusConfig()  # the full generator: 6 genres, 12 authors, 3–4 chapters of 1–2 sentences
@@ -144,13 +147,83 @@ for t in UNDERSTANDING + GENERATION:
     print(textwrap.shorten(prompt.replace("\n", " ⏎ "), 200) + " →" + target.rstrip("\n"))
 
 # %% [markdown]
-# The three regimes hold disjoint tasks: for the i-th type, genre i is zero-shot, genre i+1 few-shot, the rest
-# fully supervised — every type is trained in some genres, every genre in some types.
+# The three regimes hold disjoint tasks. The paper's split is per genre: for the i-th type, genre i is zero-shot,
+# genre i+1 few-shot, the rest fully supervised — every type is trained in some genres, every genre in some types.
 
 # %%
 splits_full = task_splits(UNDERSTANDING + GENERATION, FULL.genres)
 print({r: len(v) for r, v in splits_full.items()}, "tasks (the paper: 101 tasks over the same 12 types)")
 print("zero-shot:", ", ".join(t.name for t in splits_full["zero_shot"][:4]), "…")
+
+# %% [markdown]
+# In that split a zero-shot task is a *known* task type in a new genre, and a model that ignores the instruction
+# can answer it from what it learnt on the type's other genres — it does not test whether instructions are read.
+# The toy preset therefore holds out two task **types** of our own (`HELD_OUT`), never trained by any model, whose
+# instruction names the skill in the words genre classification is trained with, on an input format that skill was
+# not trained on: two chapters A and B → "Is chapter **A** from a {genre} story?" (`chapter_a_genre`) or "… chapter
+# **B** …" (`chapter_b_genre`); the other chapter comes from a story of any genre.
+#
+# Neither label can be read from training priors: a model that does not read *which genre* is asked sees a chapter
+# of genre x answered "yes" exactly as often as "no" over the held-out tasks (the test suite checks it), and the
+# asked genre is never the trained types' few-shot genre, whose stories were only ever negatives in training (that
+# would invert the labels). They are evaluated in the genres every trained type is supervised in.
+#
+# *Setting changed after a pilot:* the first design held out `story_in_order` ("does each chapter happen before the
+# next?" on a possibly shuffled story) beside `chapter_genre` (A only, negatives from every other genre). In that
+# pilot (seeds 0–2) the no-instruction model answered `story_in_order` from its priors (85.6 F1 against chance
+# 49.6 — an in-order story simply looks like the stories it was trained on) and beat chance on `chapter_genre`
+# from the negatives' genre (56.1), so the precondition below could not be met; both were replaced by the design
+# above before the run you see.
+
+# %%
+for t in HELD_OUT:
+    exs = make_examples(showcase, Task(t, "western"), "test", 200, seed=3)
+    assert all(ground_truth(showcase, e) == e.answer for e in exs)
+    prompt, target = render(exs[0])
+    print(f"── {t} (held out; {sum(e.answer == 'yes' for e in exs)}/200 'yes')")
+    print(textwrap.shorten(prompt.replace("\n", " ⏎ "), 200) + " →" + target.rstrip("\n"))
+
+# %% [markdown]
+# **Browse a story.** Pick a story and a task type: the story's chapters, coloured by author, and below them what
+# that task makes of the story — the instruction, the input and the label the model is trained or scored on
+# (`story_view`: a seeded example of that type that reads this story; pair tasks may set it beside another
+# story's chapter). In Jupyter the controls redraw the figure; elsewhere it shows story 0's first task type.
+
+# %%
+import ipywidgets as widgets  # noqa: E402
+
+VIEW_TYPES = UNDERSTANDING + GENERATION + HELD_OUT
+
+
+def draw_story(story_id, task_type):
+    s = showcase.story(story_id)
+    ex = story_view(showcase, story_id, task_type)
+    prompt, target = render(ex)
+    cmap = dict(zip(sorted(showcase.authors), plt.cm.tab20.colors, strict=False))
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    ax.axis("off")
+    y = 0.97
+    for ch in s.chapters:
+        lines = textwrap.wrap(f"ch.{ch.index + 1} [{ch.author}] {ch.text}", 110)
+        ax.text(0.0, y, "\n".join(lines), color=cmap[ch.author], va="top", fontsize=8, family="monospace")
+        y -= 0.03 + 0.045 * len(lines)
+    y -= 0.03
+    ax.axhline(y + 0.015, color="grey", lw=0.5)
+    head = f"{task_type} ({TASK_TYPES.get(task_type).kind}{', held out' if task_type in HELD_OUT else ''}) sees:"
+    view = [head] + [w for line in prompt.split("\n") for w in (textwrap.wrap(line, 110) or [""])][:14]
+    view.append(f"label:{target.rstrip()}  ({len(ex.options)} options)")
+    ax.text(0.0, y, "\n".join(view), va="top", fontsize=7.5, family="monospace")
+    ax.set_title(f"story {s.id} · {s.genre} · {s.likes} likes (score {s.score}/10) · authors "
+                 f"{', '.join(dict.fromkeys(s.authors))}", fontsize=9)
+    return fig
+
+
+_ = interactive_figure(
+    draw_story,
+    save=lambda fig: nb.savefig(fig, "story-browser"),
+    story_id=widgets.IntSlider(0, 0, len(showcase.stories) - 1, description="story"),
+    task_type=widgets.Dropdown(options=VIEW_TYPES, value=VIEW_TYPES[0], description="task"),
+)
 
 # %% [markdown]
 # ## 3 · Metrics that can be computed offline
@@ -162,9 +235,9 @@ print("zero-shot:", ", ".join(t.name for t in splits_full["zero_shot"][:4]), "�
 #   from a pretrained RoBERTa. That model is a download we cannot make offline, and a byte-level toy has no
 #   embedding worth trusting in its place. We use two substitutes: **ROUGE-L** (longest common subsequence F1
 #   of words against the reference) and **candidate-ranking accuracy** (does the model's log-probability put the
-#   true continuation above distractors?). Neither measures meaning as BERTScore does, but both are monotone in
-#   the same thing — how close the system's output distribution is to the reference — so they *rank systems*,
-#   which is all the paper's comparisons use. Section 6 checks that on two systems.
+#   true continuation above distractors?). Neither measures meaning as BERTScore does; what the paper's comparisons
+#   need is that a metric *ranks systems* the right way. Whether the two substitutes agree on that is checked on
+#   two systems at the end of section 6 (one pair of systems: evidence, not proof).
 
 # %%
 seg_ref, seg_hyp = boundaries_from_masses([2, 3, 6]), boundaries_from_masses([2, 2, 7])
@@ -179,9 +252,11 @@ print(f"ROUGE-L('Cody drew the pistol', 'Cody drew the old pistol!') = "
 # stories (the stand-in for the pretrained T5 of the paper), then:
 # - **InstructStory** fine-tunes on all fully-supervised tasks at once, each prompt headed by its instruction;
 # - **no-instruction**: same tasks, same steps, the prompt headed only by a task-id token `<task NN>`;
-# - **single-task**: one model per task type, `steps / K` steps on that type only (the same tokens per task).
+# - **single-task**: one model per task type, trained on that type's supervised tasks for InstructStory's own step
+#   count (as the paper trains each single-task T5 fully, not on a share of the multitask budget);
+# - **story LM**: the story language model itself, given the instructions (the paper's zero-shot T5 row).
 #
-# All are trained with Muon (notebook 02): at this budget it learns the tasks in far fewer steps than AdamW.
+# All are trained with Muon (notebook 02).
 #
 # The loss is on answer tokens only: $L = -\frac{1}{|a|}\sum_{t\in a}\log p(x_t\mid x_{<t})$; prompt positions
 # carry the ignore index −100.
@@ -198,20 +273,25 @@ SIZES = P.pick(
     toy=dict(corpus=TOY_CORPUS, types=("temporal_inference", "connectivity_inference", "genre_classification"),
              spec=TrainSpec(d_model=48, n_layers=2, n_heads=2, d_ff=128, max_seq_len=192, steps=200,
                             batch_size=12, lr=4e-3, optimizer="muon"),
-             lm_steps=200, pool=256, n_eval=48, k_shot=12, few_shot_steps=12, seeds=nb.seeds),
+             lm_steps=200, pool=256, n_eval=48, k_shot=12, few_shot_steps=12, seeds=nb.seeds,
+             zero_shot_types=HELD_OUT),
     gpu=dict(corpus=FULL, types=UNDERSTANDING + GENERATION,
              spec=TrainSpec(d_model=256, n_layers=6, n_heads=8, d_ff=704, max_seq_len=768, steps=3000,
                             batch_size=64, lr=2e-3, warmup=100, device="cuda", optimizer="muon"),
-             lm_steps=1500, pool=2000, n_eval=200, k_shot=32, few_shot_steps=60, seeds=nb.seeds),
+             lm_steps=1500, pool=2000, n_eval=200, k_shot=32, few_shot_steps=60, seeds=nb.seeds,
+             zero_shot_types=HELD_OUT),
 )
 cfg = ExperimentConfig(**SIZES)
 print(cfg.spec, f"\n{len(cfg.types)} task types × {len(cfg.corpus.genres)} genres, seeds {cfg.seeds}")
+for regime, tasks in regime_tasks(cfg).items():
+    print(f"{regime:10s} {len(tasks):2d} tasks: {', '.join(t.name for t in tasks)}")
 
 # %% [markdown]
 # ## 5 · The experiment: three regimes, three seeds
-# **Predict first (exercise 3).** Of the toy preset's task types, which will gain most *zero-shot* from
-# instructions — InstructStory minus the no-instruction model? Think about what each task needs to read in two
-# chapters, and which tasks share an input format. Write your answer now; it is checked at the end.
+# **Predict first (exercise 3).** Of the two held-out task types, which will gain most *zero-shot* from
+# instructions — InstructStory minus the no-instruction model? Both name the genre skill; think about where in the
+# prompt the named chapter sits, and what a model that reads the genre word but not "A"/"B" would answer. Write
+# your answer now; it is checked at the end.
 
 # %%
 def my_prediction():
@@ -219,6 +299,10 @@ def my_prediction():
 
 
 # %% [markdown]
+# **Before measuring** (the preconditions and thresholds of section 6 were fixed here): the zero-shot comparison
+# means something only if InstructStory has learnt its trained tasks (above chance on them) and the
+# no-instruction model cannot answer the held-out types from its training priors (not above chance on them).
+#
 # Trained weights are cached by a hash of everything that decides them, so only the first run trains.
 
 # %%
@@ -246,14 +330,12 @@ for regime in REGIMES:
 # %%
 types = sorted(summary["per_type"]["supervised"]["InstructStory"])
 zs_types = sorted(summary["per_type"]["zero_shot"]["InstructStory"])
-print(f"{'regime':11s} {'model':15s}" + "".join(f"{t[:22]:>24s}" for t in types))
 for regime in REGIMES:
+    cols = zs_types if regime == "zero_shot" else types
+    print(f"{regime:11s} {'model':15s}" + "".join(f"{t[:22]:>24s}" for t in cols))
     for model, per in summary["per_type"][regime].items():
-        print(f"{regime:11s} {model:15s}" + "".join(f"{fmt(per[t]) if t in per else '—':>24s}" for t in types))
-    print(f"{regime:11s} {'chance':15s}" + "".join(
-        f"{summary['chance'][regime][t]:24.1f}" if t in summary["chance"][regime] else f"{'—':>24s}" for t in types))
-print(f"(— : not evaluated zero-shot — {', '.join(cfg.zero_shot_exclude)}: the unseen genre's stories were the "
-      "negatives of every trained genre's task, so training priors invert its labels)")
+        print(f"{regime:11s} {model:15s}" + "".join(f"{fmt(per[t]):>24s}" for t in cols))
+    print(f"{regime:11s} {'chance':15s}" + "".join(f"{summary['chance'][regime][t]:24.1f}" for t in cols))
 
 # %% [markdown]
 # Each model against chance, per task type and regime: the mean paired difference over seeds and its 95 % interval
@@ -267,7 +349,8 @@ for regime in REGIMES:
             ev = Evidence.paired([r["scores"][regime][model][t] for r in results],
                                  [r["chance"][regime][t] for r in results], fmt="+.1f")
             word = {"yes": "above", "no": "below"}.get(ev.verdict, "≈")
-            row.append(f"{t.split('_')[0]} {ev.estimate:+.1f} ± {ev.margin:.1f} ({word})")
+            name = t.rsplit("_", 1)[0] if t in HELD_OUT else t.split("_")[0]
+            row.append(f"{name} {ev.estimate:+.1f} ± {ev.margin:.1f} ({word})")
         print(f"{regime:11s} {model:15s} " + "; ".join(row))
 
 # %%
@@ -276,18 +359,19 @@ palette = {"InstructStory": "tab:blue", "single-task": "tab:green", "no-instruct
            "story LM": "tab:grey"}
 for ax, regime in zip(axes, REGIMES, strict=True):
     models = list(summary["per_type"][regime])
+    types_r = zs_types if regime == "zero_shot" else types
     width = 0.8 / len(models)
     for m_i, model in enumerate(models):
         per = summary["per_type"][regime][model]
-        ax.bar([i + m_i * width for i in range(len(types))], [per[t][0] if t in per else 0 for t in types], width,
-               yerr=[per[t][1] if t in per else 0 for t in types], label=model, color=palette[model], capsize=2)
-    for i, t in enumerate(types):
-        if t in summary["chance"][regime]:
-            ax.hlines(summary["chance"][regime][t], i - width / 2, i + 0.8 - width / 2, colors="k", linestyles=":")
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(types))], [t.split("_")[0] for t in types], fontsize=8)
-    ax.set_title(regime.replace("_", "-"))
+        ax.bar([i + m_i * width for i in range(len(types_r))], [per[t][0] for t in types_r], width,
+               yerr=[per[t][1] for t in types_r], label=model, color=palette[model], capsize=2)
+    for i, t in enumerate(types_r):
+        ax.hlines(summary["chance"][regime][t], i - width / 2, i + 0.8 - width / 2, colors="k", linestyles=":")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(types_r))],
+                  [t.rsplit("_", 1)[0] if t in HELD_OUT else t.split("_")[0] for t in types_r], fontsize=8)
+    ax.set_title(regime.replace("_", "-") + (" (held-out types)" if regime == "zero_shot" else ""))
+    ax.legend(fontsize=7, loc="lower left")
 axes[0].set_ylabel("F1 × 100 (dotted: chance)")
-axes[0].legend(fontsize=7, loc="lower left")
 nb.savefig(fig, "three-regimes")
 plt.show()
 
@@ -295,29 +379,32 @@ plt.show()
 # ## 6 · Claims
 # Thresholds fixed before the runs. Seeds change the initialisation and batch order of every fine-tuned model
 # (the story LM and the corpus are shared); each claim compares the per-seed *paired* differences of the average
-# over the claim's task types. Connectivity inference is left out of the claims' averages, decided from the
-# measurement that prompted this design (no model, not even the fully supervised single-task one, learns it at
-# toy scale — see its row above): an unlearnable type adds only noise to every comparison. It stays in the tables.
+# over the claim's task types. Connectivity inference is left out of the supervised and few-shot claims' averages,
+# decided from the measurement that prompted this design (an earlier run in which no model, not even the fully
+# supervised single-task one, learnt it at toy scale): an unlearnable type adds only noise to every comparison. It
+# stays in the tables. The zero-shot claim averages over both held-out types.
 
 # %%
 CLAIM_TYPES = tuple(t for t in cfg.types if t != "connectivity_inference")
 
 
+def claim_types(regime):
+    return zs_types if regime == "zero_shot" else CLAIM_TYPES
+
+
 def per_seed(regime, model):
-    return [statistics.fmean(r["scores"][regime][model][t] for t in CLAIM_TYPES if t in r["scores"][regime][model])
-            for r in results]
+    return [statistics.fmean(r["scores"][regime][model][t] for t in claim_types(regime)) for r in results]
 
 
 def chance_per_seed(regime):
-    return [statistics.fmean(r["chance"][regime][t] for t in CLAIM_TYPES if t in r["chance"][regime])
-            for r in results]
+    return [statistics.fmean(r["chance"][regime][t] for t in claim_types(regime)) for r in results]
 
 
 def avg_sd(regime, model):
     return (statistics.fmean(per_seed(regime, model)), statistics.stdev(per_seed(regime, model)))
 
 
-print("claims average over", [t for t in CLAIM_TYPES], "(zero-shot: those evaluated zero-shot)")
+print("claims average over", list(CLAIM_TYPES), "(zero-shot: the held-out types", zs_types, ")")
 
 
 def gain(regime, a, b):
@@ -339,7 +426,7 @@ nb.record_claim(
     evidence=ev1,
     precondition=Precondition.from_evidence("the single-task baseline is above chance on its own tasks",
                                             above_chance("supervised", "single-task")),
-    explanation=(f"{len(cfg.types)} task types × {len(cfg.corpus.genres) - 2} supervised genres each; each "
+    explanation=(f"{len(cfg.types)} task types in {len(regime_tasks(cfg)['supervised'])} supervised tasks; each "
                  f"single-task model gets InstructStory's own step count ({cfg.single_task_steps or cfg.spec.steps}), "
                  "as the paper trains each single-task T5 fully"),
     paper=PAPER,
@@ -359,6 +446,10 @@ nb.record_claim(
 ev3 = gain("zero_shot", "InstructStory", "no-instruction")
 ev3b = above_chance("zero_shot", "InstructStory")
 chance0 = statistics.fmean(chance_per_seed("zero_shot"))
+pre3a, pre3b = above_chance("supervised", "InstructStory"), above_chance("zero_shot", "no-instruction")
+pre3 = Precondition("InstructStory is above chance on its trained tasks, and the no-instruction model is not above "
+                    "chance on the held-out types (their labels cannot be read from training priors)",
+                    f"{pre3a.describe()}; {pre3b.describe()}", pre3a.verdict == "yes" and pre3b.verdict != "yes")
 nb.record_claim(
     "Zero-shot: InstructStory is well above the no-instruction model and above chance on unseen tasks",
     paper_value="60.00 (InstructStory) vs 32.09 (T5), 47.79 (FLAN-T5)",
@@ -366,10 +457,10 @@ nb.record_claim(
           f"{fmt(avg_sd('zero_shot', 'no-instruction'))}; chance {chance0:.1f}; {ev3.describe()}; "
           f"{ev3b.describe()}"),
     evidence=[ev3, ev3b],
-    precondition=Precondition.from_evidence("InstructStory is above chance on the tasks it was trained on",
-                                            above_chance("supervised", "InstructStory")),
-    explanation=("both parts must hold: a gain over the no-instruction model (whose id tokens for these tasks "
-                 "were never trained) and a score above chance"),
+    precondition=pre3,
+    explanation=(f"zero-shot tasks are task types no model was trained on ({', '.join(zs_types)}), whose "
+                 "instruction names the skill; both parts must hold: a gain over the no-instruction model (whose "
+                 "id tokens for these tasks were never trained) and a score above chance"),
     paper=PAPER,
 )
 
@@ -383,11 +474,14 @@ for regime, a_, b_ in (("supervised", "InstructStory", "single-task"),
                        ("zero_shot", "InstructStory", "no-instruction")):
     ev = gain(regime, a_, b_)
     print(f"{regime:10s} {a_} − {b_}: {ev.describe()} → {ev.verdict}")
-print(f"zero-shot chance {chance0:.1f} over {', '.join(t for t in zs_types if t in CLAIM_TYPES)}; "
+print(f"zero_shot  InstructStory − chance: {ev3b.describe()} → {ev3b.verdict} (the zero-shot claim needs both "
+      "zero-shot parts)")
+print(f"zero-shot chance {chance0:.1f} over the held-out types {', '.join(zs_types)}; "
       "paper: supervised +1.53, few-shot 61.44 vs 59.45, zero-shot 60.00 vs 47.79 (FLAN-T5) / 32.09 (T5)")
-print(f"At this scale the model is trained on {len(cfg.types)} task types × {len(cfg.corpus.genres) - 2} genres "
-      f"= {len(cfg.types) * (len(cfg.corpus.genres) - 2)} instructions (the paper: about 60 supervised tasks); "
-      "a model that has seen so few instructions has little reason to learn to read a new one.")
+n_sup = len(regime_tasks(cfg)["supervised"])
+print(f"At this scale the model is trained on {len(cfg.types)} task types in {n_sup} supervised tasks (the paper: "
+      "about 60 supervised tasks of 12 types): few instructions to learn to read a new one from — a likely reason "
+      "for a zero-shot miss, not one this run tests.")
 
 # %% [markdown]
 # ### Do the substitutes for BERTScore rank systems?
@@ -418,7 +512,8 @@ for name, m in (("untrained", untrained), ("story LM", story_lm)):
           f"{len(gen_ex)} examples)   ROUGE-L {rl:5.1f} ({n_gen} generations)")
 verdicts = ["story LM better" if gen_scores["story LM"][i] > gen_scores["untrained"][i] else
             "tie" if gen_scores["story LM"][i] == gen_scores["untrained"][i] else "untrained better" for i in (0, 1)]
-print(f"ranking accuracy: {verdicts[0]}; ROUGE-L: {verdicts[1]}")
+print(f"ranking accuracy: {verdicts[0]}; ROUGE-L: {verdicts[1]} → the two substitutes "
+      + ("agree" if verdicts[0] == verdicts[1] else "do not agree") + " on these two systems")
 print("e.g.", repr(generate_answer(story_lm, plain(gen_ex[0])[0], 48)), "\n vs", repr(gen_ex[0].answer))
 
 # %% [markdown]
@@ -465,15 +560,17 @@ _ = check("storywars_zero_shot_gain", my_prediction)
 # - **Paper map.** §3 (dataset, 12 task types), §4 (task instantiation per genre, regimes), §5 and Tables 3–5
 #   (InstructStory vs single-task T5, FLAN-T5 and T5).
 # - **What differs.** A generator instead of 40k human stories (it cannot capture real authors' voices, plot
-#   creativity or why readers like a story); a byte-level model of ~80k parameters started from a small story
-#   LM instead of T5; at the toy preset 3 of the 12 types and 6 supervised tasks (the paper: 101 tasks); BERTScore
-#   replaced by ROUGE-L and candidate ranking.
+#   creativity or why readers like a story); a byte-level model started from a small story LM instead of T5
+#   (its `TrainSpec` is printed in section 4); at the toy preset 3 of the 12 types in 9 supervised tasks (the paper:
+#   101 tasks); the zero-shot regime on two held-out task types of our own rather than the paper's unseen
+#   (type, genre) tasks; BERTScore replaced by ROUGE-L and candidate ranking.
 # - **At scale.** More task types and genres give the model many instructions to generalise over; the paper's
 #   zero-shot result rests on that, and the toy preset has few.
 # - **What the mechanism is.** Tasks that share an input format (two chapters → yes/no) are told apart only by
 #   their instruction: the paper's claim is that a model trained with instructions can run a new task from its
-#   instruction, while a model that only saw task ids cannot know what a new id asks. Whether the toy run shows
-#   it is in the claims and the per-type table above, not in this sentence.
+#   instruction, while a model that only saw task ids cannot know what a new id asks. The held-out types test
+#   exactly that — their labels cannot be read from training priors. Whether the toy run shows it is in the
+#   claims and the per-type table above, not in this sentence.
 
 # %%
 print(f"notebook CPU time: {time.process_time() - T_START:.0f} s; wall {nb.elapsed():.0f} s")

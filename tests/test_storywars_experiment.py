@@ -7,8 +7,16 @@ import torch
 
 from kimi_mini.storywars.corpus import CorpusConfig, generate_corpus
 from kimi_mini.storywars.evaluate import chance_scores, predict
-from kimi_mini.storywars.experiment import REGIMES, ExperimentConfig, run_seed, summarise
-from kimi_mini.storywars.tasks import GENERATION, UNDERSTANDING, Task, all_tasks, make_examples, task_splits
+from kimi_mini.storywars.experiment import REGIMES, ExperimentConfig, regime_tasks, run_seed, summarise
+from kimi_mini.storywars.tasks import (
+    GENERATION,
+    HELD_OUT,
+    UNDERSTANDING,
+    Task,
+    all_tasks,
+    make_examples,
+    task_splits,
+)
 from kimi_mini.storywars.train import TrainSpec, cached_model, id_renderer, instruct_renderer
 
 TINY = TrainSpec(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_seq_len=768, steps=3, batch_size=4, lr=1e-3,
@@ -113,3 +121,19 @@ def test_single_task_models_get_instructstorys_step_count_by_default():
     assert cfg.single_task_steps is None  # → spec.steps in run_seed, not a share of it
     with pytest.raises(ValueError, match="single_task_steps"):
         ExperimentConfig(corpus=CORPUS, spec=TINY, single_task_steps=0)
+
+
+def test_held_out_types_split_disjoint_and_never_trained():
+    types = ("temporal_inference", "genre_classification")
+    cfg = ExperimentConfig(corpus=CORPUS, types=types, spec=TINY, zero_shot_types=HELD_OUT)
+    splits = regime_tasks(cfg)
+    genres = CORPUS.genres
+    assert {t.type for t in splits["zero_shot"]} == set(HELD_OUT)
+    assert {t.type for t in splits["supervised"] + splits["few_shot"]} == set(types)
+    assert {t.genre for t in splits["few_shot"]} == {genres[-1]}
+    # held-out tasks only in genres every trained type is supervised in (no genre word seen only as a negative)
+    assert {t.genre for t in splits["zero_shot"]} == {t.genre for t in splits["supervised"]} == set(genres[:-1])
+    with pytest.raises(ValueError, match="zero_shot_types"):
+        ExperimentConfig(corpus=CORPUS, types=types, zero_shot_types=("temporal_inference",))
+    with pytest.raises(ValueError, match="zero_shot_types"):
+        ExperimentConfig(corpus=CORPUS, types=types, zero_shot_types=["chapter_genre"])

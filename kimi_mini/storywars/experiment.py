@@ -12,10 +12,18 @@ Paper: *StoryWars* (Du & Chilton, ACL 2023, arXiv 2305.08152), §5, Tables 3–5
    *few-shot*: InstructStory and no-instruction each fine-tuned on ``k`` examples of each few-shot task
    (a new id token for the baseline), then evaluated on it;
    *zero-shot*: both evaluated directly on the zero-shot tasks (the baseline's id tokens were never seen), and
-   the story LM of step 1 with the instructions (the paper's zero-shot T5 row: no instruction tuning),
-   except the types in ``zero_shot_exclude``: genre classification in an unseen genre is built so that the
-   training priors invert its labels (that genre's stories were the *negatives* of every trained genre's task),
-   so it measures the prior, not instruction reading.
+   the story LM of step 1 with the instructions (the paper's zero-shot T5 row: no instruction tuning).
+
+Two designs of the zero-shot regime (:func:`regime_tasks`):
+
+- ``zero_shot_types`` empty — the paper's per-genre split (:func:`~kimi_mini.storywars.tasks.task_splits`):
+  zero-shot tasks are *trained* task types in a genre they were not trained in, except the types in
+  ``zero_shot_exclude`` (genre classification in an unseen genre is built so that training priors invert its
+  labels: that genre's stories were the *negatives* of every trained genre's task);
+- ``zero_shot_types`` given (the toy preset) — zero-shot tasks are task types *never trained*
+  (:data:`~kimi_mini.storywars.tasks.HELD_OUT`), whose instruction names the skill and whose labels are
+  independent of every trained type's, in the genres every trained type is supervised in; the trained types'
+  last genre is their few-shot genre and the rest are supervised.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from dataclasses import dataclass, field
 
 from kimi_mini.storywars.corpus import Corpus, CorpusConfig, load_corpus
 from kimi_mini.storywars.evaluate import chance_scores, evaluate_tasks
-from kimi_mini.storywars.tasks import Task, all_tasks, make_examples, task_splits
+from kimi_mini.storywars.tasks import TASK_TYPES, Task, all_tasks, make_examples, task_splits
 from kimi_mini.storywars.train import (
     TrainSpec,
     cached_model,
@@ -38,7 +46,7 @@ from kimi_mini.storywars.train import (
     sample_pool,
 )
 
-__all__ = ["ExperimentConfig", "run_seed", "run_experiment", "summarise", "REGIMES", "MODELS"]
+__all__ = ["ExperimentConfig", "run_seed", "run_experiment", "summarise", "regime_tasks", "REGIMES", "MODELS"]
 
 REGIMES = ("supervised", "few_shot", "zero_shot")
 MODELS = ("InstructStory", "single-task", "no-instruction", "story LM")
@@ -60,6 +68,7 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     single_task_steps: int | None = None  # None: spec.steps (InstructStory's step count)
     zero_shot_exclude: tuple[str, ...] = ("genre_classification",)
+    zero_shot_types: tuple[str, ...] = ()  # task types never trained: the zero-shot regime (see the module)
 
     def __post_init__(self) -> None:
         if self.single_task_steps is not None and (not isinstance(self.single_task_steps, int)
@@ -71,6 +80,9 @@ class ExperimentConfig:
                 raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: expected distinct seeds, got {self.seeds!r}")
+        zs = self.zero_shot_types
+        if not isinstance(zs, tuple) or any(t not in TASK_TYPES for t in zs) or set(zs) & set(self.types):
+            raise ValueError(f"zero_shot_types: expected a tuple of task types not in types={self.types}, got {zs!r}")
         if self.k_shot > self.pool:
             raise ValueError(f"k_shot: expected <= pool={self.pool}, got {self.k_shot}")
 
@@ -82,15 +94,25 @@ def _by_type(tasks: list[Task]) -> dict[str, list[Task]]:
     return out
 
 
+def regime_tasks(cfg: ExperimentConfig) -> dict[str, list[Task]]:
+    """The supervised, few-shot and zero-shot task sets of ``cfg`` (disjoint; see the module docstring)."""
+    genres = cfg.corpus.genres
+    if not cfg.zero_shot_types:
+        splits = task_splits(cfg.types, genres)
+        splits["zero_shot"] = [t for t in splits["zero_shot"] if t.type not in cfg.zero_shot_exclude]
+        return splits
+    return {"supervised": all_tasks(cfg.types, genres[:-1]), "few_shot": all_tasks(cfg.types, genres[-1:]),
+            "zero_shot": all_tasks(cfg.zero_shot_types, genres[:-1])}
+
+
 def run_seed(cfg: ExperimentConfig, seed: int, corpus: Corpus | None = None, cache=None,
              log: Callable[[str], None] | None = None) -> dict:
     """One seed of the whole experiment. Returns ``{"scores": {regime: {model: {type: metric}}},
     "chance": {regime: {type: metric}}, "losses": {model: final loss}}`` (metrics on a 0–100 scale)."""
     corpus = corpus or load_corpus(cfg.corpus, cache=cache)
     say = log or (lambda s: None)
-    splits = task_splits(cfg.types, cfg.corpus.genres)
-    splits["zero_shot"] = [t for t in splits["zero_shot"] if t.type not in cfg.zero_shot_exclude]
-    ids = {t.name: i for i, t in enumerate(all_tasks(cfg.types, cfg.corpus.genres))}
+    splits = regime_tasks(cfg)
+    ids = {t.name: i for i, t in enumerate(all_tasks(cfg.types + cfg.zero_shot_types, cfg.corpus.genres))}
     spec = dataclasses.replace(cfg.spec, seed=seed)
     pools = {t.name: make_examples(corpus, t, "train", cfg.pool) for t in splits["supervised"]}
     evals = {r: {t.name: make_examples(corpus, t, "test", cfg.n_eval) for t in splits[r]} for r in REGIMES}

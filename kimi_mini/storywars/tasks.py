@@ -5,7 +5,8 @@ classification, authorship attribution, authorship verification, connectivity in
 inference, story scoring, story segmentation) and 5 generation task types (next-chapter generation,
 conditional story generation, chapter infilling, global infilling, temporal ordering). A *task* is a
 (task type, genre) pair, as the paper instantiates each type per genre; the fully-supervised, few-shot and
-zero-shot task sets are disjoint (:func:`task_splits`).
+zero-shot task sets are disjoint (:func:`task_splits`). :data:`HELD_OUT` adds two task types of our own that
+no model is trained on (the toy's zero-shot regime on unseen task *types*; see their builders).
 
 Every example is text-to-text: an instruction, an input, the answer options (for generation types: the
 true output among distractors, which is how candidate-ranking accuracy is scored) and the answer.
@@ -25,7 +26,8 @@ from kimi_mini.registry import Registry
 from kimi_mini.storywars.corpus import Corpus, Story
 
 __all__ = ["TaskType", "TASK_TYPES", "Example", "Task", "task_splits", "make_examples", "ground_truth",
-           "render", "all_tasks", "UNDERSTANDING", "GENERATION"]
+           "render", "all_tasks", "story_view", "UNDERSTANDING", "GENERATION",
+           "HELD_OUT"]
 
 UNDERSTANDING = ("genre_classification", "authorship_attribution", "authorship_verification",
                  "connectivity_inference", "temporal_inference", "story_scoring", "story_segmentation")
@@ -256,6 +258,44 @@ def _temporal_ordering(corpus, genre, stories, rng):
     return shown, options, " ".join(labels[k] for k in order), {"story": s.id, "shown": tuple(perm)}
 
 
+# ------------------------------------------------------------------------ held-out (zero-shot) task types
+# Not among the paper's 12: task types that no model is ever trained on, for the zero-shot regime of the toy
+# preset. Their instruction names the skill in the words genre classification is trained with ("a {genre}
+# story") on an input format that type does not use (two chapters, and it names which one), and their label is
+# independent of every trained type's label on the same input — so training priors can neither solve nor invert
+# it, and only reading the instruction can help. Negatives are drawn from the genres other than the task's and
+# other than the corpus's last genre (the few-shot genre of the type-level split, whose stories were only ever
+# negatives in training): a model that cannot read which genre is asked then has P(yes | the chapter's genre) =
+# 1/2 over the other genres' tasks, and cannot beat chance from the chapter's genre alone.
+def _chapter_genre(corpus, genre, stories, rng, which):
+    genres = corpus.config.genres
+    negatives = set(genres) - {genre, genres[-1]} or set(genres) - {genre}
+    positive = rng.random() < 0.5
+    g = genre if positive else rng.choice(sorted(negatives))  # a genre first: story counts per genre differ
+    pool = [t for t in stories if t.genre == g]
+    if not pool:
+        return None
+    s = rng.choice(pool)
+    other = rng.choice([t for t in stories if t.id != s.id])  # the other chapter: any genre, independent of the label
+    asked, shown = rng.choice(s.chapters), rng.choice(other.chapters)
+    a, b = (asked, shown) if which == "a" else (shown, asked)
+    meta = {"a": (a.story_id, a.index), "b": (b.story_id, b.index)}
+    return _pair(a.text, b.text), ("yes", "no"), "yes" if positive else "no", meta
+
+
+@_register("chapter_a_genre", "understanding", "f1", "Is chapter A from a {genre} story?")
+def _chapter_a_genre(corpus, genre, stories, rng):
+    return _chapter_genre(corpus, genre, stories, rng, "a")
+
+
+@_register("chapter_b_genre", "understanding", "f1", "Is chapter B from a {genre} story?")
+def _chapter_b_genre(corpus, genre, stories, rng):
+    return _chapter_genre(corpus, genre, stories, rng, "b")
+
+
+HELD_OUT = ("chapter_a_genre", "chapter_b_genre")
+
+
 # --------------------------------------------------------------------------------- tasks and splits
 def _check_types_genres(types, genres) -> None:
     from kimi_mini.storywars.corpus import GENRES
@@ -317,6 +357,28 @@ def make_examples(corpus: Corpus, task: Task, split: str, n: int, seed: int = 0)
     return out
 
 
+def _story_ids(meta: dict) -> set[int]:
+    ids = {meta["story"]} if "story" in meta else set()
+    return ids | {meta[k][0] for k in ("a", "b") if k in meta}
+
+
+def story_view(corpus: Corpus, story_id: int, type_name: str, seed: int = 0, max_draws: int = 20_000) -> Example:
+    """An example of ``type_name`` (in the story's genre) that reads story ``story_id``: the first of seeded draws
+    from the whole corpus whose input uses that story (for pair types, either chapter) — what the task sees of it."""
+    check_int("max_draws", max_draws, 1, MAX_EXAMPLES)
+    if type_name not in TASK_TYPES:
+        raise ValueError(f"type_name: expected one of {sorted(TASK_TYPES)}, got {type_name!r}")
+    story = corpus.story(story_id)
+    ttype = TASK_TYPES.get(type_name)
+    rng = random.Random(f"{seed}/view/{story_id}/{type_name}")
+    for _ in range(max_draws):
+        built = ttype.build(corpus, story.genre, corpus.stories, rng)
+        if built is not None and story_id in _story_ids(built[3]):
+            text, options, answer, meta = built
+            return Example(f"{type_name}/{story.genre}", type_name, story.genre, text, tuple(options), answer, meta)
+    raise ValueError(f"story_id: no {type_name} example read story {story_id} in {max_draws} draws")
+
+
 def ground_truth(corpus: Corpus, ex: Example) -> str:
     """The answer of ``ex`` recomputed from the story structure in ``ex.meta`` (not from how it was built)."""
     if not isinstance(ex, Example):
@@ -339,6 +401,8 @@ def ground_truth(corpus: Corpus, ex: Example) -> str:
     if ex.type == "story_segmentation":
         lengths = [len(c.sentences) for c in st(m["story"]).chapters]
         return " ".join(str(1 + sum(lengths[:k])) for k in range(1, len(lengths)))
+    if ex.type in ("chapter_a_genre", "chapter_b_genre"):
+        return yes_no[st(m["a" if ex.type == "chapter_a_genre" else "b"][0]).genre == ex.genre]
     if ex.type == "temporal_ordering":
         shown = m["shown"]
         return " ".join("ABCD"[shown.index(i)] for i in range(len(shown)))
