@@ -23,8 +23,8 @@
 # 4. write CMD, the straight-through selection and a Triton column-moments kernel yourself, and predict
 #    where RNP's rationale lands.
 #
-# **Run time:** `toy` a few minutes on 2 CPU cores (262 s measured on 2 cores shared with other jobs, load ≈ 14;
-# not yet timed alone); `gpu` a few minutes on one H100/H200.
+# **Run time:** `toy` a few minutes on 2 CPU cores (183 s measured on 2 cores shared with other jobs, load ≈ 7,
+# at 800 training steps; about 75–80 s expected alone, not yet timed so); `gpu` a few minutes on one H100/H200.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 120 s) or "gpu" (one H100/H200)
@@ -58,11 +58,12 @@ from IPython.display import HTML, display
 
 from kimi_mini.exercises import check
 from kimi_mini.exercises.dmr import set_measured_rnp_shares
-from kimi_mini.notebooks import start_notebook
+from kimi_mini.notebooks import interactive_figure, start_notebook
 from kimi_mini.rationale.cmd import central_moments_reference, central_moments_torch, cmd, cmd_released
 from kimi_mini.rationale.data import build_reviews
 from kimi_mini.rationale.metrics import highlight
 from kimi_mini.rationale.models import Generator, straight_through_select
+from kimi_mini.rationale.plots import draw_review
 from kimi_mini.rationale.train import (
     RationaleConfig,
     evaluate,
@@ -98,7 +99,8 @@ PAPER = "DMR (arXiv 2106.00320)"
 # $\lambda_c = 10$ (2 at toy). **RNP** is the same game with $\mathcal L_p = \mathrm{CE}(y, p(z\odot x))$ only.
 # The selection is hard in the forward pass (keep a token when its "keep" logit wins) yet the generator still
 # gets a gradient, through a *straight-through* estimator — exercise 2 asks you to build it, so it is not
-# spelled out here.
+# spelled out here. While training, the keep/drop logits first get random (Gumbel) noise, so the selection
+# is *sampled* as in RNP, where $z \sim p(z \mid x)$; at evaluation the generator keeps its argmax.
 #
 # **Central Moment Discrepancy** between samples $X$ and $Y$ (rows = examples):
 # $$\mathrm{CMD}_K(X, Y) = \lVert \mathbb E X - \mathbb E Y\rVert_2
@@ -214,12 +216,27 @@ def my_rnp_aspect_prediction() -> str:
 # lowering α to 0.15 — the paper's α is near its human rationales' 10–20 % share of a review, and ours must be
 # *below* the gold share for the generator to have to choose — with λ_s = λ_c = 2 took RNP's precision to
 # 62 %. These are the settings below; the seeds and the claims were not part of the pilot's choice.
+#
+# **Changed after a second pilot: the generator samples its selection while it trains.** Run on both seed
+# sets, those settings met the precondition on average but not reliably: one seed in six (seed 2) never
+# learned — its generator settled on sentiment words spread over all three sentences (precision 2 points
+# *below* chance, the aspects picked 32/35/33 %) and stayed there with twice the steps, a lower learning rate,
+# λ_c = 1, 5 or 10, or a width-9 convolution. The generator trained on its own argmax selection never tries a
+# selection it does not already prefer. RNP's generator (Lei et al.) *samples* $z \sim p(z \mid x)$; we now do
+# the same in training with the Gumbel-max trick — Gumbel(0, 1) noise added to the keep/drop logits (τ = 1)
+# before the straight-through argmax, `gumbel_tau=1.0` — and keep the argmax at evaluation. In that pilot
+# (RNP only, seeds 0–5) every seed learned: precision 18.7–36.3 points above chance with 400 steps at lr 3e-3.
+# A first run of this notebook with those settings still read `n/a` on seeds (0, 1, 2): +26.8 points on average,
+# but the 3-seed 95 % interval (± 21.9) reached below +10. The same pilot's other variant, 800 steps at
+# lr 1e-3, gave 31.4, 36.6, 23.0 (seeds 0–2) and 25.9, 28.3, 28.7 (seeds 3–5), so the toy preset now uses it;
+# this choice was made after seeing that run. The precondition and its 10-point threshold are the ones written
+# before the first runs; RNP and DMR get the same sampling, the same noise and the same batches.
 
 # %%
 CFG = RationaleConfig(**P.pick(
-    toy=dict(encoder="conv", hidden=32, steps=400, teacher_steps=300, batch_size=64, lr=3e-3),
+    toy=dict(encoder="conv", hidden=32, steps=800, teacher_steps=300, batch_size=64, lr=1e-3),
     gpu=dict(encoder="gru", hidden=100, steps=3000, teacher_steps=2000, batch_size=200, lr=1e-3),
-), alpha=0.15, lambda_s=2.0, lambda_c=2.0, cmd_impl=P.pick(toy="torch", gpu="triton"))
+), alpha=0.15, lambda_s=2.0, lambda_c=2.0, gumbel_tau=1.0, cmd_impl=P.pick(toy="torch", gpu="triton"))
 RUN_SEEDS = P.pick(toy=nb.seeds, gpu=nb.seeds + (10, 11))
 emb = bench.embeddings.to(nb.device)
 teacher, _ = train_teacher(train_set, emb, CFG)
@@ -304,7 +321,7 @@ nb.record_claim(
     precondition=pre_rnp,
     explanation="Our reviews are 3 real human-rated sentences (gold = the movie sentence, ~1/3 of the tokens) with "
                 "correlated distractor aspects, not BeerAdvocate (withdrawn); tiny frozen-embedding encoders "
-                "(convolutional at toy), a few hundred steps.",
+                f"(convolutional at toy), {CFG.steps} steps, selections sampled in training (Gumbel-max).",
     paper=PAPER,
 )
 nb.record_claim(
@@ -349,6 +366,30 @@ for i in range(4):
     cells = [highlight(row["tokens"], runs[n][0]["z"][i], gold) for n in ("RNP", "DMR")]
     html.append(f"<tr><td>{'pos' if row['label'] else 'neg'}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
 display(HTML("".join(html) + "</table>"))
+
+# %% [markdown]
+# ### A review browser
+# Any test review, any seed: RNP's and DMR's selections (yellow boxes) against the gold rationale (green
+# underline). Slide through the reviews — where does each generator look when it is wrong? Without a live
+# kernel (papermill, GitHub) the first review is shown as a still figure.
+
+# %%
+def draw_pair(review, seed):
+    row = bench.dataset["test"][review]
+    k = RUN_SEEDS.index(seed)
+    sel = {f"{n} (seed {seed})": runs[n][k]["z"][review] for n in ("RNP", "DMR")}
+    return draw_review(row["tokens"], sel, [a == 0 for a in row["aspect"]],
+                       title=f"test review {review} · label {'pos' if row['label'] else 'neg'}")
+
+
+try:
+    import ipywidgets as widgets
+
+    review_controls = dict(review=widgets.IntSlider(0, 0, len(test_set) - 1, description="review"),
+                           seed=widgets.Dropdown(options=list(RUN_SEEDS), description="seed"))
+except ImportError:  # a still figure of the first review only
+    review_controls = dict(review=0, seed=RUN_SEEDS[0])
+_ = interactive_figure(draw_pair, save=lambda fig: nb.savefig(fig, "review_browser"), **review_controls)
 
 # %% [markdown]
 # ## Ablation: which matching matters?
@@ -452,7 +493,8 @@ print(inspect.getsource(dmr_exercises._moments_solution_kernel))
 #   → three real human-rated sentences per review with correlated aspects (gold ≈ 1/3 of the tokens,
 #   not 10–20%); one generator whose target is the gold label (the released code keeps CAR's two
 #   class-wise generators); tiny frozen-embedding convolutional encoders (toy) or GRUs (gpu), a few hundred
-#   steps on a CPU; α = 0.15 and λ_s = λ_c = 2 instead of the paper's 5 and 10 (see the settings' note).
+#   steps on a CPU; α = 0.15 and λ_s = λ_c = 2 instead of the paper's 5 and 10, and the selection sampled in
+#   training by the Gumbel-max trick rather than RNP's REINFORCE (see the settings' notes).
 # - **At scale:** larger GRUs (hidden 100–200), full word2vec/GloVe, thousands of steps, sparsity near
 #   10%; the `gpu` preset moves toward that (longer sentences, 300-d vectors, hidden 100, 5 seeds).
 

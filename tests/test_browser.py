@@ -24,6 +24,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 COURSE = list_notebooks()  # all twelve
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")]
 CELL_TIMEOUT_S = 600
+# notebooks whose explorers must be found and driven (a cell that lost its controls would otherwise pass unseen)
+WIDGET_CELLS = {"09_dmr": 1}  # 09: the review browser (review slider, seed menu; RNP and DMR vs the gold rationale)
 
 
 def _free_port() -> int:
@@ -128,7 +130,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path, tmp_path):
         broken = page.evaluate("sel => [...document.querySelectorAll(sel)].filter(i => !i.complete || "
                                "i.naturalWidth === 0).length", IMAGES)
         assert broken == 0, f"{broken} figure(s) did not render"
-        _check_widgets(page)
+        _check_widgets(page, at_least=WIDGET_CELLS.get(path.stem, 0))
     except BaseException:
         page.screenshot(path=str(tmp_path / f"{path.stem}.png"), full_page=True)
         raise
@@ -149,12 +151,13 @@ def _shut_down_kernels(base: str, token: str) -> None:
         urllib.request.urlopen(req, timeout=30).close()
 
 
-def _check_widgets(page) -> None:
+def _check_widgets(page, at_least: int = 0) -> None:
     """Every cell with an explorer's controls (``interactive_figure``: one figure output, the controls below it;
     progress-bar widgets are not controls)
     answers one change of its first control with exactly one new figure: the figure above the controls is
     replaced, and no figure is added."""
     cells = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-OutputArea-output .kimi-mini-controls"))
+    assert cells.count() >= at_least, f"{cells.count()} widget cell(s) with controls, expected at least {at_least}"
     for i in range(cells.count()):
         cell = cells.nth(i)
         cell.scroll_into_view_if_needed()
