@@ -16,6 +16,7 @@ from kimi_mini.fusion.data import (
     standardize,
     subject_split,
     watch_dataset,
+    watch_splits,
     watch_windows,
 )
 from kimi_mini.fusion.experiment import (
@@ -45,7 +46,7 @@ from kimi_mini.fusion.ops import (
 )
 
 __all__ = ["SIM_MODALITIES", "WATCH_MODALITIES", "driver_simulator", "standardize", "subject_split",
-           "watch_dataset", "watch_windows", "FUSIONS", "EarlyFusion", "FusionClassifier", "LateFusion",
+           "watch_dataset", "watch_splits", "watch_windows", "FUSIONS", "EarlyFusion", "FusionClassifier", "LateFusion",
            "LowRankFusion",
            "PolynomialFusion", "TensorFusion", "accuracy", "fit_fusion", "n_params", "polynomial_fusion",
            "svm_baseline", "tensor_fusion", "Split", "cell_values", "paired_gap", "paired_gaps", "run_grid",

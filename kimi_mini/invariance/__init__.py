@@ -9,11 +9,18 @@ losses), ``game`` (training variants and the γ sweep, through :func:`kimi_mini.
 (fresh probes on frozen h, the demographic-parity gap), ``translation`` (the multilingual miniature).
 """
 
-from kimi_mini.invariance.data import InvarianceData, load_adult, load_german, load_lit_digits
+from kimi_mini.invariance.data import (
+    InvarianceData,
+    load_adult,
+    load_german,
+    load_invariance_dataset,
+    load_lit_digits,
+)
 from kimi_mini.invariance.game import VARIANTS, evaluate_invariance, gamma_sweep, train_invariant
 from kimi_mini.invariance.model import InvariantModel, discriminator_loss, encoder_loss, grad_reverse
 from kimi_mini.invariance.probe import ProbeResult, demographic_parity_gap, probe_accuracy
 
-__all__ = ["InvarianceData", "load_adult", "load_german", "load_lit_digits", "VARIANTS", "train_invariant",
+__all__ = ["InvarianceData", "load_adult", "load_german", "load_lit_digits", "load_invariance_dataset", "VARIANTS",
+           "train_invariant",
            "evaluate_invariance", "gamma_sweep", "InvariantModel", "discriminator_loss", "encoder_loss",
            "grad_reverse", "ProbeResult", "demographic_parity_gap", "probe_accuracy"]
