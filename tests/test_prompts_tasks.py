@@ -158,17 +158,22 @@ def test_nested_training_sets_spread_over_families(zoo):
 
 
 def test_real_task_dataset_matches_the_zoo(zoo, tmp_path, monkeypatch):
+    import torch
+
     import kimi_mini.data
     from kimi_mini.prompts.real import real_task_dataset
 
     monkeypatch.setattr(kimi_mini.data, "cache_dir", lambda: tmp_path)
-    ds = real_task_dataset()
+    dd = real_task_dataset()
     real = [t for t in zoo.values() if t.real]
-    assert len(ds) == sum(len(t.examples) for t in real)
-    assert set(ds["task"]) == {t.name for t in real}
-    first = zoo[ds[0]["task"]].examples[0]
-    assert ds[0]["text"] == first.slots["text"] and ds[0]["label"] == first.label
-    assert len(real_task_dataset()) == len(ds)  # loaded from the cache the second time
+    assert list(dd) == ["sentiment", "subjectivity", "party"]
+    for family, ds in dd.items():
+        tasks = [t for t in real if t.family == family]
+        assert ds.num_rows == sum(len(t.examples) for t in tasks) and set(ds["task"]) == {t.name for t in tasks}
+    first = zoo[dd["party"][0]["task"]].examples[0]
+    assert dd["party"][0]["text"] == first.slots["text"] and dd["party"][0]["label"] == first.label
+    assert dd["party"].with_format("torch")[:]["label"].dtype == torch.int64
+    assert real_task_dataset()["sentiment"].num_rows == dd["sentiment"].num_rows  # loaded from the cache
     assert any(p.name.startswith("zeroprompt-real") for p in tmp_path.iterdir())
 
 

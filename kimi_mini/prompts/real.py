@@ -174,8 +174,9 @@ def party(n: int, seed: int, max_examples: int = 400) -> list[Task]:
 
 
 def real_task_dataset(seed: int = 0):
-    """Every example of the real task families as one Hugging Face ``datasets.Dataset`` (columns ``task``,
-    ``family``, ``text``, ``label``, ``answer``), built once and cached under ``data/cache/`` like the stdlib
+    """Every example of the real task families as a Hugging Face ``datasets.DatasetDict`` with one named split
+    per family (``sentiment``, ``subjectivity``, ``party``; all three are held out of training), columns
+    ``task``, ``text``, ``label``, ``answer``, built once and cached under ``data/cache/`` like the stdlib
     corpus: what the zoo's real tasks hold, in a form to browse or to use elsewhere."""
 
     import datasets
@@ -183,16 +184,17 @@ def real_task_dataset(seed: int = 0):
     from kimi_mini.data import cache_dir, save_atomically
     from kimi_mini.prompts.tasks import ZOO_VERSION
     datasets.disable_progress_bars()
-    target = cache_dir() / f"zeroprompt-real-v{ZOO_VERSION}-seed{seed}"
+    target = cache_dir() / f"zeroprompt-real-v{ZOO_VERSION}-seed{seed}-by-family"
     if target.exists():
         return datasets.load_from_disk(str(target))
-    cols: dict[str, list] = {"task": [], "family": [], "text": [], "label": [], "answer": []}
-    for build in (sentiment, subjectivity, party):
+    splits = {}
+    for family, build in (("sentiment", sentiment), ("subjectivity", subjectivity), ("party", party)):
+        cols: dict[str, list] = {"task": [], "text": [], "label": [], "answer": []}
         for task in build(2, seed):
             for ex in task.examples:
-                for k, v in zip(cols, (task.name, task.family, ex.slots["text"], ex.label,
-                                       task.options_for(ex)[ex.label]), strict=True):
+                for k, v in zip(cols, (task.name, ex.slots["text"], ex.label, task.options_for(ex)[ex.label]),
+                                strict=True):
                     cols[k].append(v)
-    ds = datasets.Dataset.from_dict(cols)
-    save_atomically(ds, target)
+        splits[family] = datasets.Dataset.from_dict(cols)
+    save_atomically(datasets.DatasetDict(splits), target)
     return datasets.load_from_disk(str(target))
