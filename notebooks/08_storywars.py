@@ -339,7 +339,9 @@ for regime in REGIMES:
 
 # %% [markdown]
 # Each model against chance, per task type and regime: the mean paired difference over seeds and its 95 % interval
-# (Student t) — "above" / "below" when the interval clears 0, "≈" when it straddles it.
+# (Student t) — "above" / "below" when the interval clears 0, "≈" when it straddles it. Chance is a uniform random
+# guesser; macro F1 also punishes a model that answers mostly one option without reading anything wrong (a
+# constant answer scores ≈ 33 on a balanced yes/no task), so "below" alone does not mean inverted labels.
 
 # %%
 for regime in REGIMES:
