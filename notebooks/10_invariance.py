@@ -453,18 +453,25 @@ nb.record_claim(
 # ## Language-independent translation, in miniature
 # The paper's third task translates French and German into English with one encoder and a discriminator
 # that guesses the source language from the encoder states. Offline we have no parallel corpus, so we make
-# two source languages out of real English sentences (VADER's human-rated snippets) by two deterministic
-# rewrites that **share their surface vocabulary** (every longer word spelt backwards in both, like related
-# languages sharing most of their words) and differ in word order (`rev` reverses the sentence, `pig` swaps
-# neighbouring pairs). So an encoder told the language *can* map both to the same states — invariance is
-# reachable — and the precondition below checks that the adversary actually lowers the language probe. (An
-# earlier version gave each language its own vocabulary; the probe then stayed at 1.00 with the adversary.)
+# two source languages out of real English sentences (VADER's human-rated snippets) by deterministic rewrites.
+# They are two **dialects**: both reverse the word order and spell every longer word backwards, and they differ
+# only in the forms of 20 frequent function words ("the" is `eht` in `rev`, `hetay` in `pig`). An encoder can
+# forget the language by giving each pair of forms the same state; the language embedding that tells E the
+# source language (the paper's E(x, s)) starts at zero, so s marks no state until E learns to use it. The
+# precondition below checks that the adversary actually lowers the language probe.
+#
+# *History, said plainly.* Two earlier versions left the probe at 1.00 with the adversary: each language with
+# its own vocabulary, then a shared vocabulary with different word orders (a bidirectional GRU state carries
+# its neighbours' order). The dialects, the zero start of the language embedding and k = 5 discriminator
+# steps per encoder step (the paper's "some steps of D"; k = 1 before) were chosen in pilot runs of the
+# translation systems alone (seeds 0–2), which showed the probe falling on seed 0 and rising slightly on
+# seeds 1–2; a larger γ (3) or k = 1 raised it further. The precondition and the claim's rule were not changed.
 
 # %%
 TR = P.pick(toy=dict(per_language=1200, test_per_language=300, vocab_size=500, steps=120, d=32, batch_size=32),
             gpu=dict(per_language=2300, test_per_language=400, vocab_size=800, steps=1000, d=64, batch_size=64))
 tr_train, tr_test = load_translation(TR["per_language"], TR["test_per_language"], vocab_size=TR["vocab_size"],
-                                     vocabulary="shared")
+                                     vocabulary="dialects")
 for i in (0, TR["per_language"]):
     src, tgt = tr_train.example(i)
     print(f"[{LANGUAGES[int(tr_train.lang[i])]}] {src}\n   → {tgt}")
@@ -474,11 +481,12 @@ print(f"{len(tr_train)} train / {len(tr_test)} test sentences; {len(tr_train.src
 # %% [markdown]
 # Four systems, each trained for the same number of steps: a **bilingual** model per language (trained on that
 # language alone), a **multilingual** one on both, and the multilingual one **with the adversary**
-# ($\gamma = 1$, $D$ on every encoder state). Score: teacher-forced next-token accuracy on held-out sentences;
-# invariance: a logistic probe for the language on mean-pooled encoder states (chance 0.5).
+# ($\gamma = 1$, $D$ on every encoder state, $k = 5$ steps of $D$ per step of the encoder and decoder). Score:
+# teacher-forced next-token accuracy on held-out sentences; invariance: a logistic probe for the language on
+# mean-pooled encoder states (chance 0.5).
 
 # %%
-TR_GAMMA = 1.0
+TR_GAMMA, TR_K = 1.0, 5
 kw = dict(steps=TR["steps"], d=TR["d"], batch_size=TR["batch_size"], device=nb.device)
 mt = {name: [] for name in ("bilingual", "multilingual", "multilingual + adversary")}
 lang_probe = {"multilingual": [], "multilingual + adversary": []}
@@ -489,7 +497,7 @@ for seed in RUN_SEEDS:
         accs.append(token_accuracy(model, tr_test.subset(lang)))
     mt["bilingual"].append(statistics.mean(accs))
     for name, adversary in (("multilingual", False), ("multilingual + adversary", True)):
-        model, _ = train_translation(tr_train, gamma=TR_GAMMA, adversary=adversary, seed=seed, **kw)
+        model, _ = train_translation(tr_train, gamma=TR_GAMMA, adversary=adversary, seed=seed, k=TR_K, **kw)
         mt[name].append(statistics.mean(token_accuracy(model, tr_test.subset(lang)) for lang in LANGUAGES))
         lang_probe[name].append(probe_accuracy(encoder_states(model, tr_train), tr_train.lang,
                                                encoder_states(model, tr_test), tr_test.lang).accuracy)
@@ -523,11 +531,12 @@ nb.record_claim(
 )
 
 # %% [markdown]
-# **Reading it.** Look at the language probe first: if it stays near 1.0 with the adversary, the encoder has not
+# **Reading it.** Look at the language probe first: if it does not fall with the adversary, the encoder has not
 # hidden the language at all, and a lower token accuracy is only the price of the fight; the claim then reads
-# `n/a`. Our languages share their words but not their order, and a bidirectional GRU state carries its
-# neighbours — so the order, hence the language, is in every state unless the encoder learns to undo it; the
-# paper's models were trained for days, not seconds. The `gpu` preset trains longer and larger.
+# `n/a`. Our dialects differ only in a few function words, so the language is in the states only through those
+# words' embeddings, which start far apart; the minimax objective also lets E *fool* D (make it confidently wrong)
+# rather than make s unreadable, and a fresh probe reads a flipped code as well as the original. The paper's
+# models were trained for days, not seconds; the `gpu` preset trains longer and larger.
 
 # %% [markdown]
 # ## Explore the sweep

@@ -309,6 +309,19 @@ def test_shared_vocabulary_languages_differ_only_in_word_order():
         load_translation(60, 20, vocabulary="mixed")
 
 
+def test_dialects_differ_only_in_function_words_and_start_language_blind():
+    from kimi_mini.invariance.translation import FUNCTION_WORDS, Seq2Seq
+
+    words = ["the", "movie", "is", "not", "a", "great", "ride", "!"]
+    rev, pig = rewrite(words, "rev", "dialects"), rewrite(words, "pig", "dialects")
+    assert rev == ["!", "edir", "taerg", "a", "ton", "is", "eivom", "eht"]
+    assert pig == ["!", "edir", "taerg", "a", "otnay", "is", "eivom", "hetay"]
+    differ = {w for w, a, b in zip(words[::-1], rev, pig, strict=True) if a != b}
+    assert differ == {"the", "not"} and differ <= FUNCTION_WORDS
+    model = Seq2Seq(10, 10, d=8)
+    assert not model.lang_emb.weight.any()  # s starts at zero: no state is marked by the language at init
+
+
 def test_translation_data_and_a_short_run():
     train, test = load_translation(60, 20, vocab_size=300)
     assert len(train) == 120 and len(test) == 40

@@ -15,6 +15,10 @@ punctuation are left alone (like names and cognates shared across real languages
 - language ``"rev"``: reverse the word order; every longer word is spelt backwards ("movie" → "eivom");
 - language ``"pig"``: swap neighbouring word pairs; every longer word goes to pig latin ("movie" → "oviemay").
 
+``vocabulary="dialects"`` (what notebook 10 uses) makes the two languages dialects: both reverse the word order and
+spell every longer word backwards; only 20 frequent function words differ ("the" → "eht" in ``rev``, "hetay" in
+``pig``), so an encoder *can* map both languages to the same states.
+
 The model: a bidirectional GRU encoder over source tokens plus a language embedding (s enters E), a GRU
 decoder fed the shifted English target (teacher forcing) with dot-product attention over the encoder
 states; the discriminator is an MLP on each encoder state. Token accuracy on held-out sentences is the score.
@@ -43,13 +47,18 @@ SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|[.,!?]")
 
 
-VOCABULARIES = ("own", "shared")
+VOCABULARIES = ("own", "shared", "dialects")
+# "dialects": the function words whose form tells the two languages apart (≥ 3 letters: shorter words are shared)
+FUNCTION_WORDS = frozenset({"the", "and", "for", "that", "this", "with", "but", "was", "are", "have", "not", "you",
+                            "just", "all", "like", "what", "his", "her", "they", "from"})
 
 
 def _substitute(word: str, language: str, vocabulary: str = "own") -> str:
     if len(word) <= 2 or not word[0].isalpha() or word in SPECIALS:
         return word
-    if vocabulary == "shared" or language == "rev":  # shared: both languages spell every word backwards
+    if vocabulary == "dialects" and language == "pig" and word in FUNCTION_WORDS:
+        return word[1:] + word[0] + "ay"  # the one place the two dialects differ
+    if vocabulary in ("shared", "dialects") or language == "rev":  # both languages spell the word backwards
         return word[::-1]
     return word[1:] + word[0] + "ay"
 
@@ -58,7 +67,9 @@ def rewrite(words: list[str], language: str, vocabulary: str = "own") -> list[st
     """English ``words`` → the source language ``language`` (``"rev"`` or ``"pig"``). ``vocabulary="own"``: each
     language has its own word substitution (they share only words of ≤ 2 letters); ``"shared"``: both use the
     same one (reversed spelling) and differ only in word order — like related languages sharing most of their
-    surface vocabulary, so an encoder *can* map both to the same states."""
+    surface vocabulary; ``"dialects"``: both reverse the word order and spell words backwards, and differ only in
+    the forms of a few function words (:data:`FUNCTION_WORDS`: reversed in ``"rev"``, pig latin in ``"pig"``) —
+    two dialects an encoder can map to the same states by learning the same vector for each pair of forms."""
     if isinstance(words, (str, bytes)) or not isinstance(words, (list, tuple)) or \
             not all(isinstance(w, str) for w in words):
         raise ValueError(f"words: expected a list of word strings, got {words!r:.80}")
@@ -66,7 +77,7 @@ def rewrite(words: list[str], language: str, vocabulary: str = "own") -> list[st
         raise ValueError(f"language: expected one of {LANGUAGES}, got {language!r}")
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"vocabulary: expected one of {VOCABULARIES}, got {vocabulary!r}")
-    if language == "rev":
+    if language == "rev" or vocabulary == "dialects":
         order = words[::-1]
     else:
         order = [w for i in range(0, len(words), 2) for w in words[i:i + 2][::-1]]
@@ -155,6 +166,10 @@ class Seq2Seq(nn.Module):
         if d % 2 or d < 2:
             raise ValueError(f"d: expected an even integer >= 2, got {d!r}")
         self.src_emb, self.lang_emb = nn.Embedding(src_vocab, d, padding_idx=PAD), nn.Embedding(n_langs, d)
+        # s enters E at zero: the encoder starts language-blind and learns to use s where it helps. A random
+        # N(0, 1) init would mark every state with a per-language offset that the adversary needs hundreds of
+        # steps to undo, and a linear probe reads even a small leftover offset.
+        nn.init.zeros_(self.lang_emb.weight)
         self.encoder = nn.GRU(d, d // 2, batch_first=True, bidirectional=True)
         self.tgt_emb = nn.Embedding(tgt_vocab, d, padding_idx=PAD)
         self.decoder = nn.GRU(d, d, batch_first=True)
