@@ -22,8 +22,13 @@ Backward (FlashAttention-2, recomputing P from LSE instead of storing it), with 
 
 Supports GQA (``H % H_kv == 0``; a key head serves a group of query heads), different q·k and v head
 dims (MLA: 192 and 128 in K2), and ``t_q < t_k`` (the queries are the *last* t_q positions, as when
-decoding after a KV cache). Block sizes are fixed per platform: the Triton CPU interpreter does not
-run multi-config autotuning.
+decoding after a KV cache). Block sizes are fixed per platform and architecture (:func:`_fwd_config`):
+the Triton CPU interpreter does not run multi-config autotuning.
+
+The causal mask is computed only where it can hide something: a query block folds the key blocks that
+end before its first query without any mask (off the band), then the blocks up to its last query with
+the mask (on the band), and stops there (causal early stop); the backward kernels split their loops the
+same way.
 
 Logits are kept in base 2 inside the kernels (``s₂ = q·k · scale · log₂e``, then ``exp2``), as in
 Triton's fused-attention tutorial and ``kernels/moba.py``; the max logit is converted back (× ln 2).
@@ -90,6 +95,36 @@ def online_softmax_update(s, v, m_i, l_i, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _fwd_key_blocks(q, k_base, v_base, m_i, l_i, acc, start, end, offs_m, offset, T_K, qk_scale,
+                    D_QK: tl.constexpr, D_V: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr,
+                    BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """Fold key blocks ``[start, end)`` into the online softmax. MASKED: the blocks on the diagonal band,
+    with the causal mask and the key bound; otherwise blocks that every row of the query block sees
+    whole and that lie inside t_k, so no mask is computed."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        if MASKED:
+            col_ok = cols < T_K
+        else:
+            col_ok = cols >= 0  # all true, folded away
+        kt = tl.load(k_base + cols[None, :] * D_QK + offs_dqk[:, None],
+                     mask=col_ok[None, :] & (offs_dqk[:, None] < D_QK), other=0.0)  # [Dqk, N]
+        v = tl.load(v_base + cols[:, None] * D_V + offs_dv[None, :],
+                    mask=col_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [N, Dv]
+        if UPCAST:
+            kt, v = kt.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # [M, N] fp32, base 2
+        if MASKED:
+            visible = (cols[None, :] <= offs_m[:, None] + offset) & col_ok[None, :]
+            s = tl.where(visible, s, float("-inf"))
+        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _flash_attention_fwd_kernel(
     Q, K, V, O, LSE, MAXL,  # q [B,H,t_q,Dqk], k [B,Hkv,t_k,Dqk], v [B,Hkv,t_k,Dv], o [B,H,t_q,Dv]
     scale, T_Q, T_K, H, N_M_BLOCKS,
@@ -105,7 +140,6 @@ def _flash_attention_fwd_kernel(
     offset = T_K - T_Q  # query row i sits at absolute position i + offset
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < T_Q
@@ -121,21 +155,15 @@ def _flash_attention_fwd_kernel(
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-    # Keys past the block's last query are invisible to every row of the block: stop there.
+    # Off the band: key blocks that end at or before the block's first query see no mask (and lie
+    # inside t_k). On the band: the rest up to the block's last query, masked. Keys past the block's last
+    # query are invisible to every row of the block: the loop stops there (causal early stop).
+    band = (pid_m * BLOCK_M + offset + 1) // BLOCK_N * BLOCK_N
     hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
-    for start_n in range(0, hi, BLOCK_N):
-        cols = start_n + offs_n
-        col_ok = cols < T_K
-        kt = tl.load(k_base + cols[None, :] * D_QK + offs_dqk[:, None],
-                     mask=col_ok[None, :] & (offs_dqk[:, None] < D_QK), other=0.0)  # [Dqk, N]
-        v = tl.load(v_base + cols[:, None] * D_V + offs_dv[None, :],
-                    mask=col_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [N, Dv]
-        if UPCAST:
-            kt, v = kt.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # [M, N] fp32, base 2
-        visible = (cols[None, :] <= offs_m[:, None] + offset) & col_ok[None, :]
-        s = tl.where(visible, s, float("-inf"))
-        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
+    m_i, l_i, acc = _fwd_key_blocks(q, k_base, v_base, m_i, l_i, acc, 0, band, offs_m, offset, T_K, qk_scale,
+                                    D_QK, D_V, BLOCK_N, BLOCK_DQK, BLOCK_DV, False, UPCAST, PRECISION)
+    m_i, l_i, acc = _fwd_key_blocks(q, k_base, v_base, m_i, l_i, acc, band, hi, offs_m, offset, T_K, qk_scale,
+                                    D_QK, D_V, BLOCK_N, BLOCK_DQK, BLOCK_DV, True, UPCAST, PRECISION)
 
     out = acc / l_i[:, None]
     tl.store(O + pid_bh * T_Q * D_V + offs_m[:, None] * D_V + offs_dv[None, :],
@@ -145,6 +173,71 @@ def _flash_attention_fwd_kernel(
     # convert from base 2 back to the scaled logit q·k·scale.
     block_max = tl.max(tl.where(row_ok, m_i, float("-inf")), 0) * 0.6931471805599453  # × ln 2
     tl.store(MAXL + pid_bh * N_M_BLOCKS + pid_m, block_max)
+
+
+@triton.jit
+def _dkdv_query_blocks(Q, DO, LSE, DELTA, k, v, dk, dv, bh, start, end, cols, col_ok, offset, T_Q, qk_scale,
+                       D_QK: tl.constexpr, D_V: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DQK: tl.constexpr,
+                       BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr,
+                       PRECISION: tl.constexpr):
+    """Accumulate dK, dV of one key block over query blocks ``[start, end)`` of head ``bh``. MASKED: the
+    band where some row misses some key (causal mask, key bound); otherwise every row sees every key of
+    the block. Rows past t_q load zeros (q, dO) and add nothing either way; keys past t_k are not stored."""
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_m in range(start, end, BLOCK_M):
+        rows = start_m + offs_m
+        row_ok = rows < T_Q
+        q = tl.load(Q + bh * T_Q * D_QK + rows[:, None] * D_QK + offs_dqk[None, :],
+                    mask=row_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)  # [M, Dqk]
+        do = tl.load(DO + bh * T_Q * D_V + rows[:, None] * D_V + offs_dv[None, :],
+                     mask=row_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [M, Dv]
+        if UPCAST:
+            q, do = q.to(tl.float32), do.to(tl.float32)
+        lse = tl.load(LSE + bh * T_Q + rows, mask=row_ok, other=0.0)
+        delta = tl.load(DELTA + bh * T_Q + rows, mask=row_ok, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [M, N], base 2
+        p = tl.exp2(s - lse[:, None])  # P recomputed from the saved LSE
+        if MASKED:
+            visible = (cols[None, :] <= rows[:, None] + offset) & col_ok[None, :] & row_ok[:, None]
+            p = tl.where(visible, p, 0.0)
+        dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [M, N]
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _dq_key_blocks(q, do, lse, delta, k_base, v_base, dq, start, end, rows, row_ok, offset, T_K, qk_scale,
+                   D_QK: tl.constexpr, D_V: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr,
+                   BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """Accumulate dQ of one query block over key blocks ``[start, end)``; MASKED as in the forward."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        if MASKED:
+            col_ok = cols < T_K
+        else:
+            col_ok = cols >= 0  # all true, folded away
+        k = tl.load(k_base + cols[:, None] * D_QK + offs_dqk[None, :],
+                    mask=col_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)  # [N, Dqk]
+        v = tl.load(v_base + cols[:, None] * D_V + offs_dv[None, :],
+                    mask=col_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [N, Dv]
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        p = tl.exp2(s - lse[:, None])
+        if MASKED:
+            visible = (cols[None, :] <= rows[:, None] + offset) & col_ok[None, :] & row_ok[:, None]
+            p = tl.where(visible, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    return dq
 
 
 @triton.jit
@@ -166,7 +259,6 @@ def _flash_attention_bwd_dkdv_kernel(
     offset = T_K - T_Q
 
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
     col_ok = cols < T_K
@@ -180,28 +272,18 @@ def _flash_attention_bwd_dkdv_kernel(
     dk = tl.zeros([BLOCK_N, BLOCK_DQK], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
 
-    # Query rows before (first key − offset) never see this block.
+    # Query rows before (first key − offset) never see this block; query blocks from `full` on see all
+    # of it (their first row sees the block's last key), so only [lo, full) is masked.
     lo = tl.maximum(pid_n * BLOCK_N - offset, 0) // BLOCK_M * BLOCK_M
+    last_key = pid_n * BLOCK_N + BLOCK_N - 1
+    full = lo + tl.cdiv(tl.maximum(last_key - offset - lo, 0), BLOCK_M) * BLOCK_M
+    full = tl.minimum(full, T_Q)
     for g in range(GROUP):
         bh = b * H + h_kv * GROUP + g
-        for start_m in range(lo, T_Q, BLOCK_M):
-            rows = start_m + offs_m
-            row_ok = rows < T_Q
-            q = tl.load(Q + bh * T_Q * D_QK + rows[:, None] * D_QK + offs_dqk[None, :],
-                        mask=row_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)  # [M, Dqk]
-            do = tl.load(DO + bh * T_Q * D_V + rows[:, None] * D_V + offs_dv[None, :],
-                         mask=row_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [M, Dv]
-            if UPCAST:
-                q, do = q.to(tl.float32), do.to(tl.float32)
-            lse = tl.load(LSE + bh * T_Q + rows, mask=row_ok, other=0.0)
-            delta = tl.load(DELTA + bh * T_Q + rows, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [M, N], base 2
-            visible = (cols[None, :] <= rows[:, None] + offset) & col_ok[None, :] & row_ok[:, None]
-            p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)  # P recomputed from the saved LSE
-            dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [M, N]
-            ds = p * (dp - delta[:, None])
-            dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
+        dk, dv = _dkdv_query_blocks(Q, DO, LSE, DELTA, k, v, dk, dv, bh, lo, full, cols, col_ok, offset, T_Q,
+                                    qk_scale, D_QK, D_V, BLOCK_M, BLOCK_DQK, BLOCK_DV, True, UPCAST, PRECISION)
+        dk, dv = _dkdv_query_blocks(Q, DO, LSE, DELTA, k, v, dk, dv, bh, full, T_Q, cols, col_ok, offset, T_Q,
+                                    qk_scale, D_QK, D_V, BLOCK_M, BLOCK_DQK, BLOCK_DV, False, UPCAST, PRECISION)
 
     tl.store(DK + pid_bhkv * T_K * D_QK + cols[:, None] * D_QK + offs_dqk[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=col_ok[:, None] & (offs_dqk[None, :] < D_QK))
@@ -226,7 +308,6 @@ def _flash_attention_bwd_dq_kernel(
     offset = T_K - T_Q
 
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = rows < T_Q
@@ -243,22 +324,12 @@ def _flash_attention_bwd_dq_kernel(
     v_base = V + h_kv_flat * T_K * D_V
     dq = tl.zeros([BLOCK_M, BLOCK_DQK], dtype=tl.float32)
 
+    band = (pid_m * BLOCK_M + offset + 1) // BLOCK_N * BLOCK_N  # as in the forward
     hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
-    for start_n in range(0, hi, BLOCK_N):
-        cols = start_n + offs_n
-        col_ok = cols < T_K
-        k = tl.load(k_base + cols[:, None] * D_QK + offs_dqk[None, :],
-                    mask=col_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)  # [N, Dqk]
-        v = tl.load(v_base + cols[:, None] * D_V + offs_dv[None, :],
-                    mask=col_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)  # [N, Dv]
-        if UPCAST:
-            k, v = k.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        visible = (cols[None, :] <= rows[:, None] + offset) & col_ok[None, :] & row_ok[:, None]
-        p = tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    dq = _dq_key_blocks(q, do, lse, delta, k_base, v_base, dq, 0, band, rows, row_ok, offset, T_K, qk_scale,
+                        D_QK, D_V, BLOCK_N, BLOCK_DQK, BLOCK_DV, False, UPCAST, PRECISION)
+    dq = _dq_key_blocks(q, do, lse, delta, k_base, v_base, dq, band, hi, rows, row_ok, offset, T_K, qk_scale,
+                        D_QK, D_V, BLOCK_N, BLOCK_DQK, BLOCK_DV, True, UPCAST, PRECISION)
 
     tl.store(DQ + pid_bh * T_Q * D_QK + rows[:, None] * D_QK + offs_dqk[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None] & (offs_dqk[None, :] < D_QK))
@@ -281,6 +352,22 @@ def _block_sizes(d_qk: int, d_v: int, dtype: torch.dtype) -> dict:
     if dtype == torch.float32:  # 4-byte tiles (and tf32x3's split operands): small tiles
         return dict(BLOCK_M=32, BLOCK_N=16 if wide else 32, BLOCK_DQK=bd_qk, BLOCK_DV=bd_v)
     return dict(BLOCK_M=64, BLOCK_N=32 if wide else 64, BLOCK_DQK=bd_qk, BLOCK_DV=bd_v)
+
+
+def _fwd_config(d_qk: int, d_v: int, dtype: torch.dtype) -> tuple[dict, int, int]:
+    """(tile sizes, num_warps, num_stages) of the forward, per architecture. On sm_90, 16-bit heads up to
+    128 wide take 128-query tiles with 8 warps (two warpgroups of wgmma) and a 3-stage K/V pipeline
+    (128 KiB of shared memory at D = 128); elsewhere, and for fp32 and MLA's wide heads, the backward's
+    tiles (:func:`_block_sizes`) with 4 warps and 2 stages. The compile test checks each against the
+    card's limits and for spills."""
+    cfg = _block_sizes(d_qk, d_v, dtype)
+    if K.INTERPRETED or dtype == torch.float32 or max(cfg["BLOCK_DQK"], cfg["BLOCK_DV"]) > 128:
+        return cfg, 4, 2
+    from triton.runtime import driver
+
+    if driver.active.get_current_target().arch >= 90:
+        return dict(cfg, BLOCK_M=128, BLOCK_N=64), 8, 3
+    return cfg, 4, 2  # sm_80's mma.sync: a 128-query tile spills (88 registers at D = 128, 8 warps)
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -309,7 +396,7 @@ def flash_attention_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[
     (base 2, fp32) and the max scaled logit ``[B, H]`` fp32."""
     B, H, t_q, d_qk = q.shape
     H_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
-    cfg = _block_sizes(d_qk, d_v, q.dtype)
+    cfg, num_warps, num_stages = _fwd_config(d_qk, d_v, q.dtype)
     n_m = triton.cdiv(t_q, cfg["BLOCK_M"])
     out = torch.empty(B, H, t_q, d_v, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, t_q, device=q.device, dtype=torch.float32)  # base 2 (log₂ Σ 2^s₂)
@@ -318,7 +405,7 @@ def flash_attention_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[
         _flash_attention_fwd_kernel[(B * H * n_m,)](
             q, k, v, out, lse, block_max, scale, t_q, t_k, H, n_m,
             GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype),
-            num_warps=4, num_stages=2, **cfg)
+            num_warps=num_warps, num_stages=num_stages, **cfg)
     return out, lse, block_max.amax(-1)
 
 
@@ -332,8 +419,10 @@ def flash_attention_bwd(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tenso
     if t_q == 0 or q.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     cfg = _block_sizes(d_qk, d_v, q.dtype)
+    # 16-bit on a GPU: 8 warps (at 4, the dK and dV accumulators spill from D = 64 on sm_80, 128 on sm_90)
+    warps = 8 if q.dtype != torch.float32 and not K.INTERPRETED else 4
     common = dict(GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype),
-                  num_warps=4, num_stages=1, **cfg)
+                  num_warps=warps, num_stages=1, **cfg)
     n_n, n_m = triton.cdiv(t_k, cfg["BLOCK_N"]), triton.cdiv(t_q, cfg["BLOCK_M"])
     _flash_attention_bwd_dkdv_kernel[(B * H_kv * n_n,)](
         q, k, v, d_out, lse, delta, dk, dv, scale, t_q, t_k, H, n_n, **common)

@@ -25,6 +25,7 @@ CASES = [
     pytest.param((1, 4, 2, 63, 63, 16, 16), id="gqa-T63"),
     pytest.param((1, 2, 1, 130, 130, 24, 16), id="mla-like-dqk24-dv16-T130"),
     pytest.param((2, 2, 2, 5, 70, 16, 16), id="decode-tq5-tk70"),
+    pytest.param((1, 1, 1, 70, 200, 16, 16), id="tq70-tk200"),  # several unmasked key blocks, then the band
 ]
 
 
