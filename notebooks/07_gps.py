@@ -161,8 +161,8 @@ for impl in ("torch", "triton"):
 #   whose whole template (right context included) the LM finds likeliest;
 # - **back-translation** → nearest neighbours in 26,423 real word2vec vectors: swap one word for a near-synonym.
 #
-# The generator LM learns what an instruction looks like from the ≈1,100 templates of the training tasks (never
-# from the held-out ones).
+# The generator LM learns what an instruction looks like from the templates of the training tasks (never
+# from the held-out ones; their count is printed below).
 
 # %%
 t0 = time.process_time()

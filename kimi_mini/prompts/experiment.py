@@ -182,8 +182,9 @@ def gps_claims(res: dict, tasks: Sequence[str], seeds: Sequence[int], setup: str
          "held-out half of the dev set; it gets gradients through the frozen model, GPS only its outputs."),
         ("random search", "GPS beats random search with the same number of dev evaluations",
          "not run in the paper (no equal-budget control)",
-         f"same operators, filters and final top-K by dev score; only GPS's selection differs; random search left "
-         f"{res['shortfall']} of its evaluations unspent (operators ran dry)."),
+         "same operators, filters and final top-K by dev score; only GPS's selection differs; random search "
+         + (f"left {res['shortfall']} of its evaluations unspent (operators ran dry)." if res["shortfall"]
+            else "spent exactly GPS's number of evaluations.")),
     ):
         ev = gain("GPS", b)
         claims.append(dict(claim=text, paper_value=paper_value, ours=f"GPS − {b} = {ev.describe()}; {setup}",
