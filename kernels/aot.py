@@ -35,6 +35,20 @@ import kimi_mini.kernels as K
 
 # Shared memory a block may use (opt-in maximum, bytes): H100 227 KiB, A100 163 KiB.
 ARCHS = {"sm_90": (90, 232_448), "sm_80": (80, 166_912)}
+# A free Colab T4 (sm_75, 64 KiB of shared memory a block, no bf16): compiled only for the few cases in
+# T4_CASES — fp16/fp32 builds of the kernels the toy preset can reach there.
+T4 = {"sm_75": (75, 65_536)}
+LIMITS = {**ARCHS, **T4}
+T4_CASES = {
+    "flash_attention": ("fp16 D64 fwd+bwd", "fp32 D64 fwd+bwd"),
+    "moba": ("fp16 block 64 D64 fwd+bwd",),
+    "moe": ("fp32 01 gpu d384 h192 E64 k4",),
+    "newton_schulz": ("fp32 m=1024",),
+    "rmsnorm": ("fp32 N=512",),
+    "moments": ("fp32 N=8192 D=512 K=5",),
+    "fusion": ("fp32 P=2 R=8 D=129 K=64",),
+    "logprob": ("fp32 V=256",),
+}
 HEADROOM = 0.9  # a kernel may use at most 90 % of the limit: a compiler update can grow it by a few KB
 MAX_GRID = (2**31 - 1, 65_535, 65_535)
 REGISTERS_PER_SM = 65_536
@@ -56,7 +70,7 @@ class Compiled:
     compiled: object = field(default=None, repr=False, compare=False)  # the CompiledKernel (asm, metadata)
 
     def problems(self) -> list[str]:
-        limit = ARCHS[self.arch][1]
+        limit = LIMITS[self.arch][1]
         out = []
         if self.shared > limit:
             out.append(f"shared memory {self.shared:,} B > {limit:,} B, the {self.arch} limit")
@@ -133,7 +147,7 @@ def compile_only(arch: str, records: list[Compiled], config: Callable[[], str] =
         return launch
 
     saved = KernelInterface.__getitem__, triton.knobs.nvidia.dump_ptxas_log, driver._active
-    driver.set_active(_StandInDriver(ARCHS[arch][0]))
+    driver.set_active(_StandInDriver(LIMITS[arch][0]))
     KernelInterface.__getitem__ = getitem
     triton.knobs.nvidia.dump_ptxas_log = True  # ptxas -v output: registers and spills
     K.COMPILE_ONLY = True
@@ -331,6 +345,27 @@ def compile_all(names: list[str] | None = None, archs: tuple[str, ...] = ("sm_90
     return records, failures
 
 
+def compile_t4() -> tuple[list[Compiled], list[str]]:
+    """Compile T4_CASES for sm_75 (a cold cache, as :func:`compile_all`); the records and the failures."""
+    records: list[Compiled] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TRITON_CACHE_DIR"] = cache
+        for name, labels in T4_CASES.items():
+            for label, thunk in CONFIGS[name]():
+                if label not in labels:
+                    continue
+                try:
+                    with compile_only("sm_75", records, lambda label=label: label):
+                        thunk()
+                except Exception as e:  # noqa: BLE001 — reported
+                    lines = str(e).strip().splitlines() or [""]
+                    failures.append(f"{name} [{label}] sm_75: {type(e).__name__}: {lines[0]}")
+    for r in records:
+        failures += [f"{r.kernel} [{r.config}] {r.arch}: {p}" for p in r.problems()]
+    return records, failures
+
+
 def format_records(records: list[Compiled]) -> str:
     head = f"{'kernel':<34} {'config':<32} {'arch':<6} {'shared B':>9} {'regs':>5} {'spills':>6} {'warps':>5}"
     lines = [head, "-" * len(head)]
@@ -348,11 +383,15 @@ def format_records(records: list[Compiled]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kimi_mini.kernels.aot", description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", help="entries of CONFIGS (default: all), or modules registering one")
-    p.add_argument("--arch", nargs="*", default=list(ARCHS), choices=list(ARCHS))
+    p.add_argument("--arch", nargs="*", default=list(ARCHS), choices=list(LIMITS))
+    p.add_argument("--t4", action="store_true", help="only T4_CASES, for sm_75 (a free Colab T4)")
     p.add_argument("--sample", type=int, default=1, help="compile every s-th configuration per arch")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    records, failures = compile_all(args.only, tuple(args.arch), args.sample)
+    if args.t4:
+        records, failures = compile_t4()
+    else:
+        records, failures = compile_all(args.only, tuple(args.arch), args.sample)
     print(format_records(records))
     print(f"\n{len(records)} kernel compilations in {time.perf_counter() - t0:.0f} s")
     for f in failures:
