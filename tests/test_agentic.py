@@ -63,8 +63,12 @@ def test_real_specs_load():
     assert {"ls", "cd", "mkdir", "touch", "echo", "cat"} <= set(fs_specs)
     assert math_specs["add"]["parameters"]["required"] == ["a", "b"]
     assert list(fs_specs["echo"]["parameters"]["properties"]) == ["content", "file_name"]
-    ds = load_spec_dataset()
-    assert len(ds) == len(math_specs) + len(fs_specs) and set(ds["api"]) == {"math_api", "gorilla_file_system"}
+    dd = load_spec_dataset()
+    assert list(dd) == ["math_api", "gorilla_file_system"]
+    assert (dd["math_api"].num_rows, dd["gorilla_file_system"].num_rows) == (len(math_specs), len(fs_specs))
+    echo = dd["gorilla_file_system"][list(fs_specs).index("echo")]  # a row is the raw spec line
+    assert echo["description"] == fs_specs["echo"]["description"]
+    assert json.loads(echo["parameters"]) == fs_specs["echo"]["parameters"]
 
 
 @pytest.mark.parametrize("bad", ["no_such_api", "Math API", ""], ids=["unknown", "spaces", "empty"])

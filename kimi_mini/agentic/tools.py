@@ -52,15 +52,16 @@ def load_specs(api: str) -> list[dict]:
 
 
 def load_spec_dataset(apis=("math_api", "gorilla_file_system")):
-    """The specs of ``apis`` as a Hugging Face ``datasets.Dataset`` (columns ``api``, ``name``, ``description``,
-    ``parameters`` as JSON text), built once and cached under ``data/cache/``."""
+    """The specs of ``apis`` as a Hugging Face ``datasets.DatasetDict`` with one named split per API (in the order
+    given; columns ``name``, ``description``, ``parameters`` as JSON text, rows in file order), built once and
+    cached under ``data/cache/``."""
     if isinstance(apis, (str, bytes)) or not isinstance(apis, (tuple, list)) or not apis or \
             any(not isinstance(a, str) or not re.fullmatch(r"[a-z_]+", a) for a in apis):
         raise ValueError(f"apis: expected a non-empty tuple of BFCL API names like ('math_api',), got {apis!r}")
     import datasets
 
     datasets.disable_progress_bars()
-    target = cache_dir() / f"bfcl-{BFCL[1]}-specs-{'-'.join(apis)}"
+    target = cache_dir() / f"bfcl-{BFCL[1]}-specs-by-api-{'-'.join(apis)}"
     if not target.exists():
         specs = {}
         for api in apis:
@@ -68,9 +69,10 @@ def load_spec_dataset(apis=("math_api", "gorilla_file_system")):
                 specs[api] = load_specs(api)
             except ValueError as exc:
                 raise ValueError(f"apis: {exc}") from None
-        rows = [{"api": api, "name": s["name"], "description": s["description"],
-                 "parameters": json.dumps(s["parameters"])} for api in apis for s in specs[api]]
-        save_atomically(datasets.Dataset.from_list(rows), target)  # notebooks may build it side by side
+        dd = datasets.DatasetDict({api: datasets.Dataset.from_list(
+            [{"name": s["name"], "description": s["description"], "parameters": json.dumps(s["parameters"])}
+             for s in specs[api]]) for api in apis})
+        save_atomically(dd, target)  # notebooks may build it side by side
     return datasets.load_from_disk(str(target))
 
 
