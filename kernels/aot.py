@@ -258,12 +258,13 @@ def _moe_configs():
                 x, w1, w2 = meta(N, d, dtype=_DT[dt]), meta(E, d, h, dtype=_DT[dt]), meta(E, h, d, dtype=_DT[dt])
                 rw = meta(N * k, dtype=_DT[dt])
                 hid, g, u = swiglu_gemm(x, w1, w1, plan)  # fused gate/up projections, SwiGLU epilogue
-                y = grouped_gemm(hid, w2, plan, ROWS_SORTED, ROWS_PAIR, rw)  # weighted down projection
-                grouped_gemm(y, w2.transpose(1, 2), plan, ROWS_PAIR, ROWS_SORTED)  # backward d hidden
+                y = grouped_gemm(hid, w2, plan, ROWS_SORTED, ROWS_TOKEN, rw)  # weighted down, k pairs added
+                grouped_gemm(y, w2.transpose(1, 2), plan, ROWS_TOKEN, ROWS_SORTED)  # backward d hidden
                 w1t = w1.transpose(1, 2)
-                grouped_gemm(g, w1t, plan, ROWS_SORTED, ROWS_PAIR, x2=u, w2=w1t)  # backward dX: dg W1ᵀ + du W3ᵀ
+                grouped_gemm(g, w1t, plan, ROWS_SORTED, ROWS_TOKEN, x2=u, w2=w1t)  # backward dX: dg W1ᵀ + du W3ᵀ
+                grouped_gemm(y, w2.transpose(1, 2), plan, ROWS_TOKEN, ROWS_PAIR)  # the pair layout too
                 grouped_gemm_dw(x, g, plan, ROWS_TOKEN, ROWS_SORTED)  # backward dW1 / dW3
-                grouped_gemm_dw(hid, y, plan, ROWS_SORTED, ROWS_PAIR, rw)  # backward dW2
+                grouped_gemm_dw(hid, y, plan, ROWS_SORTED, ROWS_TOKEN, rw)  # backward dW2
             yield f"{dt} {label}", run
 
 

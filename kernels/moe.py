@@ -23,8 +23,11 @@ row counts. In the style of vLLM's ``fused_moe`` and scattermoe we turn it into 
 
 Input rows are addressed in one of three *row spaces* (``ROWS_*``): the padded sorted layout itself
 (row r), pair order (row p), or token order (row p // k, the gather that avoids copying x k times).
-Output rows go to the sorted layout or to pair order; pair order is summed over k by the host, so no
-atomics are needed and results are deterministic.
+Output rows go to the sorted layout, to pair order, or to token order: there each of a token's k pair
+rows is added into the token's fp32 row with an atomic add — no ``[N·k, N]`` pair-order buffer and no
+``.sum`` over k (the layer's output and the input gradient use it). The order of those k adds is not
+fixed, so token-order results may differ between runs in the last bits (fp32 accumulation, then the
+input dtype); the sorted and pair layouts are deterministic.
 
 Backward of ``Y = diag(w) · X W`` (per expert): ``dX = diag(w) · dY Wᵀ`` (the same kernel with W's
 strides swapped), ``dW = Xᵀ diag(w) dY`` (:func:`_grouped_gemm_dw_kernel`: one program per expert and
@@ -254,8 +257,11 @@ def _grouped_gemm_fwd_kernel(
         row_ok = offs_m >= 0
     else:
         row_ok = valid
-    tl.store(y_ptr + y_row[:, None] * stride_ym + offs_n[None, :] * stride_yn,
-             acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_n[None, :])
+    y_off = y_row[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    if Y_ROWS == 2:  # token rows: each of a token's k pairs adds its row into the fp32 output
+        tl.atomic_add(y_ptr + y_off, acc, mask=row_ok[:, None] & mask_n[None, :], sem="relaxed")
+    else:
+        tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_n[None, :])
 
 
 @triton.jit
@@ -372,7 +378,9 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
     Args:
         x: ``[rows, K]`` addressed in row space ``x_rows`` (ROWS_SORTED / ROWS_PAIR / ROWS_TOKEN).
         w: ``[E, K, N]``, any strides (pass ``w.transpose(1, 2)`` for Wᵀ).
-        y_rows: ROWS_SORTED (output ``[M_pad, N]``, padding rows zero) or ROWS_PAIR (``[N·k, N]``).
+        y_rows: ROWS_SORTED (output ``[M_pad, N]``, padding rows zero), ROWS_PAIR (``[N·k, N]``) or
+            ROWS_TOKEN (``[N_tokens, N]``: each token's k pair rows summed, by fp32 atomic adds — no
+            ``[N·k, N]`` buffer; the order of the k adds varies, so the last bits may differ between runs).
         route_weights: optional ``[N·k]`` routing weight per pair multiplying its output row.
         x2, w2: an optional second product summed into the same accumulator (x2 like x, w2 like w).
     Returns: Y in x.dtype, accumulated in fp32.
@@ -383,8 +391,8 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
     K.check_tensor("w", w, like=x)
     if route_weights is not None:
         K.check_tensor("route_weights", route_weights, like=x)
-    if y_rows not in (ROWS_SORTED, ROWS_PAIR):
-        raise ValueError(f"y_rows: expected ROWS_SORTED or ROWS_PAIR, got {y_rows!r}")
+    if y_rows not in _ROW_NAMES:
+        raise ValueError(f"y_rows: expected ROWS_SORTED, ROWS_PAIR or ROWS_TOKEN, got {y_rows!r}")
     if w.dim() != 3 or w.shape[0] != plan.n_experts or w.shape[1] != x.shape[1]:
         raise ValueError(f"w: expected [{plan.n_experts}, {x.shape[1]}, N], got {tuple(w.shape)}")
     if route_weights is not None and route_weights.shape != (plan.n_pairs,):
@@ -398,9 +406,12 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
             raise ValueError(f"x2, w2: expected the shapes of x {tuple(x.shape)} and w {tuple(w.shape)}, "
                              f"got {tuple(x2.shape)} and {tuple(w2.shape)}")
     k_dim, N = w.shape[1], w.shape[2]
-    y = x.new_empty(plan.n_rows(y_rows), N) if y_rows == ROWS_SORTED else x.new_zeros(plan.n_pairs, N)
+    if y_rows == ROWS_SORTED:
+        y = x.new_empty(plan.padded_rows, N)
+    else:  # pair rows: zeros where no tile writes; token rows: the fp32 sums start at zero
+        y = x.new_zeros(plan.n_rows(y_rows), N, dtype=torch.float32 if y_rows == ROWS_TOKEN else x.dtype)
     if plan.n_tiles == 0 or N == 0:
-        return y
+        return y.to(x.dtype)
     cfg = gemm_config(x.dtype)
     bn, bk = block_n or cfg["BLOCK_N"], block_k or cfg["BLOCK_K"]
     w = w.to(x.dtype)
@@ -421,7 +432,7 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
         BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    return y
+    return y.to(x.dtype)
 
 
 def swiglu_gemm(x: Tensor, w1: Tensor, w3: Tensor, plan: ExpertTiles, x_rows: int = ROWS_TOKEN
@@ -527,15 +538,13 @@ class GroupedGemm(torch.autograd.Function):
         dx = dw = drw = None
         need_x, need_w, need_rw = ctx.needs_input_grad[:3]
         if need_x or need_rw:
-            # a token row feeds k pairs: write one gradient row per pair, then sum them (no atomics)
-            dx_rows = ROWS_PAIR if x_rows == ROWS_TOKEN else x_rows
-            dx = grouped_gemm(dy, w.transpose(1, 2), plan, y_rows, dx_rows)  # unweighted dY Wᵀ
+            # unweighted dY Wᵀ; a token row feeds k pairs, whose rows the kernel adds into it (token rows
+            # take no routing weight, see forward)
+            dx = grouped_gemm(dy, w.transpose(1, 2), plan, y_rows, x_rows)
             if rw is not None:
                 if need_rw:
                     drw = _rows_to_pairs((dx.float() * x.float()).sum(-1), plan, x_rows).to(rw.dtype)
                 dx = dx * _pair_weight_per_row(rw, plan, x_rows).to(dx.dtype)[:, None]
-            if x_rows == ROWS_TOKEN:
-                dx = dx.view(plan.n_tokens, plan.top_k, -1).sum(1)
             if not need_x:
                 dx = None
         if need_w:
@@ -546,8 +555,8 @@ class GroupedGemm(torch.autograd.Function):
 class SwiGLUGroupedGemm(torch.autograd.Function):
     """Differentiable :func:`swiglu_gemm` (token-row input x): ``h = silu(X W₁) ⊙ X W₃`` per expert, sorted
     layout out. Backward: ``dg = dh ⊙ u ⊙ σ(g)(1 + g(1 − σ(g)))``, ``du = dh ⊙ silu(g)``;
-    ``dX = dg W₁ᵀ + du W₃ᵀ`` in one grouped GEMM (two products, one accumulator) per pair, summed over
-    each token's k pairs; ``dW₁ = Xᵀ dg``, ``dW₃ = Xᵀ du``."""
+    ``dX = dg W₁ᵀ + du W₃ᵀ`` in one grouped GEMM (two products, one accumulator) per pair, added into
+    its token's row; ``dW₁ = Xᵀ dg``, ``dW₃ = Xᵀ du``."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w1: Tensor, w3: Tensor, plan: ExpertTiles) -> Tensor:
@@ -566,8 +575,7 @@ class SwiGLUGroupedGemm(torch.autograd.Function):
         du = (dhf * gf * sg).to(x.dtype)
         dx = dw1 = dw3 = None
         if ctx.needs_input_grad[0]:
-            dx = grouped_gemm(dg, w1.transpose(1, 2), plan, ROWS_SORTED, ROWS_PAIR, x2=du, w2=w3.transpose(1, 2))
-            dx = dx.view(plan.n_tokens, plan.top_k, -1).sum(1)
+            dx = grouped_gemm(dg, w1.transpose(1, 2), plan, ROWS_SORTED, ROWS_TOKEN, x2=du, w2=w3.transpose(1, 2))
         if ctx.needs_input_grad[1]:
             dw1 = grouped_gemm_dw(x, dg, plan, ROWS_TOKEN, ROWS_SORTED).to(w1.dtype)
         if ctx.needs_input_grad[2]:
@@ -594,7 +602,6 @@ def moe_swiglu_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, 
         raise ValueError(f"indices: expected [N, k] like weights, with x [N, d]; got x {tuple(x.shape)}, "
                          f"indices {tuple(indices.shape)}, weights {tuple(weights.shape)}")
     N, d = x.shape
-    k = indices.shape[1]
     E = w1.shape[0]
     for name, w, want in (("w1", w1, (E, d, w1.shape[2])), ("w3", w3, tuple(w1.shape)),
                           ("w2", w2, (E, w1.shape[2], d))):
@@ -608,8 +615,8 @@ def moe_swiglu_experts(x: Tensor, indices: Tensor, weights: Tensor, w1: Tensor, 
     x = x.contiguous()
     hidden = SwiGLUGroupedGemm.apply(x, w1, w3, plan)  # [M_pad, h]: silu(x W₁) ⊙ x W₃, padding rows 0
     pair_w = weights.reshape(-1).to(x.dtype)
-    y = GroupedGemm.apply(hidden, w2, pair_w, plan, ROWS_SORTED, ROWS_PAIR)  # [N·k, d], weighted
-    return y.view(N, k, d).sum(1)
+    # [N, d]: the weighted down projection of each pair added into its token's row (no [N·k, d] buffer)
+    return GroupedGemm.apply(hidden, w2, pair_w, plan, ROWS_SORTED, ROWS_TOKEN)
 
 
 if __name__ == "__main__":

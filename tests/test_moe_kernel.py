@@ -57,7 +57,7 @@ def test_align_to_tiles_invariants():
 
 
 MODES = [(ROWS_TOKEN, ROWS_SORTED, False), (ROWS_TOKEN, ROWS_PAIR, False), (ROWS_SORTED, ROWS_PAIR, True),
-         (ROWS_PAIR, ROWS_SORTED, True)]
+         (ROWS_PAIR, ROWS_SORTED, True), (ROWS_SORTED, ROWS_TOKEN, True), (ROWS_PAIR, ROWS_TOKEN, False)]
 _NAMES = {ROWS_TOKEN: "token", ROWS_SORTED: "sorted", ROWS_PAIR: "pair"}
 
 
@@ -87,6 +87,8 @@ def test_grouped_gemm_modes_match_per_pair_loop(x_rows, y_rows, weighted, device
         per_pair = per_pair * rw[:, None]
     if y_rows == ROWS_PAIR:
         ref = per_pair
+    elif y_rows == ROWS_TOKEN:  # each token's k pair rows added up (atomically, in the kernel)
+        ref = per_pair.view(N, k, -1).sum(1)
     else:
         ref = torch.zeros(plan.padded_rows, Nout, device=device).index_copy(0, row_of_pair, per_pair)
     assert_close(y, ref, rtol=1e-5, atol=1e-5, what="y")
