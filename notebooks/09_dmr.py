@@ -23,8 +23,8 @@
 # 4. write CMD, the straight-through selection and a Triton column-moments kernel yourself, and predict
 #    where RNP's rationale lands.
 #
-# **Run time:** `toy` a few minutes on 2 CPU cores (183 s measured on 2 cores shared with other jobs, load ≈ 7,
-# at 800 training steps; about 75–80 s expected alone, not yet timed so); `gpu` a few minutes on one H100/H200.
+# **Run time:** `toy` about 70–75 s on 2 CPU cores (72 s measured at load ≈ 1.2; 183 s on cores shared with other
+# jobs, load ≈ 7); `gpu` a few minutes on one H100/H200.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 120 s) or "gpu" (one H100/H200)
@@ -492,7 +492,7 @@ print(inspect.getsource(dmr_exercises._moments_solution_kernel))
 # - **What differs from the paper:** BeerAdvocate/hotel reviews with human rationale annotations
 #   → three real human-rated sentences per review with correlated aspects (gold ≈ 1/3 of the tokens,
 #   not 10–20%); one generator whose target is the gold label (the released code keeps CAR's two
-#   class-wise generators); tiny frozen-embedding convolutional encoders (toy) or GRUs (gpu), a few hundred
+#   class-wise generators); tiny frozen-embedding convolutional encoders (toy) or GRUs (gpu), 800 training
 #   steps on a CPU; α = 0.15 and λ_s = λ_c = 2 instead of the paper's 5 and 10, and the selection sampled in
 #   training by the Gumbel-max trick rather than RNP's REINFORCE (see the settings' notes).
 # - **At scale:** larger GRUs (hidden 100–200), full word2vec/GloVe, thousands of steps, sparsity near

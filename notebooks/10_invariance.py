@@ -18,8 +18,8 @@
 # 5. train a miniature multilingual translator with and without a language discriminator;
 # 6. do four exercises.
 #
-# **Run time:** `toy` ≈ 1.5–2 minutes on 2 quiet CPU cores (≈ 82 s of CPU time in the kernel; 358 s measured on
-# 2 cores shared with other jobs, load ≈ 12); `gpu` an
+# **Run time:** `toy` ≈ 1.5–2 minutes on 2 quiet CPU cores (≈ 82 s of CPU time in the kernel; 72 s measured at
+# load ≈ 2 with seeds 3–5, 358 s on 2 cores shared with other jobs, load ≈ 12); `gpu` an
 # estimated 25 minutes (5 seeds, longer runs, probes on all rows; the tiny models gain little from the GPU —
 # not yet timed on one).
 
