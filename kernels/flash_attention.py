@@ -367,7 +367,34 @@ def _fwd_config(d_qk: int, d_v: int, dtype: torch.dtype) -> tuple[dict, int, int
 
     if driver.active.get_current_target().arch >= 90:
         return dict(cfg, BLOCK_M=128, BLOCK_N=64), 8, 3
-    return cfg, 4, 2  # sm_80's mma.sync: a 128-query tile spills (88 registers at D = 128, 8 warps)
+    # sm_80's mma.sync: a 128-query tile spills (88 registers at D = 128, 8 warps); at D_v = 128 the
+    # 64×128 accumulator needs 8 warps (4 spilled 4 B)
+    return cfg, (8 if cfg["BLOCK_DV"] >= 128 else 4), 2
+
+
+def _bwd_configs(d_qk: int, d_v: int, dtype: torch.dtype) -> tuple[tuple[dict, int, int], tuple[dict, int, int]]:
+    """(tiles, num_warps, num_stages) of the dK/dV kernel (a BLOCK_N key tile, BLOCK_M query steps) and of
+    the dQ kernel (a BLOCK_M query tile, BLOCK_N key steps). The two launches need not share tiles: each
+    takes the shape that keeps its fp32 accumulators in registers. 16-bit on a GPU: 8 warps (at 4, the dK
+    and dV accumulators spill from D = 64 on sm_80, 128 on sm_90), one stage, except where ptxas spilled
+    (``tests/test_kernels_compile.py`` asserts no spills in every 16-bit build):
+
+    * sm_90, MLA's wide heads (192/128 → 256/128): the 64×32 tiles spilled 64 B (dK/dV) and 28 B (dQ);
+      dK/dV takes a 64-key tile with 32-query steps (wgmma's M is the key tile), dQ 64 queries × 32 keys
+      in 2 stages (170 registers);
+    * sm_80, D ≤ 64: the 64×64 tiles spilled 4 B in each kernel; dK/dV takes 32-key tiles, dQ 32-query
+      tiles."""
+    cfg = _block_sizes(d_qk, d_v, dtype)
+    if K.INTERPRETED or dtype == torch.float32:
+        return (cfg, 4, 1), (cfg, 4, 1)
+    from triton.runtime import driver
+
+    arch = driver.active.get_current_target().arch
+    if arch >= 90 and max(cfg["BLOCK_DQK"], cfg["BLOCK_DV"]) > 128:
+        return (dict(cfg, BLOCK_M=32, BLOCK_N=64), 8, 1), (dict(cfg, BLOCK_M=64, BLOCK_N=32), 8, 2)
+    if arch < 90 and max(cfg["BLOCK_DQK"], cfg["BLOCK_DV"]) <= 64:
+        return (dict(cfg, BLOCK_M=64, BLOCK_N=32), 8, 1), (dict(cfg, BLOCK_M=32, BLOCK_N=64), 8, 1)
+    return (cfg, 8, 1), (cfg, 8, 1)
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -418,16 +445,15 @@ def flash_attention_bwd(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tenso
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if t_q == 0 or q.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    cfg = _block_sizes(d_qk, d_v, q.dtype)
-    # 16-bit on a GPU: 8 warps (at 4, the dK and dV accumulators spill from D = 64 on sm_80, 128 on sm_90)
-    warps = 8 if q.dtype != torch.float32 and not K.INTERPRETED else 4
-    common = dict(GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype),
-                  num_warps=warps, num_stages=1, **cfg)
-    n_n, n_m = triton.cdiv(t_k, cfg["BLOCK_N"]), triton.cdiv(t_q, cfg["BLOCK_M"])
+    (cfg_kv, warps_kv, stages_kv), (cfg_q, warps_q, stages_q) = _bwd_configs(d_qk, d_v, q.dtype)
+    common = dict(GROUP=H // H_kv, D_QK=d_qk, D_V=d_v, UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype))
+    n_n, n_m = triton.cdiv(t_k, cfg_kv["BLOCK_N"]), triton.cdiv(t_q, cfg_q["BLOCK_M"])
     _flash_attention_bwd_dkdv_kernel[(B * H_kv * n_n,)](
-        q, k, v, d_out, lse, delta, dk, dv, scale, t_q, t_k, H, n_n, **common)
+        q, k, v, d_out, lse, delta, dk, dv, scale, t_q, t_k, H, n_n, **common, **cfg_kv,
+        num_warps=warps_kv, num_stages=stages_kv)
     _flash_attention_bwd_dq_kernel[(B * H * n_m,)](
-        q, k, v, d_out, lse, delta, dq, scale, t_q, t_k, H, n_m, **common)
+        q, k, v, d_out, lse, delta, dq, scale, t_q, t_k, H, n_m, **common, **cfg_q,
+        num_warps=warps_q, num_stages=stages_q)
     return dq, dk, dv
 
 
