@@ -5,7 +5,9 @@ d_model = 512, 32 experts, top-4, expert width 256, one shared expert, against a
 5 × 256 — so a token multiplies by exactly as many FFN weights either way and the MoE / dense time
 ratio isolates the cost of routing, gathering and scattering (the ideal is ≈1.0). The ``"naive"``
 per-expert-mask loop is timed too. On a GPU the grouped-GEMM ``"triton"`` impl runs at bf16 with a
-larger N (the Triton interpreter is far too slow to time on a CPU, so it is left out there).
+larger N (the Triton interpreter is far too slow to time on a CPU, so it is left out there), and, where
+PyTorch has it, a ``"grouped_mm"`` row: the same layer with its experts on ``torch._grouped_mm``
+(:func:`experts_grouped_mm`; :func:`grouped_mm_available` guards it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,55 @@ from kimi_mini.bench import (
 )
 from kimi_mini.layers import SwiGLU
 from kimi_mini.moe import MoE
+
+
+def grouped_mm_available(device: torch.device | str) -> bool:
+    """Whether the bench adds a ``torch._grouped_mm`` row: the op exists (a private PyTorch op, 2.8+),
+    the device is a CUDA GPU and it computes in bf16 (the op's fast path)."""
+    device = torch.device(device)
+    return (hasattr(torch, "_grouped_mm") and device.type == "cuda" and torch.cuda.is_available()
+            and torch.cuda.is_bf16_supported())
+
+
+def experts_grouped_mm(x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, w1: torch.Tensor,
+                       w3: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """The routed experts with PyTorch's grouped GEMM (``torch._grouped_mm``): the N·k (token, slot) pairs
+    sorted by expert, three grouped GEMMs (gate, up, down) over the E row segments, SwiGLU and the routing
+    weights in between, the pairs added back per token. ``x [N, d]``, ``indices, weights [N, k]``,
+    ``w1, w3 [E, d, h]``, ``w2 [E, h, d]`` → ``[N, d]``. Autograd through the op (no hand-written
+    backward); no host sync (the segment ends stay on the device)."""
+    E, k = w1.shape[0], indices.shape[1]
+    flat = indices.reshape(-1)
+    order = flat.to(torch.int32).argsort(stable=True)  # [N·k] pair ids, grouped by expert
+    token = order // k
+    offs = torch.bincount(flat, minlength=E).cumsum(0).to(torch.int32)  # [E] segment ends
+    xs = x[token]  # [N·k, d]
+    hidden = nn.functional.silu(torch._grouped_mm(xs, w1, offs=offs)) * torch._grouped_mm(xs, w3, offs=offs)
+    y = torch._grouped_mm(hidden, w2, offs=offs)  # [N·k, d]
+    y = y * weights.reshape(-1)[order, None].to(y.dtype)
+    return torch.zeros_like(x).index_add(0, token, y)
+
+
+class GroupedMMMoE(nn.Module):
+    """An MoE layer (sharing ``moe``'s parameters) whose routed experts run on ``torch._grouped_mm``:
+    the router and the shared expert as in :class:`kimi_mini.moe.MoE`, for the bench's comparison."""
+
+    def __init__(self, moe: MoE):
+        super().__init__()
+        self.moe = moe
+
+    def activated_numel(self) -> int:
+        return self.moe.activated_numel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        flat = x.reshape(B * T, d)
+        indices, weights, _ = self.moe.route(flat)
+        ex = self.moe.experts
+        out = experts_grouped_mm(flat, indices, weights, ex.w1.weight, ex.w3.weight, ex.w2.weight)
+        if self.moe.shared is not None:
+            out = out + self.moe.shared(flat)
+        return out.view(B, T, d)
 
 
 def _fwd_bwd(module: nn.Module, x: torch.Tensor, dy: torch.Tensor):
@@ -54,6 +105,8 @@ def bench_moe(quick: bool = False) -> BenchResult:
     moes = {impl: MoE(d, E, k, h, n_shared=n_shared, impl=impl).to(device, dtype) for impl in impls}
     for m in moes.values():
         m.load_state_dict(moes[impls[0]].state_dict())
+    if grouped_mm_available(device) and dtype == torch.bfloat16:  # GPU only: the issue's comparison
+        moes["grouped_mm"] = GroupedMMMoE(moes["torch"])
     x = torch.randn(1, N, d, device=device, dtype=dtype, requires_grad=True)
     dy = torch.randn(1, N, d, device=device, dtype=dtype)
 
