@@ -43,7 +43,9 @@ interpreter loads are upcast to fp32 (``UPCAST``: it computes bf16 wrongly other
 the ``tl.dot`` precision of :func:`kimi_mini.kernels.dot_precision`. Every kernel runs on a 1-D grid.
 
 Memory beyond the output: the entries' partial outputs and partial dq (``S`` × the output's size each,
-in the input dtype), the int32 selections and the sorted entries.
+in the input dtype), the int32 selections and the sorted entries (:func:`memory_plan` counts them; at
+the bench's shape, top-3 in bf16 at D = 64, the forward's partials alone are ≈ 0.5× of SDPA's q, k, v, o —
+over the issue's ≤ 1.1× target; cutting T into segments that reuse one partial buffer is not done yet).
 
 Order, as in Triton's tutorials: reference (``kimi_mini.moba``, ``impl="naive"``), kernels, host
 wrapper + ``autograd.Function``, check (``tests/test_moba_kernel.py``), benchmark (``__main__``).
@@ -479,6 +481,38 @@ def schedule_pairs(sched: MobaSchedule, block_n: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _fwd_partials(q: Tensor, S: int) -> tuple[Tensor, Tensor]:
+    """The forward's buffers beyond o and lse: a partial output (q's dtype) and lse (fp32) per entry."""
+    B, H, T, D = q.shape
+    return (torch.empty(B * H * T * S, D, device=q.device, dtype=q.dtype),
+            torch.empty(B * H * T * S, device=q.device, dtype=torch.float32))
+
+
+def _bwd_partials(q: Tensor, S: int) -> Tensor:
+    """The backward's partial dq per entry (q's dtype)."""
+    B, H, T, D = q.shape
+    return torch.empty(B * H * T * S, D, device=q.device, dtype=q.dtype)
+
+
+def memory_plan(B: int, H: int, T: int, D: int, block_size: int, top_k: int,
+                dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
+    """Bytes the wrapper allocates beyond the inputs and the output, from the buffers it would allocate
+    (built on meta tensors: no memory, no compute): ``schedule`` (the int32 selections and the sorted
+    entries and tiles, kept for the backward), ``fwd_partials`` (partial outputs + lse, freed after the
+    forward), ``bwd_partials`` (partial dq + δ), ``lse`` (kept for the backward), and ``sdpa`` = q, k, v, o
+    — what causal SDPA holds in a forward. Not counted: the gate's transient scores (T·H·n/8 fp32 per
+    chunk) and the sort's transient int64 permutation (8 bytes per entry)."""
+    q = torch.empty(B, H, T, D, device="meta", dtype=dtype)
+    n = -(-T // block_size)
+    S = min(top_k - 1, n - 1) if n else 0
+    sched = schedule_for(q, torch.empty(B * H, T, S, device="meta", dtype=torch.int32), block_size)
+    nbytes = lambda *ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    return {"sdpa": 4 * nbytes(q), "lse": B * H * T * 4,
+            "schedule": nbytes(sched.sel, sched.ent, sched.tiles, sched.tile_first, sched.tile_count),
+            "fwd_partials": nbytes(*_fwd_partials(q, S)),
+            "bwd_partials": nbytes(_bwd_partials(q, S)) + B * H * T * 4}
+
+
 def _launch_args(q: Tensor) -> dict:
     return dict(UPCAST=K.INTERPRETED, PRECISION=K.dot_precision(q.dtype))
 
@@ -495,8 +529,7 @@ def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sched: MobaSchedule) -> tuple[Tens
     BM, BN, BD = _tiles(bs, D, q.dtype)
     S = sched.sel.shape[-1]
     qk_scale = _LOG2E / math.sqrt(D)
-    op = torch.empty(B * H * T * S, D, device=q.device, dtype=q.dtype)  # partial output per entry
-    lp = torch.empty(B * H * T * S, device=q.device, dtype=torch.float32)
+    op, lp = _fwd_partials(q, S)
     if S:
         _moba_hist_fwd_kernel[(sched.tiles.shape[0],)](q, k, v, sched.ent, sched.tiles, op, lp, qk_scale, T, D,
                                                         bs, n, S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD,
@@ -524,7 +557,7 @@ def moba_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor
     delta = torch.empty(R, device=q.device, dtype=torch.float32)
     BR = 16 if K.INTERPRETED else 64
     _moba_bwd_preprocess_kernel[(triton.cdiv(R, BR),)](o, do, delta, R, D, BLOCK_R=BR, BLOCK_D=BD)
-    dqp = torch.empty(R * S, D, device=q.device, dtype=q.dtype)  # partial dq per entry
+    dqp = _bwd_partials(q, S)
     if S:
         _moba_hist_bwd_dq_kernel[(sched.tiles.shape[0],)](q, k, v, do, lse, delta, sched.ent, sched.tiles, dqp,
                                                            qk_scale, sm_scale, T, D, bs, n, S=S, BLOCK_M=BM,

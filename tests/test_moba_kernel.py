@@ -258,3 +258,19 @@ def test_bench_schedule_count_is_near_what_moba_needs_for_random_and_coherent_ga
         for T, ratio in counts[gate].items():
             assert 1.0 <= ratio <= 1.15, (gate, T, ratio)
     assert counts["coherent"][8192] < counts["random"][8192]  # whole blocks choose alike: no tile padding
+
+
+def test_memory_plan_counts_the_wrappers_buffers():
+    """``kimi-mini bench moba``'s ``triton_partials_bytes_over_sdpa_32k``: the forward's partial outputs
+    (bf16) and lse (fp32), S = top_k − 1 per query, over SDPA's q, k, v, o — counted from the buffers
+    :func:`moba_fwd` allocates (built on meta tensors)."""
+    from kimi_mini.kernels.moba import memory_plan
+
+    B, H, T, D, S = 1, 4, 32768, 64, 2
+    plan = memory_plan(B, H, T, D, 512, S + 1)
+    assert plan["sdpa"] == 4 * B * H * T * D * 2
+    assert plan["fwd_partials"] == B * H * T * S * (D * 2 + 4)
+    assert plan["bwd_partials"] == B * H * T * (S * D * 2 + 4)
+    assert plan["schedule"] >= B * H * T * S * 4 * 2  # int32 selections and sorted entries
+    assert memory_plan(B, H, T, D, 512, 1)["fwd_partials"] == 0  # top-1: the current block only
+    assert abs(plan["fwd_partials"] / plan["sdpa"] - 0.516) < 1e-3
