@@ -229,21 +229,22 @@ def many_heads():
     ns_gram(m(70_000, 64, 128))
 recs = compiled("sm_90", many_heads)
 assert len(recs) == 10 and all(len(r.grid) == 1 for r in recs), [(r.kernel, r.grid) for r in recs]
-# Flash attention bf16 at D 64 and 128 (the off-band/on-band loops, 128-query forward tiles on sm_90):
-# wgmma in the forward and both backward kernels on sm_90, no spills there
-def flash16(d):
-    def run():
-        q = m(1, 4, 4096, d)
-        out, lse, _ = flash_attention_fwd(q, q, q, d ** -0.5)
-        flash_attention_bwd(q, q, q, out, lse, out, d ** -0.5)
-    return run
-for d in (64, 128):
-    recs = compiled("sm_90", flash16(d))
-    assert {r.kernel for r in recs} == {"_flash_attention_fwd_kernel", "_flash_attention_bwd_dkdv_kernel",
-                                        "_flash_attention_bwd_dq_kernel"}, [r.kernel for r in recs]
-    for r in recs:
-        assert r.spills == 0 and "wgmma" in r.compiled.asm["ptx"], (d, r.kernel, r.spills)
-        print("flash bf16 sm_90", f"D{d}", r.kernel, "shared", r.shared, "regs", r.registers, "spills", r.spills)
+# Flash attention bf16, every head size of the AOT table (D 64, 128, MLA 96/64 and K2's 192/128, decode):
+# wgmma in the forward and both backward kernels on sm_90, no spills on sm_90 or sm_80 (per-arch, per-head
+# tiles: flash_attention._fwd_config / _bwd_configs)
+for label, run in aot.CONFIGS["flash_attention"]():
+    if not label.startswith("bf16"):
+        continue
+    for arch in ("sm_90", "sm_80"):
+        recs = compiled(arch, run)
+        want = {"_flash_attention_fwd_kernel"} if "decode" in label else {
+            "_flash_attention_fwd_kernel", "_flash_attention_bwd_dkdv_kernel", "_flash_attention_bwd_dq_kernel"}
+        assert {r.kernel for r in recs} == want, (label, [r.kernel for r in recs])
+        for r in recs:
+            assert r.spills == 0, (label, arch, r.kernel, r.spills)
+            if arch == "sm_90":
+                assert "wgmma" in r.compiled.asm["ptx"], (label, r.kernel)
+            print("flash", label, arch, r.kernel, "shared", r.shared, "regs", r.registers, "spills", r.spills)
 # MoE grouped GEMM, bf16 (fused gate/up + SwiGLU, weighted down projection, backward dX with two products,
 # dW): wgmma in every sm_90 kernel (the dW tile's M is 64), no spills on either arch
 moe16 = next(run for label, run in aot.CONFIGS["moe"]() if label.startswith("bf16 01"))
@@ -264,9 +265,9 @@ print("OK")
 def test_audit_findings_on_the_compiled_kernels(tmp_path):
     """3: explicit fp32 precision; bf16 MoBA dots, wgmma on sm_90 and no spills; 4: K2 fp32 flash backward
     under the A100 limit with headroom; 5: 64-bit RMSNorm row offsets;
-    6: no grid axis 1 over 65,535 for B·H = 70,000; the flash kernels at bf16, D 64/128, use wgmma on sm_90
-    without spills; the MoE grouped GEMM's bf16 kernels use wgmma on sm_90 and spill nothing on sm_90 or
-    sm_80."""
+    6: no grid axis 1 over 65,535 for B·H = 70,000; the flash kernels at bf16, every head size of the AOT
+    table (64, 128, 96/64, 192/128), use wgmma on sm_90 and spill nothing on sm_90 or sm_80; the MoE
+    grouped GEMM's bf16 kernels use wgmma on sm_90 and spill nothing on sm_90 or sm_80."""
     # a cold cache: every kernel goes through ptxas, whose log gives the spills
     env = dict(os.environ, TRITON_INTERPRET="0", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
                TRITON_CACHE_DIR=str(tmp_path))
