@@ -4,6 +4,7 @@ generator, the benchmark builder's gold rationale, and a tiny training run."""
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -249,6 +250,27 @@ def test_builder_correlates_the_aspects_and_is_cached(bench):
         build_reviews(rho=1.0)
     with pytest.raises(ValueError, match="distractors"):
         build_reviews(distractors=("movie",))
+
+
+def test_shortcut_knob_makes_a_strong_label_tied_aspect_and_mild_targets():
+    from kimi_mini.rationale.data import build_reviews
+
+    sc = build_reviews(dim=16, shortcut_p=0.9, shortcut_min_abs=2.0, shortcut_max_tokens=6, max_abs_rating=2.0)
+    for split in ("train", "test"):
+        ds = sc.dataset[split]
+        r = np.array(ds["ratings"])  # [N, 3], target first
+        assert (np.abs(r[:, 1]) >= 2.0).all()  # the shortcut: strongly rated, short sentences only
+        assert all(aspect.count(1) <= 6 for aspect in ds["aspect"][:200])
+        assert ((np.abs(r[:, 0]) >= 0.5) & (np.abs(r[:, 0]) <= 2.0)).all()  # milder targets
+    agree = sc.shortcut_agreement("train")
+    assert 0.86 <= agree[0] <= 0.94, agree  # sign = label with probability 0.9
+    assert sc.params["shortcut"] == [0.9, 2.0, 6] and "shortcut" not in build_reviews(dim=16).params
+    for kw, name in ((dict(shortcut_p=1.5), "shortcut_p"), (dict(shortcut_p=0.9, shortcut_min_abs=float("nan")),
+                     "shortcut_min_abs"), (dict(shortcut_p=0.9, shortcut_min_abs=3.9), "shortcut_min_abs"),
+                     (dict(shortcut_p=0.9, shortcut_max_tokens=13), "shortcut_max_tokens"),
+                     (dict(max_abs_rating=0.1), "max_abs_rating")):
+        with pytest.raises(ValueError, match=name):
+            build_reviews(dim=16, **kw)
 
 
 def test_training_tiny_rnp_and_dmr_runs_and_selects_sparsely(bench):

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kimi_mini.checks import check_int, check_number
 from kimi_mini.data import cache_dir, code_key
 from kimi_mini.realdata import VADER_DOMAINS, vader_sentences, word_vectors
 
@@ -142,9 +143,17 @@ def _normal_scores(ratings: np.ndarray) -> np.ndarray:
     return norm.ppf((rankdata(ratings) - 0.5) / len(ratings))
 
 
-def _compose(target_pool, distractor_pools, rho, min_abs, rng, repeats=1):
+def _compose(target_pool, distractor_pools, rho, min_abs, rng, repeats=1, shortcut=None, max_abs=np.inf):
     t_rat = np.array([r for _, r in target_pool])
-    keep = np.nonzero(np.abs(t_rat) >= min_abs)[0]
+    if shortcut is not None:  # (p, min_abs, max_tokens): the first distractor's strong, short sentences, by sign
+        p_agree, s_min, s_len = shortcut
+        s_rat = np.array([r for _, r in distractor_pools[0]])
+        short = np.array([len(w) <= s_len for w, _ in distractor_pools[0]])
+        by_sign = {True: np.nonzero((s_rat >= s_min) & short)[0], False: np.nonzero((s_rat <= -s_min) & short)[0]}
+        if min(len(v) for v in by_sign.values()) == 0:
+            raise ValueError(f"shortcut_min_abs, shortcut_max_tokens: no sentence of the shortcut aspect has |rating|"
+                             f" >= {s_min} and <= {s_len} tokens with both signs")
+    keep = np.nonzero((np.abs(t_rat) >= min_abs) & (np.abs(t_rat) <= max_abs))[0]
     z_t = _normal_scores(t_rat)  # scores over the whole pool: the copula sees the natural marginal
     sorted_pools = []
     for pool in distractor_pools:
@@ -155,6 +164,10 @@ def _compose(target_pool, distractor_pools, rho, min_abs, rng, repeats=1):
     for i in rng.permutation(np.repeat(keep, repeats)):
         parts = [(0, target_pool[i])]
         for a, (pool, order, z_sorted) in enumerate(sorted_pools, start=1):
+            if a == 1 and shortcut is not None:  # sign = the label's with probability p, a strong sentence
+                positive = bool(t_rat[i] > 0) == bool(rng.random() < p_agree)
+                parts.append((a, pool[int(rng.choice(by_sign[positive]))]))
+                continue
             z_a = rho * z_t[i] + np.sqrt(1 - rho**2) * rng.standard_normal()
             at = int(np.searchsorted(z_sorted, z_a))
             j = int(np.clip(at + rng.integers(-2, 2), 0, len(pool) - 1))
@@ -197,6 +210,8 @@ def _embeddings(vocab: list[str], dim: int | None) -> Tensor:
 def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon", "tweet"), *, rho: float = 0.7,
                   min_tokens: int = 3, max_sentence_tokens: int = 12, min_abs_rating: float = 0.5,
                   test_fraction: float = 0.2, train_repeats: int = 1, dim: int | None = None, seed: int = 0,
+                  shortcut_p: float | None = None, shortcut_min_abs: float = 2.0, shortcut_max_tokens: int | None = None,
+                  max_abs_rating: float | None = None,
                   cache: Path | None = None) -> ReviewBenchmark:
     """Build (once; then load from ``data/cache/``) the review benchmark described in the module docstring.
 
@@ -205,6 +220,15 @@ def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon
     training target sentence into that many reviews, each with freshly drawn distractors (the test split
     uses each target once); ``dim=None`` keeps the 300-d vectors, an integer projects them onto that many
     principal components.
+
+    ``shortcut_p`` (None: off) makes the first distractor a **shortcut aspect** that is easier to read than
+    the target and tied to the label: its sentence is drawn uniformly from that aspect's strongly rated
+    sentences (|rating| ≥ ``shortcut_min_abs``; at most ``shortcut_max_tokens`` tokens, None: no extra bound),
+    with the label's sign with probability ``shortcut_p`` and the other sign otherwise (the copula ``rho``
+    then applies to the other distractors only). Both splits are
+    built this way, so the shortcut works on the test set too — as a correlated aspect does in BeerAdvocate.
+    ``max_abs_rating`` (None: no bound) keeps only target sentences with |rating| ≤ it: milder, harder-to-read
+    targets, so that the shortcut is the easier read.
     """
     domains = (target, *distractors)
     for d in domains:
@@ -222,6 +246,12 @@ def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon
         raise ValueError(f"test_fraction: expected in (0, 1), got {test_fraction!r}")
     if not isinstance(train_repeats, int) or train_repeats < 1:
         raise ValueError(f"train_repeats: expected an integer >= 1, got {train_repeats!r}")
+    if shortcut_p is not None:
+        check_number("shortcut_p", shortcut_p, 0, 1)
+        check_number("shortcut_min_abs", shortcut_min_abs, 0, 4)
+        if shortcut_max_tokens is None:
+            shortcut_max_tokens = max_sentence_tokens
+        check_int("shortcut_max_tokens", shortcut_max_tokens, min_tokens, max_sentence_tokens)
     if dim is not None and not (isinstance(dim, int) and 1 <= dim <= 300):
         raise ValueError(f"dim: expected None or an integer in [1, 300], got {dim!r}")
     params = dict(target=target, distractors=list(distractors), rho=rho, min_tokens=min_tokens,
@@ -229,6 +259,11 @@ def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon
                   test_fraction=test_fraction, dim=dim, seed=seed, version=_VERSION)
     if train_repeats != 1:  # keeps the cache key of earlier builds
         params["train_repeats"] = train_repeats
+    if max_abs_rating is not None:  # likewise
+        check_number("max_abs_rating", max_abs_rating, min_abs_rating)
+        params["max_abs_rating"] = float(max_abs_rating)
+    if shortcut_p is not None:  # likewise
+        params["shortcut"] = [float(shortcut_p), float(shortcut_min_abs), int(shortcut_max_tokens)]
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     code = code_key(tokenize, _pools, _normal_scores, _compose, _embeddings, _build, vader_sentences, word_vectors)
     path = (cache or cache_dir()) / f"dmr-reviews-{key}-{code}"  # code: an edit of the build never serves stale data
@@ -248,7 +283,8 @@ def _build(params: dict, path: Path) -> None:
     splits = {}
     for split in ("train", "test"):
         rows = _compose(pools[domains[0]][split], [pools[d][split] for d in domains[1:]], params["rho"],
-                        params["min_abs_rating"], rng, params.get("train_repeats", 1) if split == "train" else 1)
+                        params["min_abs_rating"], rng, params.get("train_repeats", 1) if split == "train" else 1,
+                        params.get("shortcut"), params.get("max_abs_rating", np.inf))
         splits[split] = datasets.Dataset.from_dict(rows)
     vocab = [PAD] + sorted({w for ds in splits.values() for words in ds["tokens"] for w in words})
     emb = _embeddings(vocab, params["dim"])
