@@ -33,8 +33,16 @@ def grouped_mm_available(device: torch.device | str) -> bool:
     """Whether the bench adds a ``torch._grouped_mm`` row: the op exists (a private PyTorch op, 2.8+),
     the device is a CUDA GPU and it computes in bf16 (the op's fast path)."""
     device = torch.device(device)
-    return (hasattr(torch, "_grouped_mm") and device.type == "cuda" and torch.cuda.is_available()
-            and torch.cuda.is_bf16_supported())
+    if not (hasattr(torch, "_grouped_mm") and device.type == "cuda" and torch.cuda.is_available()
+            and torch.cuda.is_bf16_supported()):
+        return False
+    try:  # some builds support only some architectures: one tiny call decides
+        a = torch.zeros(32, 16, device=device, dtype=torch.bfloat16)
+        b = torch.zeros(2, 16, 16, device=device, dtype=torch.bfloat16)
+        torch._grouped_mm(a, b, offs=torch.tensor([16, 32], device=device, dtype=torch.int32))
+    except RuntimeError:
+        return False
+    return True
 
 
 def experts_grouped_mm(x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, w1: torch.Tensor,
