@@ -5,7 +5,8 @@ knows nothing of shared memory or registers. Here ``kimi_mini.kernels.aot`` comp
 its real host wrapper, at the configurations the GPU path uses, down to a cubin with the ptxas inside
 the triton wheel (in a subprocess: this process interprets). It fails on a compile error, on a grid over
 CUDA's limits, on shared memory over the card's limit or within 10 % of it, and on more registers than
-an SM has. The table (kernel, config, arch, shared bytes, registers, spills) is printed.
+an SM has, and on register spills in a bf16 build (but those listed in ``BF16_SPILLS_KNOWN``). The table
+(kernel, config, arch, shared bytes, registers, spills) is printed.
 
 Budget: the full table is ~160 compilations (~0.5 s of CPU each, ~90 s on a quiet 2-core machine); the
 suite compiles a sample — each configuration for one of the two archs, alternating, so every kernel is
@@ -110,6 +111,18 @@ def test_every_kernel_compiles_for_sm90_and_sm80_within_limits():
     missing = {(k, a) for k in jit_kernels() for a in aot.ARCHS} - compiled
     assert not missing, (f"kernels never compiled: {sorted(missing)} — add an entry for their module to "
                          f"kimi_mini.kernels.aot.CONFIGS")
+    # no register spills in any bf16 build, on either arch, but the listed ones
+    spilled = {(row[0], " ".join(row[1:-5]), row[-5], row[-2]) for row in table
+               if row[1] == "bf16" and row[-2].isdigit() and int(row[-2]) > 0}
+    assert {s[0] for s in spilled} <= set(BF16_SPILLS_KNOWN), sorted(spilled)
+
+
+# bf16 builds allowed to spill (seen in the full table, KIMI_AOT_SAMPLE=1); every other bf16 build spills
+# nothing on sm_90 and sm_80.
+BF16_SPILLS_KNOWN = {
+    "_fusion_bwd_dz_kernel": "P=4: 12 B on sm_90 and sm_80 (the polynomial fusion of notebook 11, not a kernel "
+                             "of issue 28)",
+}
 
 
 def test_interpreter_accepts_a_dot_with_k_8():
@@ -137,7 +150,6 @@ def test_compiler_rejects_what_the_interpreter_accepts_and_the_limits_fail():
 # A free Colab T4 (sm_75, 64 KiB of shared memory a block, no bf16). The toy preset computes in fp32, and
 # every kernel compiles for sm_75 in fp32 (kimi_mini.kernels.aot.T4_CASES); these fp16 builds do not fit.
 T4_UNSUPPORTED = {
-    "_flash_attention_bwd_dkdv_kernel": "fp16 D64: 65,536 B of shared memory, all of a T4's 64 KiB (no headroom)",
     "_moba_bwd_dkdv_kernel": "fp16 D64: 65,536 B of shared memory, all of a T4's 64 KiB (no headroom)",
 }
 
