@@ -210,8 +210,8 @@ def _embeddings(vocab: list[str], dim: int | None) -> Tensor:
 def build_reviews(target: str = "movie", distractors: tuple[str, ...] = ("amazon", "tweet"), *, rho: float = 0.7,
                   min_tokens: int = 3, max_sentence_tokens: int = 12, min_abs_rating: float = 0.5,
                   test_fraction: float = 0.2, train_repeats: int = 1, dim: int | None = None, seed: int = 0,
-                  shortcut_p: float | None = None, shortcut_min_abs: float = 2.0, shortcut_max_tokens: int | None = None,
-                  max_abs_rating: float | None = None,
+                  shortcut_p: float | None = None, shortcut_min_abs: float = 2.0,
+                  shortcut_max_tokens: int | None = None, max_abs_rating: float | None = None,
                   cache: Path | None = None) -> ReviewBenchmark:
     """Build (once; then load from ``data/cache/``) the review benchmark described in the module docstring.
 
