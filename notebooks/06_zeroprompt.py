@@ -192,10 +192,15 @@ def my_prediction() -> str:
 # one at N = 8 for 800 steps (eight tasks are memorised sooner than 512; whether its loss has flattened by then is
 # claim 2's precondition, measured below) — because CPU time is the budget and a model trained on 512
 # tasks needs ~2,000 steps to leave its initial plateau; the gpu preset runs N = 8, 32, 128, 512 for both sizes,
-# 3,000 steps each, over the seed set. Not every seed leaves that plateau: in a pilot the N = 512 model with seed 3
-# stayed at chance on the held-out seen tasks at 2,000 steps (0.517, answer loss 0.335, flat) *and* at 3,000 steps
-# (0.517, loss 0.344, flat), so more steps would not rescue it; the step count stays 2,000, and with the seed set
-# (3, 4, 5) the claims that need an above-chance model report `n/a: precondition unmet` with its value.
+# 3,000 steps each, over the seed set. **A setting changed after a pilot:** with AdamW's β₂ = 0.98 the N = 512 model
+# with seed 3 never left that plateau — chance on the held-out seen tasks at 2,000 steps (0.517, answer loss 0.335,
+# flat) and at 3,000 steps (0.517, 0.344), so more steps would not rescue it. A pilot of the small N = 512 model
+# over seeds 0–5 (2,000 steps, seen accuracy on 2,224 examples) with β₂ = 0.98 → 0.95 (the common choice for
+# transformer pretraining; gradient clipping at 1.0 and a 20-step warmup were already on) gave, seed by seed,
+# 0.663 → 0.708, 0.577 → 0.670, 0.627 → 0.671, 0.517 → 0.653, 0.714 → 0.722, 0.583 → 0.551 (mean 0.614 → 0.663;
+# the unseen-family tasks stayed near chance either way, 0.536 → 0.503), so β₂ = 0.95 is now the pretraining
+# setting. The other candidates did not help every seed: a 200-step warmup took seed 0 from 0.663 to 0.545, a peak
+# lr of 1e-3 took seed 4 from 0.714 to 0.534. The claims below were measured after this change.
 # Held-out sets: **seen** (20 % of every trained family's tasks), **unseen** (generated tasks of the never-trained
 # families `price_above`, `diff_greater`) and **real** (sentence sentiment ×5, subjectivity,
 # party ×2). Chance is 0.5 everywhere (balanced yes/no labels).

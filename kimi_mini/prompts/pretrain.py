@@ -7,7 +7,11 @@ option[label]``; the loss is the next-byte cross-entropy on the answer bytes onl
 
 Tasks are drawn uniformly among the N training tasks, the example and template uniformly within the task; the
 number of training sequences is fixed, so models trained on more tasks see the same number of training
-examples (and about the same number of tokens) spread over more tasks. Training compute is counted as
+examples (and about the same number of tokens) spread over more tasks. The optimiser is AdamW with β = (0.9, 0.95),
+gradient-norm clipping at 1.0, 20 warmup steps and cosine decay to 10 % of the peak lr. β₂ was 0.98 until a pilot
+of the small model on N = 512 tasks over seeds 0–5 (2,000 steps, held-out seen accuracy): with 0.98, seed 3
+never left the constant-answer plateau (0.517, answer loss 0.335); with 0.95 it reached 0.653, and the other
+seeds were not hurt (see notebook 06). Training compute is counted as
 ``FLOPs = 6 · params · tokens`` (every processed byte, padding included). Trained models are cached under
 ``data/cache/zeroprompt/<config hash>-<code hash>.pt`` (the code hash covers the functions that train the model,
 so an edit of them never serves a stale model) so that later runs and the GPS notebook load the frozen model.
@@ -197,7 +201,7 @@ def pretrain(config: PretrainConfig, *, zoo: dict[str, Task] | None = None, devi
         history = load_checkpoint(path, model, map_location=device)["history"]
     else:
         if config.optimizer == "adamw":
-            opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.98))
+            opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.95))
         else:
             from kimi_mini.optim import build_optimizer
             opt = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=0.0)
