@@ -63,6 +63,7 @@ from kimi_mini.storywars.corpus import CorpusConfig, author_style_stats, generat
 from kimi_mini.storywars.evaluate import generate_answer, predict, score_type
 from kimi_mini.storywars.experiment import REGIMES, ExperimentConfig, regime_tasks, run_experiment, summarise
 from kimi_mini.storywars.metrics import boundaries_from_masses, boundary_similarity, rouge_l, spearman
+from kimi_mini.storywars.plots import draw_chapters, story_view_figure
 from kimi_mini.storywars.tasks import (
     GENERATION,
     HELD_OUT,
@@ -72,7 +73,6 @@ from kimi_mini.storywars.tasks import (
     ground_truth,
     make_examples,
     render,
-    story_view,
     task_splits,
 )
 from kimi_mini.storywars.train import TrainSpec, collate, encode_example, pretrained_lm
@@ -108,11 +108,7 @@ story = next(s for s in showcase.stories if len(s.chapters) == 4 and len(set(s.a
 colours = dict(zip(sorted(set(story.authors)), plt.cm.tab10.colors, strict=False))
 fig, ax = plt.subplots(figsize=(9, 2.4))
 ax.axis("off")
-y = 0.95
-for ch in story.chapters:
-    lines = textwrap.wrap(f"[{ch.author}] {ch.text}", 105)
-    ax.text(0.0, y, "\n".join(lines), color=colours[ch.author], va="top", fontsize=8.5, family="monospace")
-    y -= 0.07 + 0.085 * len(lines)
+draw_chapters(ax, story, colours, y=0.95, width=105, fontsize=8.5, line=0.085, gap=0.07)
 ax.set_title(f"story {story.id} · {story.genre} · {story.likes} likes (score {story.score}/10) · "
              "one colour per author", fontsize=9)
 nb.savefig(fig, "story-by-author")
@@ -193,33 +189,8 @@ for t in HELD_OUT:
 import ipywidgets as widgets  # noqa: E402
 
 VIEW_TYPES = UNDERSTANDING + GENERATION + HELD_OUT
-
-
-def draw_story(story_id, task_type):
-    s = showcase.story(story_id)
-    ex = story_view(showcase, story_id, task_type)
-    prompt, target = render(ex)
-    cmap = dict(zip(sorted(showcase.authors), plt.cm.tab20.colors, strict=False))
-    fig, ax = plt.subplots(figsize=(10, 5.2))
-    ax.axis("off")
-    y = 0.97
-    for ch in s.chapters:
-        lines = textwrap.wrap(f"ch.{ch.index + 1} [{ch.author}] {ch.text}", 110)
-        ax.text(0.0, y, "\n".join(lines), color=cmap[ch.author], va="top", fontsize=8, family="monospace")
-        y -= 0.03 + 0.045 * len(lines)
-    y -= 0.03
-    ax.axhline(y + 0.015, color="grey", lw=0.5)
-    head = f"{task_type} ({TASK_TYPES.get(task_type).kind}{', held out' if task_type in HELD_OUT else ''}) sees:"
-    view = [head] + [w for line in prompt.split("\n") for w in (textwrap.wrap(line, 110) or [""])][:14]
-    view.append(f"label:{target.rstrip()}  ({len(ex.options)} options)")
-    ax.text(0.0, y, "\n".join(view), va="top", fontsize=7.5, family="monospace")
-    ax.set_title(f"story {s.id} · {s.genre} · {s.likes} likes (score {s.score}/10) · authors "
-                 f"{', '.join(dict.fromkeys(s.authors))}", fontsize=9)
-    return fig
-
-
 _ = interactive_figure(
-    draw_story,
+    lambda story_id, task_type: story_view_figure(showcase, story_id, task_type),
     save=lambda fig: nb.savefig(fig, "story-browser"),
     story_id=widgets.IntSlider(0, 0, len(showcase.stories) - 1, description="story"),
     task_type=widgets.Dropdown(options=VIEW_TYPES, value=VIEW_TYPES[0], description="task"),

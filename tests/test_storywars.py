@@ -166,6 +166,24 @@ def test_story_view_reads_the_story(corpus, type_name):
         story_view(corpus, 7, "poetry")
 
 
+def test_story_view_figure_shows_the_chapters_and_the_tasks_label(corpus):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kimi_mini.storywars.plots import story_view_figure
+
+    fig = story_view_figure(corpus, 7, "temporal_inference")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    story, ex = corpus.story(7), story_view(corpus, 7, "temporal_inference")
+    shown = " ".join(" ".join(t.split()) for t in texts)
+    assert all(" ".join(ch.text.split()) in shown for ch in story.chapters)
+    assert len(texts) == len(story.chapters) + 1 and f"label: {ex.answer}" in texts[-1]
+    assert str(story.id) in fig.axes[0].get_title()
+    plt.close(fig)
+
+
 def test_ground_truth_catches_a_wrong_label(corpus):
     ex = make_examples(corpus, Task("temporal_inference", "horror"), "train", 1)[0]
     flipped = type(ex)(ex.task, ex.type, ex.genre, ex.input, ex.options, "no" if ex.answer == "yes" else "yes",
