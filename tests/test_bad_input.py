@@ -632,6 +632,12 @@ cases("invariance:train_translation.batch_size", "batch_size", lambda v: _tr.tra
 cases("invariance:train_translation.k", "k", lambda v: _tr.train_translation(_tdata(), steps=1, d=8, adversary=True,
                                                                              k=v), [0, BIG])
 cases("invariance:train_translation.d", "d", lambda v: _tr.train_translation(_tdata(), steps=1, d=v), [0, 3, 1.5])
+cases("invariance:train_translation.d_lr", "d_lr", lambda v: _tr.train_translation(_tdata(), steps=1, d=8,
+                                                                                     adversary=True, d_lr=v),
+      [0, -1.0, NAN, INF])
+cases("invariance:train_translation.d_warmup", "d_warmup", lambda v: _tr.train_translation(_tdata(), steps=1, d=8,
+                                                                                             adversary=True,
+                                                                                             d_warmup=v), [-1, 1.5])
 cases("invariance:TranslationData.subset", "language", lambda v: _tdata().subset(v), ["xx", None])
 
 # --- fusion

@@ -201,16 +201,22 @@ def _lang_loss(model: Seq2Seq, h: Tensor, src: Tensor, lang: Tensor) -> tuple[Te
 
 def train_translation(data: TranslationData, *, gamma: float = 0.0, adversary: bool = False, steps: int = 300,
                       batch_size: int = 64, d: int = 64, lr: float = 3e-3, k: int = 1, seed: int = 0,
+                      d_lr: float | None = None, d_warmup: int = 0,
                       device: str | torch.device = "cpu", progress: bool = False) -> tuple[Seq2Seq, list[dict]]:
     """Train on ``data`` (one or both languages) for ``steps`` (E, Dec) steps; with ``adversary`` each is
     preceded by ``k`` discriminator steps and E, Dec minimise CE(y) − γ·CE(s); without it D is not trained
-    (``d_loss``/``d_acc`` are NaN; a probe measures the states afterwards). Returns the model (eval mode) and its
-    records."""
+    (``d_loss``/``d_acc`` are NaN; a probe measures the states afterwards). ``d_lr``: D's Adam learning rate
+    (None: ``lr``); ``d_warmup``: with ``adversary``, that many steps of D alone on the states of the frozen,
+    freshly initialised encoder before the game starts (so the encoder's first steps play against a D that can
+    already read something). Returns the model (eval mode) and its records."""
     check_number("gamma", gamma, 0)
     check_number("lr", lr, 0, lo_open=True)
     check_int("steps", steps, 1, 10**7)
     check_int("batch_size", batch_size, 1, 1 << 20)
     check_int("k", k, 1, 1000)
+    if d_lr is not None:
+        check_number("d_lr", d_lr, 0, lo_open=True)
+    check_int("d_warmup", d_warmup, 0, 10**7)
     if isinstance(d, bool) or not isinstance(d, int) or d < 2 or d % 2 or d > 1 << 14:
         raise ValueError(f"d: expected an even integer in [2, 16384], got {d!r}")
     if len(data) < 1:
@@ -220,19 +226,29 @@ def train_translation(data: TranslationData, *, gamma: float = 0.0, adversary: b
     src_all, tgt_all, lang_all = data.src.to(device), data.tgt.to(device), data.lang.to(device)
     d_params = list(model.discriminator.parameters())
     ed_params = [p for n, p in model.named_parameters() if not n.startswith("discriminator")]
-    opt_ed, opt_d = torch.optim.Adam(ed_params, lr=lr), torch.optim.Adam(d_params, lr=lr)
+    opt_ed = torch.optim.Adam(ed_params, lr=lr)
+    opt_d = torch.optim.Adam(d_params, lr=lr if d_lr is None else d_lr)
     g = float(gamma) if adversary else 0.0
+
+    def d_step(gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        idx = torch.randint(0, len(data), (batch_size,), generator=gen).to(device)
+        with torch.no_grad():
+            h = model.encode(src_all[idx], lang_all[idx])
+        d_loss, d_acc = _lang_loss(model, h, src_all[idx], lang_all[idx])
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        return d_loss, d_acc
+
+    if adversary and d_warmup:  # D alone on the frozen initial encoder, before the game starts
+        gen = torch.Generator().manual_seed(seed + 7_919)
+        for _ in range(d_warmup):
+            d_step(gen)
 
     def step_fn(step: int, gen: torch.Generator) -> dict:
         d_loss = d_acc = torch.tensor(float("nan"))
         for _ in range(k if adversary else 0):
-            idx = torch.randint(0, len(data), (batch_size,), generator=gen).to(device)
-            with torch.no_grad():
-                h = model.encode(src_all[idx], lang_all[idx])
-            d_loss, d_acc = _lang_loss(model, h, src_all[idx], lang_all[idx])
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            d_loss, d_acc = d_step(gen)
         idx = torch.randint(0, len(data), (batch_size,), generator=gen).to(device)
         src, tgt, lang = src_all[idx], tgt_all[idx], lang_all[idx]
         h = model.encode(src, lang)
