@@ -19,33 +19,34 @@ The schedule (:func:`build_schedule`), built with a fixed number of device ops a
 1. the gate (:func:`gate_select`): int32 history block ids ``SEL [B·H, T, S]`` (``S = min(k−1, n−1)``,
    −1 = empty slot); block means reduced in fp32 straight from K (no fp32 copy of K), scores in a fixed
    number of query chunks, each against the blocks its last query may see;
-2. every (query, slot) *entry* gets the key ``bh·n + block``; a stable sort groups the entries by key
-   block, and each group is cut into tiles of ``BLOCK_M`` entries (the last one padded). The grid is
-   an upper bound on the tile count (``⌈E / BLOCK_M⌉ + B·H·n``); the programs past the real count see
-   an empty tile and do nothing.
+2. every (query, slot) *entry* gets the key ``slot·(B·H·n) + bh·n + block``; a stable sort groups the
+   entries by slot, then key block, and each group is cut into tiles of ``BLOCK_M`` entries (the last
+   one padded). Each slot's launch has a grid that bounds its tile count (``⌈B·H·T / BLOCK_M⌉ + B·H·n``);
+   the programs past the real count see an empty tile and do nothing.
 
-Forward: ``_moba_hist_fwd_kernel`` runs one program per (query tile, key block) — the tile's gathered
-queries attend the whole block (it lies wholly in the past: no mask) and write a partial output and lse
-per entry; ``_moba_fwd_kernel`` runs one program per query tile of a block, attends the block causally
-and folds in the tile's partials (each partial acts as one "key" with score ``lse_p`` and value ``o_p``
-in the online softmax) — o and lse in one pass. The work is the pairs MoBA needs, plus tile padding
-(``kimi-mini bench moba`` counts it: ≈ 1.05× at block 512, top-3).
+Forward: ``_moba_fwd_kernel`` runs one program per query tile of a block and attends the block causally,
+writing o and lse; then, for each slot, ``_moba_hist_fwd_kernel`` runs one program per (query tile, key
+block): the tile's gathered queries attend the whole block (it lies wholly in the past: no mask), and
+the partial (o_p, lse_p) is merged into the rows' (o, lse) in place. A query has one entry per slot, so
+no two programs of one launch touch the same row, and no partial buffer is needed: the forward holds
+o, lse and the schedule only (≈ 1.04× SDPA's q, k, v, o at the bench's shape; :func:`memory_plan`).
+The work is the pairs MoBA needs, plus tile padding (``kimi-mini bench moba`` counts it).
 
-Backward: δ (``_moba_bwd_preprocess_kernel``); ``_moba_hist_bwd_dq_kernel`` writes a partial dq per
-entry (one program per (query tile, key block)); ``_moba_bwd_dkdv_kernel`` owns ``BLOCK_N`` keys of one
-block and walks the gathered tiles of that block, then the causal queries of the block itself — dK, dV
-without atomics; ``_moba_bwd_dq_kernel`` computes the current block's dq per query tile and adds the
-entry partials. Deterministic: no atomics anywhere.
+Backward: δ (``_moba_bwd_preprocess_kernel``); ``_moba_bwd_dkdv_kernel`` owns ``BLOCK_N`` keys of one
+block and walks the gathered tiles of that block in every slot, then the causal queries of the block
+itself — dK, dV without atomics; ``_moba_bwd_dq_kernel`` writes the current block's dq per query tile,
+then ``_moba_hist_bwd_dq_kernel`` adds each slot's history share in place (one launch per slot).
+Deterministic: no atomics anywhere, and a fixed merge order per row (current block, slot 0, 1, …).
 
-Precision: bf16/fp16 tiles go to the tensor cores as loaded (fp32 accumulation); partial outputs and
-partial dq are stored in the input dtype (one extra rounding), lse and δ in fp32. In the CPU
-interpreter loads are upcast to fp32 (``UPCAST``: it computes bf16 wrongly otherwise). fp32 inputs use
-the ``tl.dot`` precision of :func:`kimi_mini.kernels.dot_precision`. Every kernel runs on a 1-D grid.
+Precision: bf16/fp16 tiles go to the tensor cores as loaded (fp32 accumulation); o and dq are stored in
+the input dtype after the current block and after each slot's merge (``S`` extra roundings), lse and δ
+in fp32. In the CPU interpreter loads are upcast to fp32 (``UPCAST``: it computes bf16 wrongly
+otherwise). fp32 inputs use the ``tl.dot`` precision of :func:`kimi_mini.kernels.dot_precision`. Every
+kernel runs on a 1-D grid.
 
-Memory beyond the output: the entries' partial outputs and partial dq (``S`` × the output's size each,
-in the input dtype), the int32 selections and the sorted entries (:func:`memory_plan` counts them; at
-the bench's shape, top-3 in bf16 at D = 64, the forward's partials alone are ≈ 0.5× of SDPA's q, k, v, o —
-over the issue's ≤ 1.1× target; cutting T into segments that reuse one partial buffer is not done yet).
+Memory beyond the output: lse and δ (fp32, one per query), the int32 selections, the sorted entries and
+the tiles (:func:`memory_plan` counts them). An earlier version kept a partial output per entry and
+merged them in the current-block kernel: ≈ 0.52× SDPA's q, k, v, o more at the bench's shape.
 
 Order, as in Triton's tutorials: reference (``kimi_mini.moba``, ``impl="naive"``), kernels, host
 wrapper + ``autograd.Function``, check (``tests/test_moba_kernel.py``), benchmark (``__main__``).
@@ -77,14 +78,19 @@ _GATE_CHUNKS = 8
 
 
 @triton.jit
-def _moba_hist_fwd_kernel(Q, K, V, ENT, TILES, OP, LP, qk_scale, T, D, BS, N_BLK,
+def _moba_hist_fwd_kernel(Q, K, V, ENT, TILES, SLOT_TILES, O, LSE, qk_scale, slot, T, D, BS, N_BLK,
                           S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    # One (query tile, key block): TILES[tile] = (bh·n + block, first entry, end entry) in ENT.
-    tile = tl.program_id(0)
-    g = tl.load(TILES + tile * 3)
-    r0 = tl.load(TILES + tile * 3 + 1)
-    r1 = tl.load(TILES + tile * 3 + 2)
+    # One (query tile, key block) of one slot: TILES[tile] = (bh·n + block, first entry, end entry) in ENT;
+    # the slot's tiles are SLOT_TILES[slot] = (first tile, count). The tile's queries attend the whole block
+    # (it lies wholly in their past: no mask) and the result is merged into o and lse in place. A query
+    # has one entry per slot, so no two programs of one launch touch the same row.
+    pid = tl.program_id(0)
+    live = pid < tl.load(SLOT_TILES + slot * 2 + 1)
+    tile = tl.load(SLOT_TILES + slot * 2) + pid
+    g = tl.load(TILES + tile * 3, mask=live, other=0)
+    r0 = tl.load(TILES + tile * 3 + 1, mask=live, other=0)
+    r1 = tl.load(TILES + tile * 3 + 2, mask=live, other=0)  # a program past the count: an empty tile
     bh, blk = g // N_BLK, g % N_BLK
     offs_r = r0 + tl.arange(0, BLOCK_M)
     r_ok = offs_r < r1
@@ -100,7 +106,7 @@ def _moba_hist_fwd_kernel(Q, K, V, ENT, TILES, OP, LP, qk_scale, T, D, BS, N_BLK
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    n_hi = tl.where(r1 > r0, BS, 0)  # an empty tile (past the real tile count) does nothing
+    n_hi = tl.where(r1 > r0, BS, 0)  # an empty tile does nothing
     for n0 in range(0, n_hi, BLOCK_N):
         in_blk = n0 + tl.arange(0, BLOCK_N)
         n_ok = in_blk < BS  # a history block is complete: only the last chunk of an odd B is partial
@@ -112,17 +118,27 @@ def _moba_hist_fwd_kernel(Q, K, V, ENT, TILES, OP, LP, qk_scale, T, D, BS, N_BLK
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # base 2
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
+    # merge (o_p, lse_p) into the row's (o, lse) so far — the current block and the earlier slots:
+    # lse' = log(e^lse + e^lse_p), o' = e^(lse − lse') o + e^(lse_p − lse') o_p, all in base 2 here
     l_safe = tl.where(l_i > 0, l_i, 1.0)
-    tl.store(OP + ent[:, None] * D + offs_d[None, :], (acc / l_safe[:, None]).to(OP.dtype.element_ty),
-             mask=rd_mask)
-    tl.store(LP + ent, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=r_ok)
+    lse_p = m_i + tl.log2(l_safe)
+    lse_o = tl.load(LSE + qrow, mask=r_ok, other=0.0) * 1.4426950408889634
+    o_o = tl.load(O + qrow[:, None] * D + offs_d[None, :], mask=rd_mask, other=0.0).to(tl.float32)
+    m = tl.maximum(lse_o, lse_p)
+    w_o = tl.exp2(lse_o - m)
+    w_p = tl.exp2(lse_p - m)
+    tot = w_o + w_p
+    o_new = (o_o * w_o[:, None] + (acc / l_safe[:, None]) * w_p[:, None]) / tot[:, None]
+    tl.store(O + qrow[:, None] * D + offs_d[None, :], o_new.to(O.dtype.element_ty), mask=rd_mask)
+    tl.store(LSE + qrow, (m + tl.log2(tot)) * 0.6931471805599453, mask=r_ok)
 
 
 @triton.jit
-def _moba_fwd_kernel(Q, K, V, SEL, OP, LP, O, LSE, qk_scale, T, D, BS, N_BLK, N_MT,
-                     S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+def _moba_fwd_kernel(Q, K, V, O, LSE, qk_scale, T, D, BS, N_BLK, N_MT,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                      UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    # One query tile of one block: the block's causal part, then the tile's history partials merged in.
+    # One query tile of one block: the block's causal part. It runs first and writes o and lse; the
+    # history launches (one per slot) then merge their blocks into them.
     pid = tl.program_id(0)
     j = pid % N_MT
     g = pid // N_MT
@@ -155,19 +171,6 @@ def _moba_fwd_kernel(Q, K, V, SEL, OP, LP, O, LSE, qk_scale, T, D, BS, N_BLK, N_
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = tl.where(n_ok[None, :] & (in_n[None, :] <= in_m[:, None]), s, float("-inf"))
         m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
-    # Each history partial (o_p, lse_p) enters the online softmax as one key of score lse_p, value o_p.
-    for slot in tl.static_range(S):
-        e = row * S + slot
-        chosen = tl.load(SEL + e, mask=m_ok, other=-1) >= 0
-        lp = tl.load(LP + e, mask=chosen, other=float("-inf")) * 1.4426950408889634
-        op = tl.load(OP + e[:, None] * D + offs_d[None, :], mask=chosen[:, None] & d_ok[None, :],
-                     other=0.0).to(tl.float32)
-        m_new = tl.maximum(m_i, lp)
-        alpha = tl.exp2(m_i - m_new)
-        beta = tl.exp2(lp - m_new)  # 0 for an empty slot
-        l_i = l_i * alpha + beta
-        acc = acc * alpha[:, None] + beta[:, None] * op
-        m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.0)  # rows past the block only
     tl.store(O + row[:, None] * D + offs_d[None, :], (acc / l_safe[:, None]).to(O.dtype.element_ty), mask=md_mask)
     tl.store(LSE + row, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=m_ok)
@@ -186,13 +189,17 @@ def _moba_bwd_preprocess_kernel(O, DO, DELTA, R, D, BLOCK_R: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _moba_hist_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, DQP, qk_scale, sm_scale, T, D, BS, N_BLK,
-                             S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def _moba_hist_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, SLOT_TILES, DQ, qk_scale, sm_scale, slot, T,
+                             D, BS, N_BLK, S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                              BLOCK_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    tile = tl.program_id(0)
-    g = tl.load(TILES + tile * 3)
-    r0 = tl.load(TILES + tile * 3 + 1)
-    r1 = tl.load(TILES + tile * 3 + 2)
+    # One (query tile, key block) of one slot, as in the forward: the block's share of dq, added to the
+    # rows' dq in place (the current block's dq is already there; one entry per query per slot).
+    pid = tl.program_id(0)
+    live = pid < tl.load(SLOT_TILES + slot * 2 + 1)
+    tile = tl.load(SLOT_TILES + slot * 2) + pid
+    g = tl.load(TILES + tile * 3, mask=live, other=0)
+    r0 = tl.load(TILES + tile * 3 + 1, mask=live, other=0)
+    r1 = tl.load(TILES + tile * 3 + 2, mask=live, other=0)
     bh, blk = g // N_BLK, g % N_BLK
     offs_r = r0 + tl.arange(0, BLOCK_M)
     r_ok = offs_r < r1
@@ -223,12 +230,14 @@ def _moba_hist_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, DQP, qk_scale,
         p = tl.where(r_ok[:, None] & n_ok[None, :], p, 0.0)
         ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
-    tl.store(DQP + ent[:, None] * D + offs_d[None, :], (dq * sm_scale).to(DQP.dtype.element_ty), mask=rd_mask)
+    dq_ptr = DQ + qrow[:, None] * D + offs_d[None, :]
+    dq_old = tl.load(dq_ptr, mask=rd_mask, other=0.0).to(tl.float32)
+    tl.store(dq_ptr, (dq_old + dq * sm_scale).to(DQ.dtype.element_ty), mask=rd_mask)
 
 
 @triton.jit
-def _moba_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, TILE_FIRST, TILE_COUNT, DK, DV, qk_scale,
-                          sm_scale, T, D, BS, N_BLK, N_CHUNKS, S: tl.constexpr, BLOCK_M: tl.constexpr,
+def _moba_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, BLK_TILES, TILE_FIRST, TILE_COUNT, DK, DV,
+                          qk_scale, sm_scale, T, D, BS, N_BLK, N_CHUNKS, S: tl.constexpr, BLOCK_M: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, UPCAST: tl.constexpr,
                           PRECISION: tl.constexpr):
     # BLOCK_N keys of one block: the gathered query tiles that chose the block, then its own queries.
@@ -250,9 +259,10 @@ def _moba_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, TILE_FIRST, TILE_
         k, v = k.to(tl.float32), v.to(tl.float32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    first = tl.load(TILE_FIRST + g)
+    first = tl.load(TILE_FIRST + g)  # the block's gathered tiles, every slot's, listed in BLK_TILES
     count = tl.load(TILE_COUNT + g)
-    for i in range(first, first + count):
+    for j in range(first, first + count):
+        i = tl.load(BLK_TILES + j)
         r0 = tl.load(TILES + i * 3 + 1)
         r1 = tl.load(TILES + i * 3 + 2)
         offs_r = r0 + tl.arange(0, BLOCK_M)
@@ -295,9 +305,11 @@ def _moba_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, ENT, TILES, TILE_FIRST, TILE_
 
 
 @triton.jit
-def _moba_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, SEL, DQP, DQ, qk_scale, sm_scale, T, D, BS, N_BLK, N_MT,
-                        S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+def _moba_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, qk_scale, sm_scale, T, D, BS, N_BLK, N_MT,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    # One query tile of one block: the current block's dq (causal). It runs before the history launches,
+    # which add their blocks' shares in place.
     pid = tl.program_id(0)
     j = pid % N_MT
     g = pid // N_MT
@@ -333,11 +345,6 @@ def _moba_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, SEL, DQP, DQ, qk_scale, sm_scal
         ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
     dq = dq * sm_scale
-    for slot in tl.static_range(S):  # the history parts' dq, one partial per chosen slot
-        e = row * S + slot
-        chosen = tl.load(SEL + e, mask=m_ok, other=-1) >= 0
-        dq += tl.load(DQP + e[:, None] * D + offs_d[None, :], mask=chosen[:, None] & d_ok[None, :],
-                      other=0.0).to(tl.float32)
     tl.store(DQ + row[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=md_mask)
 
 
@@ -382,13 +389,17 @@ class MobaSchedule(NamedTuple):
     """The key-block-major schedule (all index tensors on the inputs' device, int32).
 
     ``sel [B·H, T, S]``: history block ids (−1 none). Entry ``e = (bh·T + t)·S + slot``.
-    ``ent [E]``: the entries sorted by key block (``bh·n + block``); empty slots sorted last.
-    ``tiles [max_tiles, 3]``: (key block, first, end) into ``ent``; tiles past the real count are empty.
-    ``tile_first, tile_count [B·H·n]``: the tiles of each key block. ``n_tiles``: 0-d, the real count."""
+    ``ent [E]``: the entries sorted by (slot, key block ``bh·n + block``); empty slots sorted last.
+    ``tiles [max_tiles, 3]``: (key block, first, end) into ``ent``, slot-major; tiles past the real
+    count are empty. ``slot_tiles [S, 2]``: each slot's (first tile, tile count). ``blk_tiles``: the real
+    tiles' ids ordered by key block (every slot's); ``tile_first, tile_count [B·H·n]``: each key block's
+    range in ``blk_tiles`` (what the dK/dV kernel walks). ``n_tiles``: 0-d, the real count."""
 
     sel: Tensor
     ent: Tensor
     tiles: Tensor
+    slot_tiles: Tensor
+    blk_tiles: Tensor
     tile_first: Tensor
     tile_count: Tensor
     n_tiles: Tensor
@@ -399,20 +410,25 @@ class MobaSchedule(NamedTuple):
 
 @torch.no_grad()
 def build_schedule(sel: Tensor, block_size: int, block_m: int) -> MobaSchedule:
-    """Group the (query, slot) entries of ``sel [B·H, T, S]`` by chosen key block, in tiles of
+    """Group the (query, slot) entries of ``sel [B·H, T, S]`` by slot and chosen key block, in tiles of
     ``block_m``: one stable sort, a searchsorted for the group starts, one for each tile's group —
-    a fixed number of device ops, no host sync (works on meta tensors)."""
+    a fixed number of device ops, no host sync (works on meta tensors). Grouping by slot first lets the
+    kernels merge each slot's blocks into o (and dq) in place: a query has one entry per slot."""
     BH, T, S = sel.shape
     n = -(-T // block_size)
-    G, E = BH * n, BH * T * S
+    G1 = BH * n  # key blocks
+    G, E = S * G1, BH * T * S
     dev = sel.device
     idx_dtype = torch.int32 if max(E, G) < 2**31 - 1 else torch.int64
-    if G == 0:  # no heads: an empty schedule
+    if G == 0:  # no heads, or no history slot: an empty schedule
         z = torch.zeros(0, dtype=idx_dtype, device=dev)
-        return MobaSchedule(sel, z, z.view(0, 3), z, z, z.sum(), block_size, n, block_m)
+        zb = torch.zeros(G1, dtype=idx_dtype, device=dev)  # the dK/dV kernel reads a count of 0 per block
+        return MobaSchedule(sel.contiguous(), z, z.view(0, 3), z.view(0, 2), z, zb, zb, z.sum(), block_size, n,
+                            block_m)
     flat = sel.reshape(-1)
-    bh = torch.arange(E, device=dev, dtype=idx_dtype) // max(T * S, 1)
-    key = torch.where(flat >= 0, bh * n + flat, G)  # empty slots sort last
+    e = torch.arange(E, device=dev, dtype=idx_dtype)
+    bh, slot = e // (T * S), e % S
+    key = torch.where(flat >= 0, slot * G1 + bh * n + flat, G)  # empty slots sort last
     key_sorted, order = torch.sort(key, stable=True)
     ent = order.to(idx_dtype)
     bounds = torch.searchsorted(key_sorted, torch.arange(G + 1, device=dev, dtype=key_sorted.dtype),
@@ -427,9 +443,15 @@ def build_schedule(sel: Tensor, block_size: int, block_m: int) -> MobaSchedule:
     r0 = start[tg] + (i - tile_first[tg]) * block_m
     real = i < tile_end[-1]
     r1 = torch.where(real, torch.minimum(r0 + block_m, bounds[1:][tg]), r0)  # empty past the count
-    tiles = torch.stack([tg, r0, r1], 1).to(idx_dtype).contiguous()
-    return MobaSchedule(sel.contiguous(), ent, tiles, tile_first.contiguous(), tile_count.contiguous(),
-                        tile_end[-1], block_size, n, block_m)
+    tiles = torch.stack([tg % G1, r0, r1], 1).to(idx_dtype).contiguous()
+    slot_first = tile_first.view(S, G1)[:, 0]
+    slot_tiles = torch.stack([slot_first, tile_end.view(S, G1)[:, -1] - slot_first], 1).contiguous()
+    # the dK/dV kernel's view: each key block's tiles over all slots (a stable sort of the tiles by block)
+    blk_key_sorted, blk_order = torch.sort(torch.where(real, tiles[:, 0], G1), stable=True)
+    blk_bounds = torch.searchsorted(blk_key_sorted, torch.arange(G1 + 1, device=dev, dtype=blk_key_sorted.dtype),
+                                    out_int32=idx_dtype == torch.int32)
+    return MobaSchedule(sel.contiguous(), ent, tiles, slot_tiles, blk_order.to(idx_dtype), blk_bounds[:-1].contiguous(),
+                        (blk_bounds[1:] - blk_bounds[:-1]).contiguous(), tile_end[-1], block_size, n, block_m)
 
 
 def _tiles(block_size: int, D: int, dtype: torch.dtype, interpreted: bool | None = None) -> tuple[int, int, int]:
@@ -481,36 +503,29 @@ def schedule_pairs(sched: MobaSchedule, block_n: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _fwd_partials(q: Tensor, S: int) -> tuple[Tensor, Tensor]:
-    """The forward's buffers beyond o and lse: a partial output (q's dtype) and lse (fp32) per entry."""
-    B, H, T, D = q.shape
-    return (torch.empty(B * H * T * S, D, device=q.device, dtype=q.dtype),
-            torch.empty(B * H * T * S, device=q.device, dtype=torch.float32))
-
-
-def _bwd_partials(q: Tensor, S: int) -> Tensor:
-    """The backward's partial dq per entry (q's dtype)."""
-    B, H, T, D = q.shape
-    return torch.empty(B * H * T * S, D, device=q.device, dtype=q.dtype)
-
-
 def memory_plan(B: int, H: int, T: int, D: int, block_size: int, top_k: int,
                 dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
     """Bytes the wrapper allocates beyond the inputs and the output, from the buffers it would allocate
-    (built on meta tensors: no memory, no compute): ``schedule`` (the int32 selections and the sorted
-    entries and tiles, kept for the backward), ``fwd_partials`` (partial outputs + lse, freed after the
-    forward), ``bwd_partials`` (partial dq + δ), ``lse`` (kept for the backward), and ``sdpa`` = q, k, v, o
-    — what causal SDPA holds in a forward. Not counted: the gate's transient scores (T·H·n/8 fp32 per
-    chunk) and the sort's transient int64 permutation (8 bytes per entry)."""
+    (built on meta tensors: no memory, no compute): ``schedule`` (the int32 selections, the sorted
+    entries and the tiles, kept for the backward), ``lse`` (fp32, kept for the backward), ``delta`` (the
+    backward's fp32 δ), and ``sdpa`` = q, k, v, o — what causal SDPA holds in a forward. There are no
+    partial outputs or partial dq: each slot's history blocks are merged into o and dq in place. Not
+    counted: the gate's transient scores (T·H·n/8 fp32 per chunk, freed before o is allocated) and the
+    sort's transient int64 permutation (8 bytes per entry, likewise)."""
     q = torch.empty(B, H, T, D, device="meta", dtype=dtype)
     n = -(-T // block_size)
     S = min(top_k - 1, n - 1) if n else 0
     sched = schedule_for(q, torch.empty(B * H, T, S, device="meta", dtype=torch.int32), block_size)
     nbytes = lambda *ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
-    return {"sdpa": 4 * nbytes(q), "lse": B * H * T * 4,
-            "schedule": nbytes(sched.sel, sched.ent, sched.tiles, sched.tile_first, sched.tile_count),
-            "fwd_partials": nbytes(*_fwd_partials(q, S)),
-            "bwd_partials": nbytes(_bwd_partials(q, S)) + B * H * T * 4}
+    return {"sdpa": 4 * nbytes(q), "lse": B * H * T * 4, "delta": B * H * T * 4,
+            "schedule": nbytes(sched.sel, sched.ent, sched.tiles, sched.slot_tiles, sched.blk_tiles,
+                               sched.tile_first, sched.tile_count)}
+
+
+def _slot_grid(BH: int, T: int, n: int, block_m: int) -> int:
+    """Programs of one slot's history launch: an upper bound on its tiles (≤ one entry per query, and
+    ``⌈c / M⌉ ≤ c / M + 1`` per key block); the programs past the slot's real count do nothing."""
+    return -(-BH * T // block_m) + BH * n
 
 
 def _launch_args(q: Tensor) -> dict:
@@ -519,7 +534,8 @@ def _launch_args(q: Tensor) -> dict:
 
 def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sched: MobaSchedule) -> tuple[Tensor, Tensor]:
     """Forward on contiguous ``[B, H, T, D]`` inputs (no checks); returns ``o`` (q's dtype) and
-    ``lse [B·H, T]`` fp32."""
+    ``lse [B·H, T]`` fp32. The current blocks first (o, lse), then one launch per slot merging that
+    slot's history blocks in place."""
     B, H, T, D = q.shape
     o = torch.empty_like(q)
     lse = torch.empty(B * H, T, device=q.device, dtype=torch.float32)
@@ -529,20 +545,20 @@ def moba_fwd(q: Tensor, k: Tensor, v: Tensor, sched: MobaSchedule) -> tuple[Tens
     BM, BN, BD = _tiles(bs, D, q.dtype)
     S = sched.sel.shape[-1]
     qk_scale = _LOG2E / math.sqrt(D)
-    op, lp = _fwd_partials(q, S)
-    if S:
-        _moba_hist_fwd_kernel[(sched.tiles.shape[0],)](q, k, v, sched.ent, sched.tiles, op, lp, qk_scale, T, D,
-                                                        bs, n, S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD,
-                                                        **_launch_args(q))
     n_mt = triton.cdiv(bs, BM)
-    _moba_fwd_kernel[(B * H * n * n_mt,)](q, k, v, sched.sel, op, lp, o, lse, qk_scale, T, D, bs, n, n_mt,
-                                          S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_launch_args(q))
+    _moba_fwd_kernel[(B * H * n * n_mt,)](q, k, v, o, lse, qk_scale, T, D, bs, n, n_mt, BLOCK_M=BM, BLOCK_N=BN,
+                                          BLOCK_D=BD, **_launch_args(q))
+    for slot in range(S):
+        _moba_hist_fwd_kernel[(_slot_grid(B * H, T, n, BM),)](
+            q, k, v, sched.ent, sched.tiles, sched.slot_tiles, o, lse, qk_scale, slot, T, D, bs, n, S=S,
+            BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_launch_args(q))
     return o, lse
 
 
 def moba_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor,
              sched: MobaSchedule) -> tuple[Tensor, Tensor, Tensor]:
-    """Backward on contiguous inputs (no checks): ``dq, dk, dv`` in q's dtype."""
+    """Backward on contiguous inputs (no checks): ``dq, dk, dv`` in q's dtype. dq: the current blocks
+    first, then one launch per slot adding that slot's history share in place."""
     B, H, T, D = q.shape
     do = do.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -557,19 +573,18 @@ def moba_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor
     delta = torch.empty(R, device=q.device, dtype=torch.float32)
     BR = 16 if K.INTERPRETED else 64
     _moba_bwd_preprocess_kernel[(triton.cdiv(R, BR),)](o, do, delta, R, D, BLOCK_R=BR, BLOCK_D=BD)
-    dqp = _bwd_partials(q, S)
-    if S:
-        _moba_hist_bwd_dq_kernel[(sched.tiles.shape[0],)](q, k, v, do, lse, delta, sched.ent, sched.tiles, dqp,
-                                                           qk_scale, sm_scale, T, D, bs, n, S=S, BLOCK_M=BM,
-                                                           BLOCK_N=BN, BLOCK_D=BD, **args)
     n_chunks = triton.cdiv(bs, BN)
     _moba_bwd_dkdv_kernel[(B * H * n * n_chunks,)](q, k, v, do, lse, delta, sched.ent, sched.tiles,
-                                                    sched.tile_first, sched.tile_count, dk, dv, qk_scale,
-                                                    sm_scale, T, D, bs, n, n_chunks, S=max(S, 1), BLOCK_M=BM,
-                                                    BLOCK_N=BN, BLOCK_D=BD, **_dkdv_launch(BD), **args)
+                                                    sched.blk_tiles, sched.tile_first, sched.tile_count, dk, dv,
+                                                    qk_scale, sm_scale, T, D, bs, n, n_chunks, S=max(S, 1),
+                                                    BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **_dkdv_launch(BD), **args)
     n_mt = triton.cdiv(bs, BM)
-    _moba_bwd_dq_kernel[(B * H * n * n_mt,)](q, k, v, do, lse, delta, sched.sel, dqp, dq, qk_scale, sm_scale,
-                                             T, D, bs, n, n_mt, S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **args)
+    _moba_bwd_dq_kernel[(B * H * n * n_mt,)](q, k, v, do, lse, delta, dq, qk_scale, sm_scale, T, D, bs, n, n_mt,
+                                             BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **args)
+    for slot in range(S):
+        _moba_hist_bwd_dq_kernel[(_slot_grid(B * H, T, n, BM),)](
+            q, k, v, do, lse, delta, sched.ent, sched.tiles, sched.slot_tiles, dq, qk_scale, sm_scale, slot, T, D,
+            bs, n, S=S, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **args)
     return dq, dk, dv
 
 

@@ -569,9 +569,10 @@ nb.record_claim(
 # such small buckets, and glibc keeps freed pages resident for reuse, so the OS sees more than is ever
 # live at once. The paper's efficient version has the same gather-and-merge structure (flash-attn varlen
 # calls on gathered blocks, a partial output per selection slot merged by lse). So does `kernels/moba.py`
-# on a GPU, without buckets: one program per (tile of gathered queries, key block) writes a partial output
-# per selection slot, and the current-block pass merges them — about $k-1$ extra outputs of memory, in
-# exchange for computing only the pairs MoBA needs.
+# on a GPU, without buckets and without partial outputs: the current-block pass writes $o$ and the lse
+# first, then one launch per selection slot runs one program per (tile of gathered queries, key block) and
+# merges its result into $o$ and the lse in place — safe because a query has one entry per slot — so it
+# holds about 4 % more than SDPA's $q, k, v, o$ while computing only the pairs MoBA needs (plus tile padding).
 
 # %% [markdown]
 # ## Recap
