@@ -19,7 +19,10 @@ row counts. In the style of vLLM's ``fused_moe`` and scattermoe we turn it into 
    backward of the fused gate/up projection), optionally multiplied by the routing weight of each pair,
    and stores (scatters) the rows. :func:`_swiglu_gemm_fwd_kernel` is the fused gate/up projection: both
    ``X W₁[e]`` and ``X W₃[e]`` from one gathered X tile, ``silu(g) ⊙ u`` in the epilogue.
-   Tiles, warps and stages come from a per-architecture table (:func:`gemm_config`).
+   Tiles, warps and stages come from a per-architecture table (:func:`gemm_config`, compiled ahead of
+   time by the compile test); on a CUDA GPU each wrapper also times the table's configuration against
+   a few neighbours once per shape and keeps the fastest (:func:`tuning_candidates`,
+   :mod:`kimi_mini.kernels.tune`: the token-row mode's atomic adds are timed into a scratch output).
 
 Input rows are addressed in one of three *row spaces* (``ROWS_*``): the padded sorted layout itself
 (row r), pair order (row p), or token order (row p // k, the gather that avoids copying x k times).
@@ -51,6 +54,7 @@ import triton.language as tl
 from torch import Tensor
 
 import kimi_mini.kernels as K
+from kimi_mini.kernels import tune
 
 __all__ = ["ExpertTiles", "align_to_tiles", "max_tiles", "gemm_config", "grouped_gemm", "grouped_gemm_dw",
            "swiglu_gemm", "GroupedGemm", "SwiGLUGroupedGemm", "moe_swiglu_experts", "ROWS_SORTED", "ROWS_PAIR",
@@ -103,6 +107,30 @@ def gemm_config(dtype: torch.dtype) -> dict:
 def _precision(dtype: torch.dtype) -> str:
     """fp32 inputs keep fp32 accuracy in tl.dot (see :func:`kimi_mini.kernels.dot_precision`)."""
     return K.dot_precision(dtype)
+
+
+def tuning_candidates(cfg: dict, kind: str) -> list[dict]:
+    """Launch configurations :func:`kimi_mini.kernels.tune.pick` times on a GPU for one wrapper
+    (``kind``: "fwd", "swiglu" or "dw"): the table's ``cfg`` first, then one change each — half the N
+    tile, one pipeline stage fewer, one more, twice the warps. Only the first is compiled ahead of time."""
+    if kind not in ("fwd", "swiglu", "dw"):
+        raise ValueError(f"kind: expected 'fwd', 'swiglu' or 'dw', got {kind!r}")
+    n_key, w_key = ("DW_BLOCK_N" if kind == "dw" else "BLOCK_N"), ("swiglu_warps" if kind == "swiglu" else "num_warps")
+    out = [dict(cfg)]
+    for change in ({n_key: max(32, cfg[n_key] // 2)}, {"num_stages": max(1, cfg["num_stages"] - 1)},
+                   {"num_stages": cfg["num_stages"] + 1}, {w_key: min(8, cfg[w_key] * 2)}):
+        cand = {**cfg, **change}
+        if cand not in out:
+            out.append(cand)
+    return out
+
+
+def _tuned(kind: str, cfg: dict, key: tuple, run, *tensors) -> dict:
+    """``cfg`` in the interpreter, in compile-only builds and on the CPU; on a GPU the fastest of
+    :func:`tuning_candidates`, measured once per ``key`` (``run(config)`` launches into scratch)."""
+    if not tune.can_time(*tensors):
+        return cfg
+    return tune.pick((kind, tensors[0].device.index, *key), tuning_candidates(cfg, kind), run)
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -422,16 +450,24 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
         if w2.stride() != w.stride():
             w, w2 = w.contiguous(), w2.contiguous()
     rw = route_weights if route_weights is not None else plan.sorted_pair  # dummy pointer when unused
-    grid = (plan.n_tiles * triton.cdiv(N, bn),)
-    _grouped_gemm_fwd_kernel[grid](
-        x, w, x2 if x2 is not None else x, w2 if w2 is not None else w, y, rw, plan.sorted_pair,
-        plan.tile_expert, plan.n_pairs, plan.n_experts, plan.n_tiles, k_dim, N,
-        x.stride(0), x.stride(1), w.stride(0), w.stride(1), w.stride(2), y.stride(0), y.stride(1),
-        TOP_K=plan.top_k, X_ROWS=x_rows, Y_ROWS=y_rows, MUL_WEIGHT=route_weights is not None,
-        HAS_SECOND=x2 is not None, PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED,
-        BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+
+    def launch(c: dict, out: Tensor) -> None:
+        _grouped_gemm_fwd_kernel[(plan.n_tiles * triton.cdiv(N, c["BLOCK_N"]),)](
+            x, w, x2 if x2 is not None else x, w2 if w2 is not None else w, out, rw, plan.sorted_pair,
+            plan.tile_expert, plan.n_pairs, plan.n_experts, plan.n_tiles, k_dim, N,
+            x.stride(0), x.stride(1), w.stride(0), w.stride(1), w.stride(2), out.stride(0), out.stride(1),
+            TOP_K=plan.top_k, X_ROWS=x_rows, Y_ROWS=y_rows, MUL_WEIGHT=route_weights is not None,
+            HAS_SECOND=x2 is not None, PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED,
+            BLOCK_M=plan.block_m, BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"], GROUP_M=c["GROUP_M"],
+            num_warps=c["num_warps"], num_stages=c["num_stages"],
+        )
+
+    cfg = {**cfg, "BLOCK_N": bn, "BLOCK_K": bk}
+    if block_n is None and block_k is None:  # token rows add atomically: time them into a scratch copy
+        scratch = torch.zeros_like(y) if y_rows == ROWS_TOKEN and tune.can_time(x, w) else y
+        cfg = _tuned("fwd", cfg, (x.dtype, k_dim, N, plan.block_m, plan.n_tiles, plan.top_k, x_rows, y_rows,
+                                  route_weights is not None, x2 is not None), lambda c: launch(c, scratch), x, w)
+    launch(cfg, y)
     return y.to(x.dtype)
 
 
@@ -453,15 +489,18 @@ def swiglu_gemm(x: Tensor, w1: Tensor, w3: Tensor, plan: ExpertTiles, x_rows: in
     h, g, u = (x.new_empty(plan.padded_rows, H) for _ in range(3))
     if plan.n_tiles == 0 or H == 0:
         return h, g, u
-    cfg = gemm_config(x.dtype)
-    grid = (plan.n_tiles * triton.cdiv(H, cfg["BLOCK_N"]),)
-    _swiglu_gemm_fwd_kernel[grid](
-        x, w1, w3, h, g, u, plan.sorted_pair, plan.tile_expert, plan.n_pairs, plan.n_experts, plan.n_tiles,
-        k_dim, H, x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0), h.stride(1),
-        TOP_K=plan.top_k, X_ROWS=x_rows, PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED,
-        BLOCK_M=plan.block_m, BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
-        num_warps=cfg["swiglu_warps"], num_stages=cfg["num_stages"],
-    )
+    def launch(c: dict) -> None:  # plain stores: a re-run (tuning) rewrites the same values
+        _swiglu_gemm_fwd_kernel[(plan.n_tiles * triton.cdiv(H, c["BLOCK_N"]),)](
+            x, w1, w3, h, g, u, plan.sorted_pair, plan.tile_expert, plan.n_pairs, plan.n_experts, plan.n_tiles,
+            k_dim, H, x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0), h.stride(1),
+            TOP_K=plan.top_k, X_ROWS=x_rows, PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED,
+            BLOCK_M=plan.block_m, BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"], GROUP_M=c["GROUP_M"],
+            num_warps=c["swiglu_warps"], num_stages=c["num_stages"],
+        )
+
+    cfg = _tuned("swiglu", gemm_config(x.dtype), (x.dtype, k_dim, H, plan.block_m, plan.n_tiles, plan.top_k, x_rows),
+                 launch, x, w1)
+    launch(cfg)
     return h, g, u
 
 
@@ -486,15 +525,22 @@ def grouped_gemm_dw(x: Tensor, dy: Tensor, plan: ExpertTiles, x_rows: int, dy_ro
     bn, bk = block_n or cfg["DW_BLOCK_N"], block_k or cfg["DW_BLOCK_K"]
     dy = dy.to(x.dtype)
     rw = route_weights if route_weights is not None else plan.sorted_pair
-    grid = (triton.cdiv(k_dim, bk) * triton.cdiv(N, bn), plan.n_experts)
-    _grouped_gemm_dw_kernel[grid](
-        x, dy, dw, rw, plan.sorted_pair, plan.expert_tile_start, plan.expert_tile_count,
-        plan.n_pairs, k_dim, N,
-        x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dw.stride(0), dw.stride(1), dw.stride(2),
-        TOP_K=plan.top_k, X_ROWS=x_rows, DY_ROWS=dy_rows, MUL_WEIGHT=route_weights is not None,
-        PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=bn, BLOCK_K=bk,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    def launch(c: dict) -> None:  # plain stores: a re-run (tuning) rewrites the same values
+        grid = (triton.cdiv(k_dim, c["DW_BLOCK_K"]) * triton.cdiv(N, c["DW_BLOCK_N"]), plan.n_experts)
+        _grouped_gemm_dw_kernel[grid](
+            x, dy, dw, rw, plan.sorted_pair, plan.expert_tile_start, plan.expert_tile_count,
+            plan.n_pairs, k_dim, N,
+            x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dw.stride(0), dw.stride(1), dw.stride(2),
+            TOP_K=plan.top_k, X_ROWS=x_rows, DY_ROWS=dy_rows, MUL_WEIGHT=route_weights is not None,
+            PRECISION=_precision(x.dtype), UPCAST=K.INTERPRETED, BLOCK_M=plan.block_m, BLOCK_N=c["DW_BLOCK_N"],
+            BLOCK_K=c["DW_BLOCK_K"], num_warps=c["num_warps"], num_stages=c["num_stages"],
+        )
+
+    cfg = {**cfg, "DW_BLOCK_N": bn, "DW_BLOCK_K": bk}
+    if block_n is None and block_k is None:
+        cfg = _tuned("dw", cfg, (x.dtype, k_dim, N, plan.block_m, plan.n_tiles, plan.top_k, x_rows, dy_rows,
+                                 route_weights is not None), launch, x, dy)
+    launch(cfg)
     return dw
 
 
