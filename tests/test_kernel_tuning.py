@@ -67,13 +67,17 @@ def test_candidates_start_with_the_table_and_differ_from_it():
         moe.tuning_candidates(cfg, "bwd")
 
 
-def test_nothing_is_timed_in_the_interpreter_or_on_cpu_tensors():
-    x = torch.zeros(2, 2)
-    assert not tune.can_time(x)  # CPU tensor (and, here, the interpreter)
-    idx = torch.tensor([[0, 1], [1, 0], [0, 1]])
-    plan = align_to_tiles(idx, 2, 16)
-    grouped_gemm(torch.randn(3, 16), torch.randn(2, 16, 16), plan, ROWS_TOKEN, ROWS_TOKEN)
-    assert tune.choices() == {}
+def test_nothing_is_timed_on_cpu_tensors_or_in_a_compile_only_build(monkeypatch, device):
+    assert not tune.can_time(torch.zeros(2, 2))  # a CPU tensor
+    monkeypatch.setattr(K, "COMPILE_ONLY", True)
+    assert not tune.can_time(torch.zeros(2, 2, device=device))
+    monkeypatch.setattr(K, "COMPILE_ONLY", False)
+    if K.INTERPRETED:  # the interpreter: the wrappers run the table's configuration, nothing is cached
+        assert not tune.can_time(torch.zeros(2, 2, device=device))
+        idx = torch.tensor([[0, 1], [1, 0], [0, 1]])
+        plan = align_to_tiles(idx, 2, 16)
+        grouped_gemm(torch.randn(3, 16), torch.randn(2, 16, 16), plan, ROWS_TOKEN, ROWS_TOKEN)
+        assert tune.choices() == {}
 
 
 @pytest.mark.skipif(not K.INTERPRETED, reason="drives the tuning path through the interpreter")
