@@ -16,7 +16,7 @@
 # 1. compute the Central Moment Discrepancy by hand, see what the released code's `x*k` typo does, and
 #    check the loop reference, the vectorised path and a fused Triton kernel against each other;
 # 2. build a review benchmark from *real* human-rated sentences with a known rationale and a built-in
-#    shortcut (correlated aspects), since BeerAdvocate is withdrawn;
+#    shortcut (an easy-to-read aspect that usually agrees with the label), since BeerAdvocate is withdrawn;
 # 3. train RNP and DMR (3 seeds each) at matched sparsity and compare their rationales with the gold
 #    ones (precision / recall / F1), their accuracy and their distance to the teacher; ablate the two
 #    matchings;
@@ -169,32 +169,74 @@ print("moments [K, D] shapes:", tuple(central_moments_reference(x.detach(), 5).s
 # BeerAdvocate was withdrawn by its owner. Instead, each review here is **three real sentences rated
 # by humans** (−4 … +4; Hutto & Gilbert 2014, in the `vaderSentiment` sdist): a movie-review snippet
 # (the **target aspect**), an Amazon review snippet and a tweet, in random order. The label is the sign
-# of the *movie* sentence's rating (|rating| ≥ 0.5); the other two are drawn so that their ratings
-# correlate with it (ρ ≈ 0.7, like a beer's appearance/aroma/palate ratings), so they predict the label
-# often but not always. The gold rationale is the movie sentence. A generator is unavoidable here (no
-# token-level rationale corpus installs offline), but every sentence and rating is real; what is
-# constructed — one aspect carries the label, correlated aspects offer a shortcut — is exactly the
-# situation DMR's claims are about.
+# of the *movie* sentence's rating (0.5 ≤ |rating| ≤ 3: clear, but not the loudest sentences); the gold
+# rationale is the movie sentence.
+#
+# The **Amazon** sentence is the **shortcut aspect**, built to be RNP's known failure: it is always a short
+# (≤ 6 tokens), strongly rated (|rating| ≥ 2) sentence — easier to read than the target — and its sign agrees
+# with the label in 80 % of reviews (drawn independently per review, so it is wrong in 1 of 5). The **tweet**
+# is the *other distractor*: its rating correlates with the movie sentence's through a Gaussian copula
+# (ρ ≈ 0.7, like a beer's appearance/aroma/palate ratings), as before. Every training movie sentence appears in
+# three reviews, each with freshly drawn distractors (`train_repeats=3`), so a full-text reader can learn that
+# the shortcut is sometimes wrong. A generator is unavoidable here (no token-level rationale corpus installs
+# offline), but every sentence and rating is real; what is constructed — one aspect carries the label, an
+# easier aspect offers a shortcut that is right 80 % of the time — is exactly the situation DMR's claims are
+# about: a generator trained only for accuracy may settle on the shortcut; a predictor matched to a full-text
+# teacher that reads the target should, by the paper's argument, pull it back.
+#
+# **How this benchmark was chosen (a pilot, seeds 20–22 only).** Until this version the aspects were all
+# copula-correlated (ρ = 0.7, no shortcut). There RNP learned (precision +30 points over chance on seeds 0–2)
+# but spread its off-target picks over both distractors, and RNP and DMR picked the same tokens ≈ 97 % of the
+# time: RNP showed no failure for DMR to fix. The rule, written before the pilot: *adopt a shortcut benchmark
+# if, on the pilot seeds, RNP's share of selected tokens on the shortcut aspect is clearly above its share on
+# the other distractor (we read "clearly" as above on every pilot seed), while RNP's precision still beats
+# chance + 10 points; and only with a full-text teacher that reads the target — its accuracy on the test
+# reviews where the shortcut disagrees with the label above 50 % — since DMR matches the teacher and would
+# otherwise inherit its shortcut.* RNP rows, mean of seeds 20–22 (teacher 1,500 steps, `train_repeats=3`
+# unless said; "shortcut − other" = RNP's share on the shortcut minus its share on the tweet, per seed):
+#
+# | shortcut p | targets \|r\| ≤ | teacher acc / where the shortcut disagrees | RNP precision − chance | shortcut − other (per seed) |
+# |---|---|---|---|---|
+# | 0.80 | 2.0 (300 steps, no repeats; seed 20) | 75 % / 46 % | +35.7 | −1 |
+# | 0.75 | 2.0 | 73 % / 63.5 % | +37.2 | −5, 0, +3 |
+# | 0.80 | 2.0 | 75 % / 55 % | +24.7 | +13, +4, +21 |
+# | 0.85 | 2.0 | 79 % / 42 % | +10.6 | +22, +22, +26 |
+# | 0.85 | 2.5 | 81 % / 59 % | +11.9 | +11, +10, +10 |
+# | 0.85 | none | 84 % / 53 % | +19.2 | +11, +13, +9 |
+# | 0.80 | 2.5 | 81 % / 63 % | +16.7 | +7, +6, +11 |
+# | **0.80** | **3.0** | **85 % / 67 %** | **+24.3** | **+12, +13, +12** |
+#
+# A weak or short-trained teacher leaned on the shortcut (46 % and 42 % where it disagrees: worse than a coin);
+# more training (1,500 steps over three times the reviews), and letting the targets be up to |r| = 3, made it
+# read the target. The bold row meets every part of the rule with the widest margins and is the benchmark
+# below; 3,000 teacher steps changed nothing measurable over 1,500. In the same pilot DMR took the shortcut as
+# often as RNP (shortcut − other +14, +13, +12 on the bold row; F1 within 3 points of RNP's per seed): the claims
+# below were written before seeing seeds 0–5, and the pilot's DMR figures are not part of any verdict.
 
 # %%
+SHORTCUT = dict(shortcut_p=0.8, shortcut_min_abs=2.0, shortcut_max_tokens=6, max_abs_rating=3.0, train_repeats=3)
 DATA = P.pick(toy=dict(max_sentence_tokens=12, dim=64), gpu=dict(max_sentence_tokens=20, dim=None))
-bench = build_reviews(**DATA)
+bench = build_reviews(**DATA, **SHORTCUT)
 train_set, test_set = bench.tensors("train").to(nb.device), bench.tensors("test").to(nb.device)
 gold_frac = float(train_set.gold.sum() / train_set.mask.sum())
 print(bench)
 print(f"train reviews {len(train_set)}, test {len(test_set)}, max length {train_set.ids.shape[1]} tokens, "
       f"positive {train_set.label.float().mean():.0%}, gold rationale = {gold_frac:.1%} of the tokens")
+ROLE = {bench.domains[1]: "shortcut aspect", bench.domains[2]: "other distractor"}
 for name, rho, agree in zip(bench.domains[1:], bench.aspect_correlation(), bench.shortcut_agreement(), strict=True):
-    print(f"  {name:>6}: rating correlation with the movie sentence ρ = {rho:.2f}; its sign equals the label "
-          f"in {agree:.0%} of reviews (the shortcut's ceiling)")
+    print(f"  {name:>6} ({ROLE[name]}): rating correlation with the movie sentence ρ = {rho:.2f}; its sign equals "
+          f"the label in {agree:.0%} of reviews (a reader of this aspect alone gets at most that)")
+test_ratings = torch.tensor(bench.dataset["test"]["ratings"])  # [N, 3]: movie, amazon, tweet
+shortcut_wrong = torch.nonzero((test_ratings[:, 1] > 0).long() != test_set.label.cpu())[:, 0]  # shortcut ≠ label
 row = bench.dataset["test"][0]
 marked = highlight(row["tokens"], [False] * len(row["tokens"]), [a == 0 for a in row["aspect"]])
 display(HTML(f"<b>a test review</b> (label {row['label']}; gold rationale underlined): {marked}"))
 
 # %% [markdown]
 # **Exercise 3 · predict, then run.** Before the experiment below runs: which aspect will hold the
-# largest share of RNP's selected tokens — `"movie"` (the gold), `"amazon"` or `"tweet"`? Write your
-# guess now; the checker compares it with what the runs measure, after they finish.
+# largest share of RNP's selected tokens — `"movie"` (the gold), `"amazon"` (the short, strongly rated shortcut
+# aspect, right 80 % of the time) or `"tweet"` (the correlated distractor)? Write your guess now; the checker
+# compares it with what the runs measure, after they finish.
 
 # %%
 def my_rnp_aspect_prediction() -> str:
@@ -231,16 +273,24 @@ def my_rnp_aspect_prediction() -> str:
 # lr 1e-3, gave 31.4, 36.6, 23.0 (seeds 0–2) and 25.9, 28.3, 28.7 (seeds 3–5), so the toy preset now uses it;
 # this choice was made after seeing that run. The precondition and its 10-point threshold are the ones written
 # before the first runs; RNP and DMR get the same sampling, the same noise and the same batches.
+#
+# **Changed with the shortcut benchmark (third pilot, seeds 20–22): the teacher trains for 1,500 steps, not 300**,
+# so that it reads the target rather than the shortcut (see the benchmark's pilot table); RNP's and DMR's own
+# settings are unchanged.
 
 # %%
 CFG = RationaleConfig(**P.pick(
-    toy=dict(encoder="conv", hidden=32, steps=800, teacher_steps=300, batch_size=64, lr=1e-3),
+    toy=dict(encoder="conv", hidden=32, steps=800, teacher_steps=1500, batch_size=64, lr=1e-3),
     gpu=dict(encoder="gru", hidden=100, steps=3000, teacher_steps=2000, batch_size=200, lr=1e-3),
 ), alpha=0.15, lambda_s=2.0, lambda_c=2.0, gumbel_tau=1.0, cmd_impl=P.pick(toy="torch", gpu="triton"))
 RUN_SEEDS = P.pick(toy=nb.seeds, gpu=nb.seeds + (10, 11))
 emb = bench.embeddings.to(nb.device)
 teacher, _ = train_teacher(train_set, emb, CFG)
-print(f"teacher (full text) test accuracy: {teacher_accuracy(teacher, test_set):.1%}; config {CFG}")
+teacher_wrong_sc = teacher_accuracy(teacher, test_set.take(shortcut_wrong))
+print(f"teacher (full text) test accuracy: {teacher_accuracy(teacher, test_set):.1%}; on the {len(shortcut_wrong)} "
+      f"test reviews where the shortcut disagrees with the label: {teacher_wrong_sc:.1%} "
+      f"({'above' if teacher_wrong_sc > 0.5 else 'NOT above'} 50 %: it {'reads' if teacher_wrong_sc > 0.5 else 'does not read'}"
+      f" the target there); config {CFG}")
 runs = {"RNP": [], "DMR": []}
 for seed in RUN_SEEDS:
     runs["RNP"].append(evaluate(*train_rnp(train_set, emb, CFG, seed=seed)[:2], test_set, teacher))
@@ -270,7 +320,8 @@ for name, results in runs.items():  # per seed: the spread is part of the result
 shares = {name: [mean_sd([r["aspects"][a] for r in res])[0] for a in range(3)] for name, res in runs.items()}
 for name, s in shares.items():
     print(f"{name}: share of selected tokens per aspect",
-          {d: f"{v:.0%}" for d, v in zip(bench.domains, s, strict=True)})
+          {f"{d} ({['target', *ROLE.values()][k]})": f"{v:.0%}" for k, (d, v) in enumerate(zip(bench.domains, s,
+                                                                                                 strict=True))})
 
 # %%
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -298,7 +349,11 @@ plt.show()
 # Decided before running, every comparison paired by seed (same initial weights, same batches) with a 95 %
 # interval over seeds. **Precondition of both claims:** RNP's generator learns — its precision is at least
 # 10 points above chance (the gold fraction) — otherwise RNP is not failing the way the paper describes
-# (picking a correlated aspect *because it learnt to*), and DMR has nothing to fix. **F1** holds if DMR's rationale
+# (picking a correlated aspect *because it learnt to*), and DMR has nothing to fix. **Second precondition of the
+# F1 claim** (written after the seeds-20–22 pilot, before any run on seeds 0–5): RNP shows the failure — its share
+# of selected tokens on the shortcut aspect exceeds its share on the other distractor by ≥ 5 points (per-seed
+# differences, 95 % interval above 5). Without it there is no shortcut for DMR's F1 to win back, and "DMR is
+# no better" would again be a design result. **F1** holds if DMR's rationale
 # F1 exceeds RNP's (paired difference > 0); **KL** holds if DMR's predictor is closer to the teacher than RNP's,
 # measured at the temperature DMR's output matching trains toward ($T = 3$: KL(softmax(t(x)/3) ‖ p(z⊙x))).
 
@@ -310,6 +365,14 @@ pre_rnp = Precondition.from_evidence(
     "RNP's precision ≥ chance (the gold fraction) + 10 points",
     Evidence.mean(rnp_lift, threshold=0.10, direction="above", what="RNP precision − gold fraction", scale=100,
                   fmt="+.1f", suffix=" points"))
+shortcut_gap = [r["aspects"][1] - r["aspects"][2] for r in runs["RNP"]]  # shortcut aspect − other distractor
+failure = Evidence.mean(shortcut_gap, threshold=0.05, direction="above",
+                        what=f"RNP's share on the shortcut ({bench.domains[1]}) − on the other distractor "
+                             f"({bench.domains[2]})", scale=100, fmt="+.1f", suffix=" points")
+pre_failure = Precondition.from_evidence("RNP takes the shortcut: its share of selected tokens on the shortcut aspect "
+                                         "exceeds its share on the other distractor by ≥ 5 points", failure)
+pre_f1 = Precondition(f"{pre_rnp.text}; and {pre_failure.text}", f"{pre_rnp.measured}; {pre_failure.measured}",
+                      pre_rnp.met and pre_failure.met)
 nb.record_claim(
     "DMR's rationales match the human rationales better than RNP's (token F1)",
     paper_value="beer appearance: DMR P 83.6 / R 52.8 / F1 64.7 at 11.7% sparsity (quoted, unconfirmed); hotel "
@@ -318,9 +381,10 @@ nb.record_claim(
          f"{100 * f1['RNP'][1]:.1f} (mean ± sd, {len(RUN_SEEDS)} seeds, sparsity target α = {CFG.alpha:.2f})",
     evidence=Evidence.paired([r["f1"] for r in runs["DMR"]], [r["f1"] for r in runs["RNP"]], threshold=0.0,
                              direction="above", what="DMR − RNP F1", scale=100, fmt="+.1f", suffix=" points"),
-    precondition=pre_rnp,
-    explanation="Our reviews are 3 real human-rated sentences (gold = the movie sentence, ~1/3 of the tokens) with "
-                "correlated distractor aspects, not BeerAdvocate (withdrawn); tiny frozen-embedding encoders "
+    precondition=pre_f1,
+    explanation="Our reviews are 3 real human-rated sentences (gold = the movie sentence, ~2/5 of the tokens), one "
+                "distractor a short, strongly rated shortcut aspect that agrees with the label 80 % of the time, the "
+                "other rating-correlated; not BeerAdvocate (withdrawn); tiny frozen-embedding encoders "
                 f"(convolutional at toy), {CFG.steps} steps, selections sampled in training (Gumbel-max).",
     paper=PAPER,
 )
@@ -490,8 +554,9 @@ print(inspect.getsource(dmr_exercises._moments_solution_kernel))
 #   The released code's `x*k` typo reduces DMR's CMD to a distance between means — the higher moments never
 #   took part in the published runs.
 # - **What differs from the paper:** BeerAdvocate/hotel reviews with human rationale annotations
-#   → three real human-rated sentences per review with correlated aspects (gold ≈ 1/3 of the tokens,
-#   not 10–20%); one generator whose target is the gold label (the released code keeps CAR's two
+#   → three real human-rated sentences per review, one a built-in shortcut aspect right 80 % of the time and
+#   one a correlated aspect (gold ≈ 2/5 of the tokens, not 10–20%); a teacher trained longer than the
+#   rationalizers (1,500 steps) so that it reads the target; one generator whose target is the gold label (the released code keeps CAR's two
 #   class-wise generators); tiny frozen-embedding convolutional encoders (toy) or GRUs (gpu), 800 training
 #   steps on a CPU; α = 0.15 and λ_s = λ_c = 2 instead of the paper's 5 and 10, and the selection sampled in
 #   training by the Gumbel-max trick rather than RNP's REINFORCE (see the settings' notes).
@@ -505,4 +570,10 @@ print(f"Outcome: RNP's precision is {100 * (prec['RNP'] - gold_frac):+.1f} point
       f"{100 * (prec['DMR'] - gold_frac):+.1f}.")
 print(f"Outcome: RNP puts {shares['RNP'][0]:.0%} of its selection on the target aspect, DMR {shares['DMR'][0]:.0%}; "
       f"same-seed token agreement {min(agree):.0%}–{max(agree):.0%}.")
+dmr_gap = [r["aspects"][1] - r["aspects"][2] for r in runs["DMR"]]
+print(f"Outcome: on the shortcut aspect ({bench.domains[1]}) RNP puts {shares['RNP'][1]:.0%} of its selection and on "
+      f"the other distractor ({bench.domains[2]}) {shares['RNP'][2]:.0%} — a gap of "
+      f"{100 * statistics.mean(shortcut_gap):+.1f} points, so the failure precondition is "
+      f"{'met' if pre_failure.met else 'unmet'}; DMR's gap is {100 * statistics.mean(dmr_gap):+.1f} points. The teacher "
+      f"DMR matches is right on {teacher_wrong_sc:.0%} of the test reviews where the shortcut is wrong.")
 print(f"notebook time: {nb.elapsed():.0f} s")
