@@ -23,8 +23,9 @@
 # 4. write CMD, the straight-through selection and a Triton column-moments kernel yourself, and predict
 #    where RNP's rationale lands.
 #
-# **Run time:** `toy` about 70–75 s on 2 CPU cores (72 s measured at load ≈ 1.2; 183 s on cores shared with other
-# jobs, load ≈ 7); `gpu` a few minutes on one H100/H200.
+# **Run time:** `toy` about 70–80 s on 2 CPU cores (estimated for a quiet machine: the earlier version took 72 s at
+# load ≈ 1.2, and the shortcut benchmark adds ≈ 3 s of teacher training while its shorter reviews save a little;
+# this version measured 82–97 s on cores shared with other jobs, load ≈ 2–3); `gpu` a few minutes on one H100/H200.
 
 # %% tags=["parameters"]
 PRESET = "toy"  # "toy" (CPU, ≤ 120 s) or "gpu" (one H100/H200)
@@ -195,7 +196,7 @@ print("moments [K, D] shapes:", tuple(central_moments_reference(x.detach(), 5).s
 # otherwise inherit its shortcut.* RNP rows, mean of seeds 20–22 (teacher 1,500 steps, `train_repeats=3`
 # unless said; "shortcut − other" = RNP's share on the shortcut minus its share on the tweet, per seed):
 #
-# | shortcut p | targets \|r\| ≤ | teacher acc / where the shortcut disagrees | RNP precision − chance | shortcut − other (per seed) |
+# | shortcut p | targets \|r\| ≤ | teacher acc / where shortcut wrong | RNP precision − chance | shortcut − other |
 # |---|---|---|---|---|
 # | 0.80 | 2.0 (300 steps, no repeats; seed 20) | 75 % / 46 % | +35.7 | −1 |
 # | 0.75 | 2.0 | 73 % / 63.5 % | +37.2 | −5, 0, +3 |
@@ -289,8 +290,8 @@ teacher, _ = train_teacher(train_set, emb, CFG)
 teacher_wrong_sc = teacher_accuracy(teacher, test_set.take(shortcut_wrong))
 print(f"teacher (full text) test accuracy: {teacher_accuracy(teacher, test_set):.1%}; on the {len(shortcut_wrong)} "
       f"test reviews where the shortcut disagrees with the label: {teacher_wrong_sc:.1%} "
-      f"({'above' if teacher_wrong_sc > 0.5 else 'NOT above'} 50 %: it {'reads' if teacher_wrong_sc > 0.5 else 'does not read'}"
-      f" the target there); config {CFG}")
+      f"({'above' if teacher_wrong_sc > 0.5 else 'NOT above'} 50 %: it "
+      f"{'reads' if teacher_wrong_sc > 0.5 else 'does not read'} the target there); config {CFG}")
 runs = {"RNP": [], "DMR": []}
 for seed in RUN_SEEDS:
     runs["RNP"].append(evaluate(*train_rnp(train_set, emb, CFG, seed=seed)[:2], test_set, teacher))
@@ -556,10 +557,11 @@ print(inspect.getsource(dmr_exercises._moments_solution_kernel))
 # - **What differs from the paper:** BeerAdvocate/hotel reviews with human rationale annotations
 #   → three real human-rated sentences per review, one a built-in shortcut aspect right 80 % of the time and
 #   one a correlated aspect (gold ≈ 2/5 of the tokens, not 10–20%); a teacher trained longer than the
-#   rationalizers (1,500 steps) so that it reads the target; one generator whose target is the gold label (the released code keeps CAR's two
-#   class-wise generators); tiny frozen-embedding convolutional encoders (toy) or GRUs (gpu), 800 training
-#   steps on a CPU; α = 0.15 and λ_s = λ_c = 2 instead of the paper's 5 and 10, and the selection sampled in
-#   training by the Gumbel-max trick rather than RNP's REINFORCE (see the settings' notes).
+#   rationalizers (1,500 steps) so that it reads the target; one generator whose target is the gold label (the
+#   released code keeps CAR's two class-wise generators); tiny frozen-embedding convolutional encoders (toy) or
+#   GRUs (gpu), 800 training steps on a CPU; α = 0.15 and λ_s = λ_c = 2 instead of the paper's 5 and 10, and
+#   the selection sampled in training by the Gumbel-max trick rather than RNP's REINFORCE (see the settings'
+#   notes).
 # - **At scale:** larger GRUs (hidden 100–200), full word2vec/GloVe, thousands of steps, sparsity near
 #   10%; the `gpu` preset moves toward that (longer sentences, 300-d vectors, hidden 100, 5 seeds).
 
@@ -571,9 +573,10 @@ print(f"Outcome: RNP's precision is {100 * (prec['RNP'] - gold_frac):+.1f} point
 print(f"Outcome: RNP puts {shares['RNP'][0]:.0%} of its selection on the target aspect, DMR {shares['DMR'][0]:.0%}; "
       f"same-seed token agreement {min(agree):.0%}–{max(agree):.0%}.")
 dmr_gap = [r["aspects"][1] - r["aspects"][2] for r in runs["DMR"]]
+per_seed_gap = ", ".join(f"{100 * v:+.1f}" for v in shortcut_gap)
 print(f"Outcome: on the shortcut aspect ({bench.domains[1]}) RNP puts {shares['RNP'][1]:.0%} of its selection and on "
       f"the other distractor ({bench.domains[2]}) {shares['RNP'][2]:.0%} — a gap of "
-      f"{100 * statistics.mean(shortcut_gap):+.1f} points, so the failure precondition is "
-      f"{'met' if pre_failure.met else 'unmet'}; DMR's gap is {100 * statistics.mean(dmr_gap):+.1f} points. The teacher "
-      f"DMR matches is right on {teacher_wrong_sc:.0%} of the test reviews where the shortcut is wrong.")
+      f"{100 * statistics.mean(shortcut_gap):+.1f} points (per seed {per_seed_gap}), so the failure precondition is "
+      f"{'met' if pre_failure.met else 'unmet'}; DMR's gap is {100 * statistics.mean(dmr_gap):+.1f} points. The "
+      f"teacher DMR matches is right on {teacher_wrong_sc:.0%} of the test reviews where the shortcut is wrong.")
 print(f"notebook time: {nb.elapsed():.0f} s")

@@ -273,6 +273,28 @@ def test_shortcut_knob_makes_a_strong_label_tied_aspect_and_mild_targets():
             build_reviews(dim=16, **kw)
 
 
+def test_shortcut_with_repeats_is_drawn_afresh_for_each_copy_of_a_target():
+    """09's build: every training target in 3 reviews, each with its own shortcut draw, so a full-text reader sees
+    the same target with the shortcut agreeing and disagreeing (what lets the teacher prefer the target)."""
+    from kimi_mini.rationale.data import build_reviews
+
+    sc = build_reviews(dim=16, shortcut_p=0.8, shortcut_min_abs=2.0, shortcut_max_tokens=6, max_abs_rating=3.0,
+                       train_repeats=3)
+    ds = sc.dataset["train"]
+    copies: dict[tuple, list[bool]] = {}
+    for words, aspect, r, y in zip(ds["tokens"], ds["aspect"], ds["ratings"], ds["label"], strict=True):
+        target = tuple(w for w, a in zip(words, aspect, strict=True) if a == 0)
+        copies.setdefault((target, r[0]), []).append((r[1] > 0) == (y == 1))  # shortcut agrees with the label?
+    assert len(copies) * 3 == len(ds) and all(len(v) == 3 for v in copies.values())
+    mixed = sum(len(set(v)) == 2 for v in copies.values()) / len(copies)
+    assert 0.38 <= mixed <= 0.58, mixed  # P(3 draws not all equal) = 1 − 0.8³ − 0.2³ = 0.48
+    assert 0.77 <= sc.shortcut_agreement("train")[0] <= 0.83 and 0.74 <= sc.shortcut_agreement("test")[0] <= 0.86
+    test = sc.dataset["test"]
+    test_targets = {(tuple(w for w, a in zip(words, aspect, strict=True) if a == 0), r[0])
+                    for words, aspect, r in zip(test["tokens"], test["aspect"], test["ratings"], strict=True)}
+    assert len(test_targets) == len(test) and not test_targets & set(copies)  # once each, never a training target
+
+
 def test_training_tiny_rnp_and_dmr_runs_and_selects_sparsely(bench):
     from kimi_mini.rationale.train import evaluate, teacher_accuracy, train_dmr, train_rnp, train_teacher
 

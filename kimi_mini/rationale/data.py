@@ -13,6 +13,10 @@ sentences that humans rated from −4 to +4 (Hutto & Gilbert, ICWSM 2014, shippe
   review do (ρ ≈ 0.6–0.7): through a Gaussian copula, z_a = ρ·z_t + √(1−ρ²)·ε on normal scores
   z = Φ⁻¹(rank / n), then the distractor sentence whose normal score is nearest z_a (one of the four
   nearest, at random). This is the spurious shortcut: a distractor alone predicts the label often;
+- optionally (``shortcut_p``, off by default; notebook 09 turns it on) the first distractor is instead a
+  **shortcut aspect** in which RNP's known failure can appear: a short, strongly rated sentence (easier to
+  read than the target) whose sign is the label's with probability ``shortcut_p`` — right often, never
+  always, so a full-text reader does best on the target; ``max_abs_rating`` keeps the targets milder;
 - the gold rationale is exactly the target sentence's tokens.
 
 Sentences are filtered (never truncated) to ``min_tokens … max_sentence_tokens`` tokens, so a gold
