@@ -18,8 +18,8 @@
 # 5. train a miniature multilingual translator with and without a language discriminator;
 # 6. do four exercises.
 #
-# **Run time:** `toy` ≈ 1.5–2 minutes on 2 quiet CPU cores (≈ 82 s of CPU time in the kernel; 72 s measured at
-# load ≈ 2 with seeds 3–5, 358 s on 2 cores shared with other jobs, load ≈ 12); `gpu` an
+# **Run time:** `toy` ≈ 1.5–2 minutes on 2 quiet CPU cores (83 s measured at load ≈ 2 with seeds 0–2; the
+# version before the translation miniature's longer training took 70 s under the same load); `gpu` an
 # estimated 25 minutes (5 seeds, longer runs, probes on all rows; the tiny models gain little from the GPU —
 # not yet timed on one).
 
@@ -467,11 +467,23 @@ nb.record_claim(
 # translation systems alone. With k = 1, k = 5, a larger γ (3) or a smaller initial word embedding, the
 # adversary *raised* the probe on some of seeds 0–2 (the encoder fools a lagging D by flipping its code, which a
 # fresh probe reads as well); a first run of this notebook with k = 5 measured 0.664 → 0.668. With k = 10 the
-# probe fell on each of seeds 0–4 in the pilot (by 1.0 to 7.0 points). The precondition and the claim's rule
-# were not changed.
+# probe fell on each of seeds 0–4 in the pilot (by 1.0 to 7.0 points), but this notebook then measured falls of
+# +3.3 ± 6.6 points (seeds 0–2) and +3.9 ± 9.5 (seeds 3–5): the precondition was unmet on both sets.
+# A second pilot, on seeds 20–22 only (never on 0–5), found the models under-trained (token accuracy ≈ 0.25
+# after 120 steps) and D lagging (its accuracy on the states ≈ 0.4–0.7 during the game); the probe fell by
+# −1.8, +11.0, +0.5 points there. Adopted after it, by a rule fixed before it (the probe falls by ≥ 5 points
+# on each of the three pilot seeds): 240 encoder steps instead of 120, D's own learning rate 1e-2 (the encoder
+# keeps 3e-3), 300 warm-up steps of D alone on the frozen initial encoder before the game (a standard "some
+# steps of D" first), and 580 instead of 300 held-out sentences per language (a less noisy probe and token
+# accuracy). Pilot falls with them: +7.8, +6.3, +6.8 points (token accuracy: multilingual ≈ 0.38, adversarial
+# ≈ 0.34, bilingual ≈ 0.39); with the old setting on the same data +3.1, +2.8, +3.1; 240 steps without the D
+# changes +7.9, +4.8, +2.8. Fifteen variants were piloted (γ = 3; k = 5; 120, 180, 240, 300 or 400 steps; each
+# D change alone): five passed the rule (the adopted one included), ten did not — the same D changes with 300
+# steps gave +12.2, +3.0, +7.5 — so the rule picked one of a few borderline settings, and the runs on seeds 0–2
+# and 3–5 below are the test. γ = 1, k = 10, the probe, the precondition and the claim's rule were not changed.
 
 # %%
-TR = P.pick(toy=dict(per_language=1200, test_per_language=300, vocab_size=500, steps=120, d=32, batch_size=32),
+TR = P.pick(toy=dict(per_language=1200, test_per_language=580, vocab_size=500, steps=240, d=32, batch_size=32),
             gpu=dict(per_language=2300, test_per_language=400, vocab_size=800, steps=1000, d=64, batch_size=64))
 tr_train, tr_test = load_translation(TR["per_language"], TR["test_per_language"], vocab_size=TR["vocab_size"],
                                      vocabulary="dialects")
@@ -484,12 +496,13 @@ print(f"{len(tr_train)} train / {len(tr_test)} test sentences; {len(tr_train.src
 # %% [markdown]
 # Four systems, each trained for the same number of steps: a **bilingual** model per language (trained on that
 # language alone), a **multilingual** one on both, and the multilingual one **with the adversary**
-# ($\gamma = 1$, $D$ on every encoder state, $k = 10$ steps of $D$ per step of the encoder and decoder). Score:
+# ($\gamma = 1$, $D$ on every encoder state, $k = 10$ steps of $D$ per step of the encoder and decoder, $D$'s
+# learning rate 1e-2 against the encoder's 3e-3, and 300 steps of $D$ alone on the untrained encoder first). Score:
 # teacher-forced next-token accuracy on held-out sentences; invariance: a logistic probe for the language on
 # mean-pooled encoder states (chance 0.5).
 
 # %%
-TR_GAMMA, TR_K = 1.0, 10
+TR_GAMMA, TR_K, TR_D_LR, TR_D_WARMUP = 1.0, 10, 1e-2, 300
 kw = dict(steps=TR["steps"], d=TR["d"], batch_size=TR["batch_size"], device=nb.device)
 mt = {name: [] for name in ("bilingual", "multilingual", "multilingual + adversary")}
 lang_probe = {"multilingual": [], "multilingual + adversary": []}
@@ -500,7 +513,8 @@ for seed in RUN_SEEDS:
         accs.append(token_accuracy(model, tr_test.subset(lang)))
     mt["bilingual"].append(statistics.mean(accs))
     for name, adversary in (("multilingual", False), ("multilingual + adversary", True)):
-        model, _ = train_translation(tr_train, gamma=TR_GAMMA, adversary=adversary, seed=seed, k=TR_K, **kw)
+        model, _ = train_translation(tr_train, gamma=TR_GAMMA, adversary=adversary, seed=seed, k=TR_K, d_lr=TR_D_LR,
+                                     d_warmup=TR_D_WARMUP, **kw)
         mt[name].append(statistics.mean(token_accuracy(model, tr_test.subset(lang)) for lang in LANGUAGES))
         lang_probe[name].append(probe_accuracy(encoder_states(model, tr_train), tr_train.lang,
                                                encoder_states(model, tr_test), tr_test.lang).accuracy)
@@ -512,6 +526,8 @@ for name, v in mt.items():
 # %%
 m_adv, m_multi, m_bi = (statistics.mean(mt[k]) for k in ("multilingual + adversary", "multilingual", "bilingual"))
 sd_adv, sd_multi = statistics.stdev(mt["multilingual + adversary"]), statistics.stdev(mt["multilingual"])
+tr_fall = Evidence.paired(lang_probe["multilingual"], lang_probe["multilingual + adversary"], threshold=0.0,
+                          direction="above", **pts("language probe fall"))
 nb.record_claim(
     "Translation miniature: the adversarial multilingual model matches the bilingual ones and beats the "
     "multilingual model without the adversary",
@@ -525,21 +541,34 @@ nb.record_claim(
               Evidence.paired(mt["multilingual + adversary"], mt["multilingual"], threshold=0.0, direction="above",
                               **pts("adversarial − multilingual"))],
     precondition=Precondition.from_evidence(
-        "the adversary lowers the language probe (else the encoder has not hidden the language at all)",
-        Evidence.paired(lang_probe["multilingual"], lang_probe["multilingual + adversary"], threshold=0.0,
-                        direction="above", **pts("language probe fall"))),
+        "the adversary lowers the language probe (else the encoder has not hidden the language at all)", tr_fall),
     rule="adversarial ≥ bilingual − 1 point and adversarial > multilingual, both paired over seeds",
     explanation="made-up languages from real English, equal steps for every system, tiny GRUs",
     paper=PAPER,
 )
+tr_falls = [100 * (a - b)
+            for a, b in zip(lang_probe["multilingual"], lang_probe["multilingual + adversary"], strict=True)]
+tr_cost = [100 * (a - b) for a, b in zip(mt["multilingual"], mt["multilingual + adversary"], strict=True)]
+print("language probe fall with the adversary, per seed (points): " + ", ".join(f"{f:+.1f}" for f in tr_falls))
+print("token accuracy the adversary costs the multilingual model, per seed (points): "
+      + ", ".join(f"{c:+.1f}" for c in tr_cost))
+print(f"The language probe {'falls' if tr_fall.verdict == 'yes' else 'does not clearly fall'} with the adversary "
+      f"({statistics.mean(tr_falls):+.1f} points on average, to "
+      f"{statistics.mean(lang_probe['multilingual + adversary']):.3f}; chance 0.5); the adversarial model's token "
+      f"accuracy is {100 * (m_adv - m_multi):+.1f} points against the multilingual model and "
+      f"{100 * (m_adv - m_bi):+.1f} against the bilingual ones.")
 
 # %% [markdown]
 # **Reading it.** Look at the language probe first: if it does not fall with the adversary, the encoder has not
 # hidden the language at all, and a lower token accuracy is only the price of the fight; the claim then reads
 # `n/a`. Our dialects differ only in a few function words, so the language is in the states only through those
 # words' embeddings, which start far apart; the minimax objective also lets E *fool* D (make it confidently wrong)
-# rather than make s unreadable, and a fresh probe reads a flipped code as well as the original. The paper's
-# models were trained for days, not seconds; the `gpu` preset trains longer and larger.
+# rather than make s unreadable, and a fresh probe reads a flipped code as well as the original. When the probe
+# does fall, the token-accuracy differences printed above are the comparison with the paper's Table 2. What the
+# adversary can buy here is small by design: the dialects already share nearly every word, so a multilingual
+# encoder pools the two corpora with or without D, while the fight with D pulls the encoder away from y within
+# the same number of steps; the paper's gain came from real languages, which an encoder otherwise keeps apart. The
+# paper's models were trained for days, not seconds; the `gpu` preset trains longer and larger.
 
 # %% [markdown]
 # ## Explore the sweep
@@ -625,5 +654,6 @@ print(f"Outcome: MLP − logistic probe at γ > 0: {100 * statistics.mean(mlp_mi
 print(f"Outcome: digits, chosen γ = {D_GAMMA:g}: lighting probe {dp0:.3f} → {digits['probe_logistic'][di][0]:.3f}, "
       f"digit accuracy {digits['y_acc'][0][0]:.3f} → {digits['y_acc'][di][0]:.3f}.")
 print(f"Outcome: translation, language probe {statistics.mean(lang_probe['multilingual']):.3f} → "
-      f"{statistics.mean(lang_probe['multilingual + adversary']):.3f} with the adversary.")
+      f"{statistics.mean(lang_probe['multilingual + adversary']):.3f} with the adversary; token accuracy bilingual "
+      f"{m_bi:.3f}, multilingual {m_multi:.3f}, adversarial {m_adv:.3f}.")
 print(f"notebook time: {nb.elapsed():.0f} s")
