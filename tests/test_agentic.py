@@ -436,3 +436,28 @@ def test_measure_reports_sampled_lengths_budget_share_and_dialogues(tmp_path, mo
     assert out["dialogues"][0]["segments"][0][0] == "system"
     t = tasks["test_seen"][0]
     assert pipeline.task_budget(setup, t) == math.ceil(setup.budget_slack * optimal_agent_bytes(t))
+
+
+def test_experiment_with_workers_equals_one_process(tmp_path, monkeypatch):
+    """With workers, SFT jobs are queued at once and a seed's RL jobs as soon as its judged SFT model exists: the
+    results are those of the one-process run (every job deterministic on its own), in the same order."""
+    import kimi_mini.agentic.pipeline as pipeline
+
+    setup = pipeline.AgenticSetup(d_model=16, n_heads=2, d_ff=32, n_layers=1, max_seq_len=224, tasks_per_agent=12,
+                                  pretrain_steps=2, pretrain_batch=2, pretrain_seq=16, sft_steps=2, sft_batch=2,
+                                  rl_steps=2, rl_tasks=2, rl_k=2, ptx_batch=2, ptx_seq=16, n_test=3)
+    runs = {}
+    for workers in (1, 2):
+        cache = tmp_path / f"w{workers}"
+        monkeypatch.setenv("KIMI_MINI_CACHE", str(cache))  # the spawned workers read it too
+        runs[workers] = pipeline.run_experiment(setup, seeds=(0, 1), workers=workers)
+        assert len(list(cache.glob("agentic/rl-*.pt"))) == 6 and len(list(cache.glob("agentic/sft-*.pt"))) == 4
+    for variant, rows in runs[1]["results"].items():
+        other = runs[2]["results"][variant]
+        keys = ("seen", "evolved", "bytes", "stdlib")
+        assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in other], variant
+    def untimed(out):  # wall-clock seconds aside
+        return {v: [[{k: x for k, x in r.items() if k != "seconds"} for r in h] for h in hs]
+                for v, hs in out["histories"].items()}
+
+    assert untimed(runs[1]) == untimed(runs[2])

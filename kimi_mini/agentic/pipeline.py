@@ -497,7 +497,9 @@ def run_experiment(setup: AgenticSetup, seeds=(0, 1, 2), workers: int = 1) -> di
     judged SFT model three ways (full; without PTX; without the token budget). Every model is measured on the
     held-out tasks (``seen``: unseen tasks of trained agents; ``evolved``: the never-trained ``plus`` agent),
     by its mean agent bytes on ``seen`` and by its stdlib validation loss. The jobs are independent: with
-    ``workers > 1`` they run in that many processes (SFT jobs first, then RL jobs). Returns ``{"tasks",
+    ``workers > 1`` they run in that many processes: every SFT job is queued at once, and a seed's RL jobs are
+    queued as soon as its judged SFT model is trained (they start from it), so no worker waits for the other
+    seeds' SFT. Each job is deterministic on its own, so the results do not depend on the order. Returns ``{"tasks",
     "results" (variant → one dict per seed; "base" has one), "histories" (RL variant → one history per seed),
     "cpu_seconds" (CPU time of this process and its workers), "cpu_workers" (the workers' share)}``."""
     if not isinstance(workers, int) or workers < 1:
@@ -512,11 +514,19 @@ def run_experiment(setup: AgenticSetup, seeds=(0, 1, 2), workers: int = 1) -> di
         rl_out = [_rl_job(setup, *j) for j in rl_jobs]
     else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            sft_out = list(pool.map(_sft_job, *zip(*[(setup, *j) for j in sft_jobs], strict=True)))
-            rl_out = list(pool.map(_rl_job, *zip(*[(setup, *j) for j in rl_jobs], strict=True)))
+            sft_f = {pool.submit(_sft_job, setup, *j): j for j in sft_jobs}
+            rl_f = {}
+            for fut in as_completed(sft_f):
+                seed, filtered = sft_f[fut]
+                fut.result()  # an error surfaces here, before anything depends on it
+                if filtered:  # the judged SFT model of `seed` is cached: its RL runs can start
+                    rl_f.update({(seed, v): pool.submit(_rl_job, setup, seed, v) for v in VARIANTS})
+            by_job = {j: f for f, j in sft_f.items()}
+            sft_out = [by_job[j].result() for j in sft_jobs]
+            rl_out = [rl_f[j].result() for j in rl_jobs]
     for (_seed, filtered), r in zip(sft_jobs, sft_out, strict=True):
         results.setdefault("sft" if filtered else "sft_unfiltered", []).append(r)
     histories: dict[str, list] = {}
