@@ -463,10 +463,16 @@ def grouped_gemm(x: Tensor, w: Tensor, plan: ExpertTiles, x_rows: int, y_rows: i
         )
 
     cfg = {**cfg, "BLOCK_N": bn, "BLOCK_K": bk}
-    if block_n is None and block_k is None:  # token rows add atomically: time them into a scratch copy
-        scratch = torch.zeros_like(y) if y_rows == ROWS_TOKEN and tune.can_time(x, w) else y
+    if block_n is None and block_k is None:
+        scratch: list[Tensor] = []  # allocated by the first timed run only, never once the shape is tuned
+
+        def trial(c: dict) -> None:  # token rows add atomically: timed runs go to a scratch copy, not y
+            if not scratch:
+                scratch.append(torch.zeros_like(y) if y_rows == ROWS_TOKEN else y)
+            launch(c, scratch[0])
+
         cfg = _tuned("fwd", cfg, (x.dtype, k_dim, N, plan.block_m, plan.n_tiles, plan.top_k, x_rows, y_rows,
-                                  route_weights is not None, x2 is not None), lambda c: launch(c, scratch), x, w)
+                                  route_weights is not None, x2 is not None), trial, x, w)
     launch(cfg, y)
     return y.to(x.dtype)
 
